@@ -1,0 +1,125 @@
+//! Settings of one participant.
+
+use alloc::string::String;
+
+use crate::error::Error;
+
+/// How a [`Participant`](crate::Participant) behaves. Times are milliseconds of the host's clock
+/// (any monotonic origin: the participant only compares them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The cluster id (the `<clusterId>` of the paths).
+    pub cluster: String,
+    /// This node's address: the HTTP base URL the other members reach it at.
+    pub self_addr: String,
+    /// How often a master sends heartbeats (and re-sends an accept not yet acknowledged).
+    pub heartbeat_ms: u64,
+    /// Election timeouts are drawn uniformly from `[election_min_ms, election_max_ms)`.
+    /// A master that hears from no majority for `election_min_ms` steps down, and a voter that
+    /// heard from a live master less than `election_min_ms` ago refuses to vote.
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Most changes in one accept (a single larger submit still goes alone).
+    pub max_batch: usize,
+    /// Most changes a master queues; past it submits are refused with `ERR_STATE`.
+    pub max_queued: usize,
+    /// Commits between snapshots: the host's log holds at most this many entries.
+    pub snapshot_every: u64,
+    /// Consecutive failures to forward a submit to the master before a follower campaigns.
+    pub forward_failures_before_election: u32,
+    /// Seed of the randomized election timeouts.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Defaults for a node on a LAN: heartbeat 100 ms, election timeout 1-2 s.
+    pub fn new(cluster: impl Into<String>, self_addr: impl Into<String>) -> Config {
+        Config {
+            cluster: cluster.into(),
+            self_addr: self_addr.into(),
+            heartbeat_ms: 100,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            max_batch: 4096,
+            max_queued: 100_000,
+            snapshot_every: 10_000,
+            forward_failures_before_election: 3,
+            seed: 0,
+        }
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::new(crate::ErrorCode::State, m));
+        if !crate::wire::valid_cluster_id(&self.cluster) {
+            return bad("cluster id must be 1-64 characters of [A-Za-z0-9._-]");
+        }
+        if self.self_addr.is_empty() {
+            return bad("self address is empty");
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_min_ms {
+            return bad("heartbeat must be above 0 and below the minimum election timeout");
+        }
+        if self.election_max_ms <= self.election_min_ms {
+            return bad("election_max_ms must be above election_min_ms");
+        }
+        if self.max_batch == 0 || self.max_queued == 0 || self.snapshot_every == 0 {
+            return bad("max_batch, max_queued and snapshot_every must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A small deterministic PRNG (SplitMix64): the core takes randomness only from its seed.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1A4_F87B)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)` (`lo` when the range is empty).
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_ones_do_not() {
+        assert!(Config::new("c1", "http://a").validate().is_ok());
+        let mut c = Config::new("c1", "http://a");
+        c.heartbeat_ms = 1000;
+        assert!(c.validate().is_err());
+        let c = Config::new("bad/id", "http://a");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_in_range() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..100 {
+            let x = a.range(10, 20);
+            assert_eq!(x, b.range(10, 20));
+            assert!((10..20).contains(&x));
+        }
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+}

@@ -1,0 +1,84 @@
+//! # clusterconsensus
+//!
+//! A replicated state machine: Paxos with an elected master, whose peers talk JSON over HTTP.
+//! This crate is the sans-IO core: it reads messages and returns what to send, what to reply,
+//! what to persist first, and what happened. It never reads a clock, opens a socket or spawns a
+//! thread: time (`now`, milliseconds) and randomness (a seed) come in as inputs. It is
+//! `#![no_std]` with `alloc`, so the same core runs on servers, in the browser and at the edge.
+//!
+//! ## The run loop
+//!
+//! ```
+//! use clusterconsensus::{Config, KvStore, Output, Participant, Reply, Stored};
+//!
+//! let cfg = Config::new("cluster1", "http://127.0.0.1:9001");
+//! let mut node = Participant::new(cfg, KvStore::new()).unwrap();
+//! let mut disk = Stored::default();
+//! let mut replies: Vec<Reply> = vec![];
+//!
+//! // After every input, drain every output, in order.
+//! let mut drain = |node: &mut Participant<KvStore>, now: u64| {
+//!     while let Some(out) = node.poll_output() {
+//!         match out {
+//!             // MUST be durable before anything polled after it is acted on.
+//!             Output::Persist(p) => {
+//!                 disk.apply(&p); // write + fsync, as one transaction
+//!                 node.persisted(now, p.id);
+//!             }
+//!             // POST `send.request.encode()` to `send.to` + "/_clusterc/<id>/" +
+//!             // `send.request.method().path()`, then call
+//!             // `node.handle_response(now, send.id, answer)` exactly once.
+//!             Output::Send(_send) => unreachable!("one member: nobody to send to"),
+//!             // Answer the incoming request `reply.id` with `reply.response.encode()`.
+//!             Output::Reply(reply) => replies.push(reply),
+//!             Output::Event(_event) => {}
+//!         }
+//!     }
+//! };
+//!
+//! node.bootstrap(0).unwrap(); // master of a one-member cluster
+//! drain(&mut node, 0);
+//! assert!(node.is_serving_master());
+//! // Inputs: handle_request (an incoming call, with the host's id for it), handle_response
+//! // (the answer to a Send), handle_timeout (when `poll_timeout` is reached), and commands.
+//! node.submit(5, 1, vec![r#"{"op":"set","key":"a","value":"1"}"#.into()]);
+//! drain(&mut node, 5);
+//! assert_eq!(node.state().get("a"), Some("1"));
+//! assert_eq!(node.commit(), 1);
+//! assert_eq!(node.poll_timeout(), Some(105)); // the next heartbeat
+//! # drop(drain);
+//! assert_eq!(replies.len(), 1);
+//! assert_eq!(replies[0].id, 1); // the submit, answered once committed
+//! ```
+//!
+//! Incoming HTTP bodies become a [`Request`] with [`Request::decode`] (an `ERR_ENCODING` error
+//! is a `400`); outgoing answers are decoded with [`Response::decode`]. Restart a node from
+//! what its host stored with [`Participant::restore`].
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+extern crate alloc;
+
+mod config;
+mod error;
+pub mod kv;
+mod output;
+mod participant;
+mod state_machine;
+pub mod wire;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use config::Config;
+pub use error::{Error, ErrorCode};
+pub use kv::{KvChange, KvStore};
+pub use output::{
+    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot, Status,
+    Stored,
+};
+pub use participant::{majority, Participant, PeerStatus, Role, StatusReport};
+pub use state_machine::StateMachine;
+pub use wire::{Member, Method, Payload, Request, Response, Staged};

@@ -1,0 +1,150 @@
+//! What a [`Participant`](crate::Participant) asks its host to do, and what the host keeps on
+//! disk for it.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Payload, Request, Response, Staged};
+
+/// Chosen by the host for each incoming request (and for local commands); the answer comes back
+/// as [`Output::Reply`] with the same id.
+pub type RequestId = u64;
+
+/// Chosen by the participant for each outgoing request; the host reports its answer with
+/// [`Participant::handle_response`](crate::Participant::handle_response) and the same id.
+pub type MessageId = u64;
+
+/// One obligation for the host, in the order [`Participant::poll_output`](crate::Participant::poll_output)
+/// hands them out.
+#[must_use = "every output is an obligation: persist it, send it, reply with it, or observe it"]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Write this durably (fsync). Until the host calls
+    /// [`Participant::persisted`](crate::Participant::persisted) with its id, `poll_output`
+    /// returns nothing more: every later output may depend on it.
+    Persist(Persist),
+    /// POST `request` to `to` + `/_clusterc/<cluster>/` + `request.method().path()`, then call
+    /// `handle_response` with `id` exactly once: with the decoded answer, or with an error
+    /// (`ERR_CONNECT`, `ERR_CALL` on timeout, `ERR_ENCODING` for an undecodable answer).
+    Send(Send),
+    /// Answer the incoming request `id` with this body.
+    Reply(Reply),
+    /// Something the application may want to know. Needs no action.
+    Event(Event),
+}
+
+/// An outgoing request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Send {
+    pub id: MessageId,
+    /// The member's address (an HTTP base URL).
+    pub to: String,
+    pub request: Request,
+}
+
+/// An answer to an incoming request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub id: RequestId,
+    pub response: Response,
+}
+
+/// A durable write. Apply it as one atomic transaction:
+///
+/// 1. if `snapshot` is set, replace the stored snapshot with it and delete every stored entry;
+/// 2. append `entries` (committed, in seq order);
+/// 3. replace the stored hard state with `hard`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Persist {
+    pub id: u64,
+    pub hard: HardState,
+    pub entries: Vec<Entry>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The small state a node must never forget: its promise, its staged slot, its commit index and
+/// its member list (as of that commit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub cluster: String,
+    #[serde(rename = "self")]
+    pub self_addr: String,
+    pub status: Status,
+    /// The highest instance promised.
+    pub promised: u64,
+    /// The master promised at `promised` (a candidate's own address while it campaigns).
+    pub promised_master: Option<String>,
+    pub commit: u64,
+    pub staged: Option<Staged>,
+    pub members: Vec<String>,
+    /// Seq of the last committed membership change (the member-list version).
+    pub members_version: u64,
+}
+
+/// Whether a node is part of its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a `start`.
+    Unjoined,
+    /// A member.
+    Joined,
+    /// Knows that its removal has committed.
+    Removed,
+}
+
+/// A committed log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub payload: Payload,
+}
+
+/// The application's state at commit `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub data: String,
+}
+
+/// Everything a host has stored for one participant; give it to
+/// [`Participant::restore`](crate::Participant::restore) after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub hard: Option<HardState>,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+impl Stored {
+    /// Applies a [`Persist`] the way a host must: what an in-memory host (or a test) stores.
+    pub fn apply(&mut self, p: &Persist) {
+        if let Some(s) = &p.snapshot {
+            self.snapshot = Some(s.clone());
+            self.entries.clear();
+        }
+        self.entries.extend(p.entries.iter().cloned());
+        self.hard = Some(p.hard.clone());
+    }
+}
+
+/// Things that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This node won the election for `instance` (it serves submits once its first accept is on
+    /// a majority).
+    BecameMaster { instance: u64 },
+    /// This node was master of `instance` and no longer is.
+    LostMastership { instance: u64 },
+    /// The entry at `seq` was applied to the state machine.
+    Committed { seq: u64, payload: Payload },
+    /// A snapshot replaced the state: the state is now that at commit `seq`.
+    SnapshotInstalled { seq: u64 },
+    /// The member list changed (a membership change committed or a snapshot was installed).
+    MembersChanged { members: Vec<String>, version: u64 },
+    /// The node joined a cluster (its first `start`, or `bootstrap`).
+    Joined,
+    /// The node learned that it was removed.
+    Removed,
+}

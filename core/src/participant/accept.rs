@@ -1,0 +1,105 @@
+//! accept, addmember and rmmember at a follower (PROTOCOL.md section 3, "accept(I, S, payload)
+//! at follower F").
+
+use alloc::format;
+use alloc::string::String;
+
+use super::{not_member_error, Participant, Role};
+use crate::error::{Error, ErrorCode};
+use crate::output::RequestId;
+use crate::wire::{AcceptResult, FailResult, Method, Payload, Response, Staged};
+use crate::StateMachine;
+
+impl<S: StateMachine> Participant<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_accept(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        method: Method,
+        instance: u64,
+        seq: u64,
+        payload: Payload,
+        master: Option<String>,
+    ) {
+        // 1. Unjoined / removed; a lower instance; a higher one is promised on the spot.
+        if matches!(self.role, Role::Unjoined | Role::Removed) {
+            return self.reply_err(id, method, not_member_error(self.role));
+        }
+        let p = self.hard.promised;
+        if instance < p {
+            let e = Error::denied(format!("promised instance {p}")).with_instance(p);
+            return self.reply_err(id, method, e);
+        }
+        let me = self.hard.self_addr.clone();
+        if instance == p && self.hard.promised_master.as_deref() == Some(me.as_str()) {
+            // Only we propose at our own instance; a second proposer is a bug or an attack.
+            let e = Error::denied(format!("instance {p} is ours")).with_instance(p);
+            return self.reply_err(id, method, e);
+        }
+        if instance > p || self.hard.promised_master.is_none() {
+            self.promise(now, instance, master.filter(|m| *m != me));
+        }
+        self.master = self.hard.promised_master.clone();
+        self.last_heard = Some(now);
+        self.forward_failures = 0;
+        self.reset_election_timer(now);
+        if self.master.is_none() {
+            // The seed's accept does not name its sender: ask for a start, which does.
+            return self.reply_err(id, method, Error::state("master unknown; send start"));
+        }
+        // 2. Already committed here: the value at that seq is the chosen one.
+        let commit = self.hard.commit;
+        if seq <= commit {
+            return self.reply_accepted(id, method);
+        }
+        // 3. The slot we staged in this instance at commit + 1 is committed: the master only
+        //    proposes the next seq once it is.
+        if seq == commit + 2 {
+            if let Some(s) = self
+                .hard
+                .staged
+                .clone()
+                .filter(|s| s.seq == commit + 1 && s.instance == instance)
+            {
+                self.commit_entry(now, s.seq, s.payload);
+                if self.role == Role::Removed {
+                    return self.reply_err(id, method, not_member_error(Role::Removed));
+                }
+            }
+        }
+        let commit = self.hard.commit;
+        if seq > commit + 1 {
+            let e = Error::new(
+                ErrorCode::Gap,
+                format!("received seq {seq}, commit is {commit}"),
+            );
+            return self.reply_err(id, method, e);
+        }
+        // 4. seq == commit + 1. An empty payload stages nothing and clears nothing (traps A, B).
+        if !payload.is_empty() {
+            let s = Staged {
+                instance,
+                seq,
+                payload,
+            };
+            if self.hard.staged.as_ref() != Some(&s) {
+                self.hard.staged = Some(s);
+                self.dirty = true;
+            }
+        }
+        self.reply_accepted(id, method)
+    }
+
+    fn reply_accepted(&mut self, id: RequestId, method: Method) {
+        let r = match method {
+            Method::Accept => Response::Accept(AcceptResult {
+                accepted: true,
+                err: None,
+                instance: None,
+            }),
+            _ => Response::Fail(FailResult::ok()),
+        };
+        self.reply(id, r);
+    }
+}

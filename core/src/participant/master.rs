@@ -1,0 +1,478 @@
+//! The master of an instance (PROTOCOL.md section 3, "Master M of instance I"): one slot in
+//! flight at a time, queued submits batched into it, heartbeats, snapshots for followers that
+//! fell behind, and stepping down.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{majority, Durable, Participant, Pending, Role};
+use crate::error::{Error, ErrorCode};
+use crate::output::{Event, RequestId, Status};
+use crate::wire::{Accept, FailResult, Member, Method, Payload, Request, Response, Staged, Start};
+use crate::StateMachine;
+
+/// Most requests outstanding to one follower before heartbeats to it pause.
+const MAX_OUTSTANDING_PER_PEER: u32 = 3;
+
+pub(super) struct Leadership {
+    pub instance: u64,
+    /// The first accept of this instance (the recovered slot, or an empty confirmation) is not
+    /// yet on a majority: no new submits or membership changes are proposed.
+    pub recovering: bool,
+    pub inflight: Option<Inflight>,
+    pub queue: VecDeque<(RequestId, Vec<String>)>,
+    pub queued_changes: usize,
+    pub admin: VecDeque<AdminOp>,
+    pub peers: BTreeMap<String, Peer>,
+    pub next_tick: u64,
+    pub since: u64,
+}
+
+pub(super) struct AdminOp {
+    pub id: RequestId,
+    pub payload: Payload,
+    pub version: Option<u64>,
+}
+
+/// The one slot being decided.
+pub(super) struct Inflight {
+    pub seq: u64,
+    pub payload: Payload,
+    pub acks: BTreeSet<String>,
+    pub self_ack: bool,
+    pub waiters: Vec<RequestId>,
+}
+
+#[derive(Default)]
+pub(super) struct Peer {
+    pub last_ack: u64,
+    pub outstanding: u32,
+    /// A `start` is on its way: accepts would only get `ERR_GAP` again.
+    pub starting: bool,
+}
+
+impl<S: StateMachine> Participant<S> {
+    /// Takes office at `instance`: the first accept carries the recovered payload.
+    pub(super) fn lead(&mut self, now: u64, instance: u64, recovered: Payload) {
+        let peers = self
+            .others()
+            .into_iter()
+            .map(|m| {
+                let p = Peer {
+                    last_ack: now,
+                    ..Peer::default()
+                };
+                (m, p)
+            })
+            .collect();
+        self.leader = Some(Leadership {
+            instance,
+            recovering: true,
+            inflight: None,
+            queue: VecDeque::new(),
+            queued_changes: 0,
+            admin: VecDeque::new(),
+            peers,
+            next_tick: now + self.cfg.heartbeat_ms,
+            since: now,
+        });
+        self.propose(now, recovered, Vec::new());
+    }
+
+    /// Proposes `payload` at `commit + 1` to every member; stages it here too (our own vote
+    /// counts once that is durable). An empty payload proposes nothing: it confirms mastership.
+    fn propose(&mut self, now: u64, payload: Payload, waiters: Vec<RequestId>) {
+        let Some(l) = self.leader.as_ref() else {
+            return;
+        };
+        let instance = l.instance;
+        let seq = self.hard.commit + 1;
+        let empty = payload.is_empty();
+        let request = payload.to_request(instance, seq, &self.hard.self_addr);
+        // The proposal does not depend on our own staged copy: send before persisting it.
+        for peer in self.others() {
+            self.send_to_peer(peer, request.clone(), seq, true, true);
+        }
+        if !empty {
+            self.hard.staged = Some(Staged {
+                instance,
+                seq,
+                payload: payload.clone(),
+            });
+            self.dirty = true;
+            self.on_durable(Durable::SelfAccept { instance, seq });
+        }
+        let l = self.leader.as_mut().expect("checked above");
+        l.inflight = Some(Inflight {
+            seq,
+            payload,
+            acks: BTreeSet::new(),
+            self_ack: empty,
+            waiters,
+        });
+        l.next_tick = now + self.cfg.heartbeat_ms;
+        if empty {
+            self.check_quorum(now);
+        }
+    }
+
+    /// Sends an accept-like request to a follower, counting it as outstanding.
+    fn send_to_peer(&mut self, to: String, request: Request, seq: u64, slot: bool, early: bool) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let instance = l.instance;
+        if let Some(p) = l.peers.get_mut(&to) {
+            p.outstanding += 1;
+        }
+        let pending = Pending::Accept {
+            instance,
+            seq,
+            slot,
+        };
+        if early {
+            self.send_now(to, request, pending);
+        } else {
+            self.send(to, request, pending);
+        }
+    }
+
+    pub(super) fn on_self_accept_durable(&mut self, now: u64, instance: u64, seq: u64) {
+        let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        if let Some(f) = l.inflight.as_mut().filter(|f| f.seq == seq) {
+            f.self_ack = true;
+            self.check_quorum(now);
+        }
+    }
+
+    /// Decides the in-flight slot once a majority (us included) holds it.
+    fn check_quorum(&mut self, now: u64) {
+        let me = self.hard.self_addr.clone();
+        let n = self.hard.members.len();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let Some(f) = l.inflight.as_ref() else {
+            return;
+        };
+        let votes = f
+            .acks
+            .iter()
+            .filter(|a| self.hard.members.contains(a))
+            .count()
+            + usize::from(f.self_ack && self.hard.members.contains(&me));
+        if votes < majority(n) {
+            return;
+        }
+        let f = l.inflight.take().expect("checked above");
+        l.recovering = false;
+        if f.payload.is_empty() {
+            // The confirmation of a new master: nothing committed, the seq stays free.
+            self.try_propose_next(now);
+            return;
+        }
+        let payload = f.payload.clone();
+        self.commit_entry(now, f.seq, f.payload);
+        match payload {
+            Payload::Add(a) => {
+                if let Some(l) = self.leader.as_mut() {
+                    l.peers.insert(
+                        a.clone(),
+                        Peer {
+                            last_ack: now,
+                            ..Peer::default()
+                        },
+                    );
+                }
+                self.send_start(a, false);
+            }
+            Payload::Rm(a) if a != me => {
+                if let Some(l) = self.leader.as_mut() {
+                    l.peers.remove(&a);
+                }
+                // One more empty accept so the removed node learns of it.
+                self.notify_commit(a);
+            }
+            _ => {}
+        }
+        if self.hard.status == Status::Removed {
+            // We removed ourselves: tell the others it committed, answer, and leave.
+            for m in self.others() {
+                self.notify_commit(m);
+            }
+            for w in f.waiters {
+                self.reply(w, Response::Fail(FailResult::ok()));
+            }
+            self.step_down(now, Error::state("this node was removed from the cluster"));
+            self.become_removed();
+            return;
+        }
+        // Propose the next batch before answering: its accept goes out without waiting for
+        // this commit to be durable; the answers wait for it.
+        self.try_propose_next(now);
+        for w in f.waiters {
+            self.reply(w, Response::Fail(FailResult::ok()));
+        }
+        if self.leader.as_ref().is_some_and(|l| l.inflight.is_none()) {
+            // Nothing else to send: let the followers learn the commit now.
+            self.broadcast(now);
+        }
+    }
+
+    /// An empty accept at `commit + 1`: a follower holding our slot at `commit` commits it.
+    fn notify_commit(&mut self, to: String) {
+        let req = Request::Accept(Accept {
+            instance: self.hard.promised,
+            seq: self.hard.commit + 1,
+            chg: Vec::new(),
+            master: Some(Member::new(self.hard.self_addr.clone())),
+        });
+        self.send(to, req, Pending::Notice);
+    }
+
+    /// Proposes the next membership change or batch of submits, if nothing is in flight.
+    pub(super) fn try_propose_next(&mut self, now: u64) {
+        loop {
+            let Some(l) = self.leader.as_mut() else {
+                return;
+            };
+            if l.recovering || l.inflight.is_some() {
+                return;
+            }
+            if let Some(op) = l.admin.pop_front() {
+                let refusal = self.admin_refusal(&op);
+                match refusal {
+                    Some(Ok(())) => self.reply(op.id, Response::Fail(FailResult::ok())),
+                    Some(Err(e)) => self.reply_err(op.id, Method::MembersAdd, e),
+                    None => return self.propose(now, op.payload, alloc::vec![op.id]),
+                }
+                continue;
+            }
+            if l.queue.is_empty() {
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut waiters = Vec::new();
+            while let Some((_, chg)) = l.queue.front() {
+                if !batch.is_empty() && batch.len() + chg.len() > self.cfg.max_batch {
+                    break;
+                }
+                let (id, chg) = l.queue.pop_front().expect("front exists");
+                l.queued_changes -= chg.len();
+                batch.extend(chg);
+                waiters.push(id);
+            }
+            return self.propose(now, Payload::Changes(batch), waiters);
+        }
+    }
+
+    /// Membership rules checked when a change is about to be proposed: `Some(Ok)` if it is
+    /// already in effect, `Some(Err)` if refused, `None` to propose it.
+    fn admin_refusal(&self, op: &AdminOp) -> Option<Result<(), Error>> {
+        let v = self.hard.members_version;
+        if op.version.is_some_and(|x| x != v) {
+            let msg = alloc::format!(
+                "member-list version {} is stale (now {v})",
+                op.version.unwrap_or(0)
+            );
+            return Some(Err(Error::new(ErrorCode::Sequence, msg)));
+        }
+        match &op.payload {
+            Payload::Add(a) if self.is_member(a) => Some(Ok(())),
+            Payload::Rm(a) if !self.is_member(a) => Some(Ok(())),
+            Payload::Rm(_) if self.hard.members.len() == 1 => {
+                Some(Err(Error::state("the last member cannot be removed")))
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_accept_result(
+        &mut self,
+        now: u64,
+        from: String,
+        instance: u64,
+        seq: u64,
+        slot: bool,
+        res: Result<Response, Error>,
+    ) {
+        let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        let Some(peer) = l.peers.get_mut(&from) else {
+            return;
+        };
+        peer.outstanding = peer.outstanding.saturating_sub(1);
+        let (ok, err, refused_at) = match res {
+            Err(_) => return, // unreachable: re-sent at the next tick
+            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance),
+            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance),
+            Ok(Response::Prepare(_)) => return,
+        };
+        if ok {
+            peer.last_ack = now;
+            if let Some(f) = l.inflight.as_mut().filter(|f| slot && f.seq == seq) {
+                f.acks.insert(from);
+                self.check_quorum(now);
+            }
+            return;
+        }
+        let code = err.map(|e| e.code);
+        if refused_at.is_some_and(|i| i > instance)
+            || (code == Some(ErrorCode::Denied) && refused_at.is_none())
+        {
+            // Someone promised a higher instance (trap E): step down; the next election goes
+            // above it.
+            return self.step_down(now, Error::state("a higher instance was promised"));
+        }
+        if matches!(code, Some(ErrorCode::Gap) | Some(ErrorCode::State)) && !peer.starting {
+            self.send_start(from, false);
+        }
+    }
+
+    /// Sends our committed state to `to` (it fell behind, joined, or is unjoined).
+    pub(super) fn send_start(&mut self, to: String, campaign: bool) {
+        let instance = self.hard.promised;
+        if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
+            p.starting = true;
+        }
+        let req = Request::Start(self.start_for(&to, self.hard.self_addr.clone()));
+        self.send(to, req, Pending::Start { instance, campaign });
+    }
+
+    /// A `start` carrying our committed state for `to`, naming `master`.
+    pub(super) fn start_for(&self, to: &str, master: String) -> Start {
+        Start {
+            instance: self.hard.promised,
+            seq: self.hard.commit,
+            cluster: self.hard.cluster.clone(),
+            self_: Member::new(to),
+            master: Member::new(master),
+            participants: self.hard.members.iter().cloned().map(Member::new).collect(),
+            snap: self.app.snapshot(),
+            version: Some(self.hard.members_version),
+        }
+    }
+
+    pub(super) fn on_start_result(
+        &mut self,
+        now: u64,
+        from: String,
+        instance: u64,
+        campaign: bool,
+        res: Result<Response, Error>,
+    ) {
+        let ok = matches!(&res, Ok(Response::Fail(f)) if !f.fail && f.err.is_none());
+        if campaign {
+            return self.after_campaign_start(from, instance, ok);
+        }
+        let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        if let Some(p) = l.peers.get_mut(&from) {
+            p.starting = false;
+            if ok {
+                p.last_ack = now;
+            }
+        }
+        if let Ok(Response::Fail(f)) = &res {
+            if f.instance.is_some_and(|i| i > instance) {
+                return self.step_down(now, Error::state("a higher instance was promised"));
+            }
+        }
+        if ok {
+            self.send_current(from);
+        }
+    }
+
+    /// The in-flight slot if `to` has not accepted it, else a heartbeat.
+    fn send_current(&mut self, to: String) {
+        let Some(l) = self.leader.as_ref() else {
+            return;
+        };
+        let instance = l.instance;
+        let me = self.hard.self_addr.clone();
+        let (req, seq, slot) = match &l.inflight {
+            Some(f) if !f.acks.contains(&to) => (f.payload.to_request(instance, f.seq, &me), f.seq, true),
+            _ => {
+                let seq = self.hard.commit + 1;
+                (Payload::Changes(Vec::new()).to_request(instance, seq, &me), seq, false)
+            }
+        };
+        self.send_to_peer(to, req, seq, slot, false);
+    }
+
+    /// Heartbeats (or the in-flight slot) to every follower not already busy.
+    fn broadcast(&mut self, now: u64) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        l.next_tick = now + self.cfg.heartbeat_ms;
+        let targets: Vec<String> = l
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.starting && p.outstanding < MAX_OUTSTANDING_PER_PEER)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for t in targets {
+            self.send_current(t);
+        }
+    }
+
+    pub(super) fn master_tick(&mut self, now: u64) {
+        let Some(l) = self.leader.as_ref() else {
+            return;
+        };
+        if now < l.next_tick {
+            return;
+        }
+        // No majority heard from for an election timeout: step down.
+        let window = self.cfg.election_min_ms;
+        let me_member = usize::from(self.is_member(&self.hard.self_addr));
+        let live = me_member
+            + l.peers
+                .iter()
+                .filter(|(m, p)| self.is_member(m) && now.saturating_sub(p.last_ack) < window)
+                .count();
+        if live < majority(self.hard.members.len()) && now.saturating_sub(l.since) >= window {
+            let e = Error::new(ErrorCode::Majority, "no majority reachable; stepped down");
+            return self.step_down(now, e);
+        }
+        self.broadcast(now);
+    }
+
+    /// Stops being master: every waiting submit or admin call is answered with `err` (its
+    /// outcome is unknown: the in-flight slot may still commit under the next master).
+    pub(super) fn step_down(&mut self, now: u64, err: Error) {
+        let Some(l) = self.leader.take() else {
+            return;
+        };
+        let mut waiters: Vec<RequestId> = Vec::new();
+        if let Some(f) = l.inflight {
+            waiters.extend(f.waiters);
+        }
+        waiters.extend(l.queue.into_iter().map(|(id, _)| id));
+        waiters.extend(l.admin.into_iter().map(|op| op.id));
+        for w in waiters {
+            self.reply_err(w, Method::Submit, err.clone());
+        }
+        if self.role == Role::Master {
+            self.role = if self.hard.status == Status::Removed {
+                Role::Removed
+            } else {
+                Role::Participant
+            };
+        }
+        self.master = None;
+        self.last_heard = None;
+        self.event(Event::LostMastership {
+            instance: l.instance,
+        });
+        if self.role == Role::Participant {
+            self.reset_election_timer(now);
+        }
+    }
+}

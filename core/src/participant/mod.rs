@@ -1,0 +1,772 @@
+//! The [`Participant`]: one node's view of one cluster, as a state machine the host drives.
+//!
+//! The protocol rules live in one module per concern: [`prepare`] (voter), [`election`]
+//! (candidate), [`accept`] (follower), [`master`] (proposer), [`start`] (snapshots and joining),
+//! [`submit`] (client calls and forwarding) and [`membership`] (admin changes, removal).
+//! This module holds the state, the output queue with its durability barrier, and the commit
+//! step every role shares.
+
+mod accept;
+mod election;
+mod master;
+mod membership;
+mod prepare;
+mod start;
+mod submit;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::Serialize;
+
+use crate::config::{Config, Rng};
+use crate::error::{Error, ErrorCode};
+use crate::output::{
+    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot,
+    Status, Stored,
+};
+use crate::wire::{Method, Payload, Request, Response, Staged};
+use crate::StateMachine;
+
+use election::Campaign;
+use master::Leadership;
+
+/// What a node is doing now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Waiting for a `start` (or `bootstrap`).
+    Unjoined,
+    /// A member following a master (or waiting for one).
+    Participant,
+    /// Campaigning for mastership.
+    Candidate,
+    /// The master.
+    Master,
+    /// Knows its removal has committed.
+    Removed,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unjoined => "unjoined",
+            Role::Participant => "participant",
+            Role::Candidate => "candidate",
+            Role::Master => "master",
+            Role::Removed => "removed",
+        }
+    }
+}
+
+/// What an outstanding outgoing request was for, so its answer can be interpreted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    Prepare {
+        instance: u64,
+    },
+    /// `slot`: the accept proposes the in-flight slot at `seq` (else it is a heartbeat).
+    Accept {
+        instance: u64,
+        seq: u64,
+        slot: bool,
+    },
+    /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
+    Start {
+        instance: u64,
+        campaign: bool,
+    },
+    /// A submit or admin call forwarded to the master for the incoming request `req`.
+    Forward {
+        req: RequestId,
+    },
+    /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
+    /// matters if it reports a gap.
+    Notice,
+}
+
+/// Work to do once a persist is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Durable {
+    /// The candidate's promise to itself at `instance`: its own vote.
+    SelfPromise { instance: u64 },
+    /// The master's own staged slot: its own accept vote.
+    SelfAccept { instance: u64, seq: u64 },
+}
+
+/// A node's view of one cluster. See the crate docs for the run loop.
+pub struct Participant<S: StateMachine> {
+    cfg: Config,
+    app: S,
+    rng: Rng,
+    /// Durable state (the live copy; a clone goes out with every [`Persist`]).
+    hard: HardState,
+    role: Role,
+    /// The master this node follows (or itself).
+    master: Option<String>,
+    /// The highest instance seen anywhere (elections go above it).
+    max_seen: u64,
+    /// When a live master was last heard from (prepare rule 5).
+    last_heard: Option<u64>,
+    election_deadline: Option<u64>,
+    /// When each peer last answered successfully.
+    contact: BTreeMap<String, u64>,
+    forward_failures: u32,
+    commits_since_snapshot: u64,
+
+    // Output queue and durability barrier.
+    outputs: VecDeque<Output>,
+    dirty: bool,
+    pending_entries: Vec<Entry>,
+    pending_snapshot: Option<Snapshot>,
+    next_persist: u64,
+    /// A Persist handed to the host and not yet reported durable.
+    blocked_on: Option<u64>,
+    /// Work registered since the last flush, and work waiting for a given persist id.
+    durable_next: Vec<Durable>,
+    durable_waiting: Vec<(u64, Durable)>,
+
+    next_msg: MessageId,
+    outstanding: BTreeMap<MessageId, (String, Pending)>,
+
+    campaign: Option<Campaign>,
+    leader: Option<Leadership>,
+}
+
+/// Majority of `n` members: `n/2 + 1` (PROTOCOL.md section 3; trap J).
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// A snapshot of everything an operator wants to see about a participant.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub cluster: String,
+    #[serde(rename = "self")]
+    pub self_addr: String,
+    pub role: Role,
+    pub instance: u64,
+    pub commit: u64,
+    pub master: Option<String>,
+    pub members: Vec<String>,
+    pub version: u64,
+    pub staged: Option<Staged>,
+    /// Milliseconds since a live master was last heard from (0 on the master).
+    pub last_master_contact_ms: Option<u64>,
+    pub queued: usize,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One other member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    pub addr: String,
+    /// Answered within the minimum election timeout.
+    pub reachable: bool,
+    /// Milliseconds since its last successful answer.
+    pub last_contact_ms: Option<u64>,
+}
+
+impl<S: StateMachine> core::fmt::Debug for Participant<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Participant")
+            .field("self", &self.hard.self_addr)
+            .field("role", &self.role)
+            .field("instance", &self.hard.promised)
+            .field("commit", &self.hard.commit)
+            .field("master", &self.master)
+            .field("members", &self.hard.members)
+            .field("staged", &self.hard.staged)
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Participant<S> {
+    /// A fresh, unjoined node: it waits for a `start` from a master, or for [`bootstrap`](Self::bootstrap).
+    pub fn new(cfg: Config, app: S) -> Result<Participant<S>, Error> {
+        cfg.validate()?;
+        let hard = HardState {
+            cluster: cfg.cluster.clone(),
+            self_addr: cfg.self_addr.clone(),
+            status: Status::Unjoined,
+            promised: 0,
+            promised_master: None,
+            commit: 0,
+            staged: None,
+            members: Vec::new(),
+            members_version: 0,
+        };
+        Ok(Participant {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            app,
+            hard,
+            role: Role::Unjoined,
+            master: None,
+            max_seen: 0,
+            last_heard: None,
+            election_deadline: None,
+            contact: BTreeMap::new(),
+            forward_failures: 0,
+            commits_since_snapshot: 0,
+            outputs: VecDeque::new(),
+            dirty: false,
+            pending_entries: Vec::new(),
+            pending_snapshot: None,
+            next_persist: 1,
+            blocked_on: None,
+            durable_next: Vec::new(),
+            durable_waiting: Vec::new(),
+            next_msg: 1,
+            outstanding: BTreeMap::new(),
+            campaign: None,
+            leader: None,
+        })
+    }
+
+    /// A node restarted from what its host stored. It resumes as the member it was (a follower;
+    /// it never resumes as master), or unjoined if nothing was stored. `app` must be empty: the
+    /// stored snapshot and entries are applied to it.
+    pub fn restore(cfg: Config, app: S, stored: Stored, now: u64) -> Result<Participant<S>, Error> {
+        let mut p = Participant::new(cfg, app)?;
+        let Some(hard) = stored.hard else {
+            return Ok(p);
+        };
+        let corrupt = |m: String| Error::new(ErrorCode::Io, alloc::format!("stored state: {m}"));
+        if hard.cluster != p.cfg.cluster {
+            return Err(corrupt(alloc::format!(
+                "belongs to cluster {:?}, not {:?}",
+                hard.cluster, p.cfg.cluster
+            )));
+        }
+        let mut at = 0;
+        if let Some(s) = &stored.snapshot {
+            p.app.restore(&s.data).map_err(corrupt)?;
+            at = s.seq;
+        }
+        for e in &stored.entries {
+            if e.seq <= at {
+                continue;
+            }
+            if e.seq != at + 1 {
+                return Err(corrupt(alloc::format!("entry {} follows {}", e.seq, at)));
+            }
+            if e.seq > hard.commit {
+                break;
+            }
+            if let Payload::Changes(chg) = &e.payload {
+                for c in chg {
+                    p.app.apply(e.seq, c);
+                }
+            }
+            at = e.seq;
+        }
+        if at != hard.commit {
+            return Err(corrupt(alloc::format!(
+                "commit is {} but entries end at {}",
+                hard.commit, at
+            )));
+        }
+        p.commits_since_snapshot = stored.entries.len() as u64;
+        p.max_seen = hard.promised;
+        p.role = match hard.status {
+            Status::Unjoined => Role::Unjoined,
+            Status::Joined => Role::Participant,
+            Status::Removed => Role::Removed,
+        };
+        p.hard = hard;
+        if p.role == Role::Participant {
+            p.reset_election_timer(now);
+        }
+        Ok(p)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Getters
+    // -----------------------------------------------------------------------------------------
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The highest instance this node has promised.
+    pub fn instance(&self) -> u64 {
+        self.hard.promised
+    }
+    /// The commit index: the highest seq applied to the state machine.
+    pub fn commit(&self) -> u64 {
+        self.hard.commit
+    }
+    /// The master this node follows (its own address when it is master).
+    pub fn master(&self) -> Option<&str> {
+        self.master.as_deref()
+    }
+    /// The member list as of the commit index (sorted).
+    pub fn members(&self) -> &[String] {
+        &self.hard.members
+    }
+    /// The member-list version: seq of the last committed membership change.
+    pub fn members_version(&self) -> u64 {
+        self.hard.members_version
+    }
+    pub fn staged(&self) -> Option<&Staged> {
+        self.hard.staged.as_ref()
+    }
+    /// The application's state machine (at the commit index).
+    pub fn state(&self) -> &S {
+        &self.app
+    }
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn cluster(&self) -> &str {
+        &self.hard.cluster
+    }
+    pub fn self_addr(&self) -> &str {
+        &self.hard.self_addr
+    }
+    /// Whether this node is master and has confirmed it on a majority (it serves submits).
+    pub fn is_serving_master(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| !l.recovering)
+    }
+
+    /// Everything an operator wants to see, for a status page.
+    pub fn status(&self, now: u64) -> StatusReport {
+        let peers = self
+            .hard
+            .members
+            .iter()
+            .filter(|m| **m != self.hard.self_addr)
+            .map(|m| {
+                let last = self.contact.get(m).map(|t| now.saturating_sub(*t));
+                PeerStatus {
+                    addr: m.clone(),
+                    reachable: last.is_some_and(|d| d < self.cfg.election_min_ms),
+                    last_contact_ms: last,
+                }
+            })
+            .collect();
+        StatusReport {
+            cluster: self.hard.cluster.clone(),
+            self_addr: self.hard.self_addr.clone(),
+            role: self.role,
+            instance: self.hard.promised,
+            commit: self.hard.commit,
+            master: self.master.clone(),
+            members: self.hard.members.clone(),
+            version: self.hard.members_version,
+            staged: self.hard.staged.clone(),
+            last_master_contact_ms: if self.role == Role::Master {
+                Some(0)
+            } else {
+                self.last_heard.map(|t| now.saturating_sub(t))
+            },
+            queued: self.leader.as_ref().map_or(0, |l| l.queued_changes),
+            peers,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs
+    // -----------------------------------------------------------------------------------------
+
+    /// An incoming request `id` (the host's id for it). The answer comes out as an
+    /// [`Output::Reply`] with the same id, possibly much later (a submit is answered once it
+    /// committed), and always exactly once.
+    pub fn handle_request(&mut self, now: u64, id: RequestId, req: Request) {
+        match req {
+            Request::Prepare(r) => self.on_prepare(now, id, r),
+            Request::Accept(r) => {
+                let master = r.master.map(|m| m.addr);
+                self.on_accept(now, id, Method::Accept, r.instance, r.seq, Payload::Changes(r.chg), master)
+            }
+            Request::AddMember(r) => {
+                let master = r.master.map(|m| m.addr);
+                self.on_accept(now, id, Method::AddMember, r.instance, r.seq, Payload::Add(r.mem.addr), master)
+            }
+            Request::RmMember(r) => {
+                let master = r.master.map(|m| m.addr);
+                self.on_accept(now, id, Method::RmMember, r.instance, r.seq, Payload::Rm(r.mem.addr), master)
+            }
+            Request::Start(r) => self.on_start(now, id, r),
+            Request::Submit(r) => self.on_submit(now, id, r),
+            Request::MembersAdd(r) => self.on_admin(now, id, Payload::Add(r.addr), r.version, r.forwarded),
+            Request::MembersRemove(r) => self.on_admin(now, id, Payload::Rm(r.addr), r.version, r.forwarded),
+        }
+        self.flush();
+    }
+
+    /// The answer to the outgoing request `id` ([`Output::Send`]), or the transport error that
+    /// stopped it. Call exactly once per `Send`.
+    pub fn handle_response(&mut self, now: u64, id: MessageId, res: Result<Response, Error>) {
+        let Some((from, pending)) = self.outstanding.remove(&id) else {
+            return;
+        };
+        if let Ok(r) = &res {
+            if let Some(i) = response_instance(r) {
+                self.max_seen = self.max_seen.max(i);
+            }
+            if r.err().is_none() {
+                self.contact.insert(from.clone(), now);
+            }
+        }
+        match pending {
+            Pending::Prepare { instance } => self.on_prepare_result(now, from, instance, res),
+            Pending::Accept {
+                instance,
+                seq,
+                slot,
+            } => self.on_accept_result(now, from, instance, seq, slot, res),
+            Pending::Start { instance, campaign } => {
+                self.on_start_result(now, from, instance, campaign, res)
+            }
+            Pending::Forward { req } => self.on_forward_result(now, req, res),
+            Pending::Notice => self.on_notice_result(now, from, res),
+        }
+        self.flush();
+    }
+
+    /// Time has passed; call when `now` reaches [`poll_timeout`](Self::poll_timeout) (calling
+    /// early or late is harmless).
+    pub fn handle_timeout(&mut self, now: u64) {
+        match self.role {
+            Role::Master => self.master_tick(now),
+            Role::Candidate => self.candidate_tick(now),
+            Role::Participant => {
+                if self.election_deadline.is_some_and(|d| now >= d) {
+                    self.campaign(now);
+                }
+            }
+            Role::Unjoined | Role::Removed => {}
+        }
+        self.flush();
+    }
+
+    /// The host made the [`Persist`] `id` durable. Outputs behind it are released.
+    pub fn persisted(&mut self, now: u64, id: u64) {
+        if self.blocked_on == Some(id) {
+            self.blocked_on = None;
+        }
+        let mut done = Vec::new();
+        self.durable_waiting.retain(|(pid, d)| {
+            if *pid <= id {
+                done.push(d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for d in done {
+            match d {
+                Durable::SelfPromise { instance } => self.on_self_promise_durable(now, instance),
+                Durable::SelfAccept { instance, seq } => {
+                    self.on_self_accept_durable(now, instance, seq)
+                }
+            }
+        }
+        self.flush();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commands
+    // -----------------------------------------------------------------------------------------
+
+    /// Makes an unjoined node the master of a new one-member cluster. Add members with
+    /// [`add_member`](Self::add_member), one at a time.
+    pub fn bootstrap(&mut self, now: u64) -> Result<(), Error> {
+        if self.hard.status != Status::Unjoined || self.hard.commit != 0 {
+            return Err(Error::state("bootstrap needs a fresh, unjoined node"));
+        }
+        self.hard.status = Status::Joined;
+        self.hard.members = alloc::vec![self.hard.self_addr.clone()];
+        self.role = Role::Participant;
+        self.dirty = true;
+        self.event(Event::Joined);
+        self.event(Event::MembersChanged {
+            members: self.hard.members.clone(),
+            version: 0,
+        });
+        self.campaign(now);
+        self.flush();
+        Ok(())
+    }
+
+    /// Submits changes as if a client called `submit` on this node; answered as request `id`.
+    pub fn submit(&mut self, now: u64, id: RequestId, changes: Vec<String>) {
+        self.handle_request(
+            now,
+            id,
+            Request::Submit(crate::wire::Submit {
+                chg: changes,
+                forwarded: false,
+            }),
+        );
+    }
+
+    /// Adds a member (admin); answered as request `id` once the change committed. `version`, if
+    /// given, must equal the current member-list version.
+    pub fn add_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
+        self.on_admin(now, id, Payload::Add(addr), version, false);
+        self.flush();
+    }
+
+    /// Removes a member (admin); answered as request `id` once the change committed.
+    pub fn remove_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
+        self.on_admin(now, id, Payload::Rm(addr), version, false);
+        self.flush();
+    }
+
+    /// Starts an election now (voters that heard from a live master recently still refuse).
+    pub fn start_election(&mut self, now: u64) -> Result<(), Error> {
+        match self.role {
+            Role::Unjoined | Role::Removed => Err(Error::state("not a member")),
+            Role::Master => Err(Error::state("already master")),
+            Role::Participant | Role::Candidate => {
+                self.campaign(now);
+                self.flush();
+                Ok(())
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Outputs
+    // -----------------------------------------------------------------------------------------
+
+    /// The next obligation, or `None`. After an [`Output::Persist`], returns `None` until
+    /// [`persisted`](Self::persisted) is called with its id. Poll until `None` after every
+    /// input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.blocked_on.is_some() {
+            return None;
+        }
+        let out = self.outputs.pop_front()?;
+        if let Output::Persist(p) = &out {
+            self.blocked_on = Some(p.id);
+        }
+        Some(out)
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.role {
+            Role::Master => self.leader.as_ref().map(|l| l.next_tick),
+            Role::Candidate => {
+                let retry = self.campaign.as_ref().map(|c| c.next_retry);
+                match (retry, self.election_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Role::Participant => self.election_deadline,
+            Role::Unjoined | Role::Removed => None,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Shared machinery
+    // -----------------------------------------------------------------------------------------
+
+    /// Emits a Persist for everything changed since the last one, if anything did. Every
+    /// output pushed after it waits for it.
+    fn flush(&mut self) {
+        if !self.dirty {
+            debug_assert!(self.durable_next.is_empty());
+            return;
+        }
+        let id = self.next_persist;
+        self.next_persist += 1;
+        for d in self.durable_next.drain(..) {
+            self.durable_waiting.push((id, d));
+        }
+        self.dirty = false;
+        self.outputs.push_back(Output::Persist(Persist {
+            id,
+            hard: self.hard.clone(),
+            entries: core::mem::take(&mut self.pending_entries),
+            snapshot: self.pending_snapshot.take(),
+        }));
+    }
+
+    /// Queues an output that depends on the state changed so far: flushes first.
+    fn push(&mut self, out: Output) {
+        self.flush();
+        self.outputs.push_back(out);
+    }
+
+    fn reply(&mut self, id: RequestId, response: Response) {
+        self.push(Output::Reply(Reply { id, response }));
+    }
+
+    fn reply_err(&mut self, id: RequestId, method: Method, err: Error) {
+        self.reply(id, crate::wire::response_error(method, err));
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    /// Sends `request` to `to`, after everything changed so far is durable.
+    fn send(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
+        self.flush();
+        self.send_now(to, request, pending)
+    }
+
+    /// Sends without waiting for state changed since the last flush to be durable. Only for
+    /// requests that do not depend on it (a master's proposal does not depend on its own
+    /// staged copy: its own vote is counted only once that is durable).
+    fn send_now(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
+        let id = self.next_msg;
+        self.next_msg += 1;
+        self.outstanding.insert(id, (to.clone(), pending));
+        self.outputs.push_back(Output::Send(Send { id, to, request }));
+        id
+    }
+
+    fn on_durable(&mut self, d: Durable) {
+        debug_assert!(self.dirty, "durable work needs a pending persist");
+        self.durable_next.push(d);
+    }
+
+    fn reset_election_timer(&mut self, now: u64) {
+        let t = self
+            .rng
+            .range(self.cfg.election_min_ms, self.cfg.election_max_ms);
+        self.election_deadline = Some(now + t);
+    }
+
+    fn is_member(&self, addr: &str) -> bool {
+        self.hard.members.iter().any(|m| m == addr)
+    }
+
+    fn others(&self) -> Vec<String> {
+        self.hard
+            .members
+            .iter()
+            .filter(|m| **m != self.hard.self_addr)
+            .cloned()
+            .collect()
+    }
+
+    /// Applies the entry at `commit + 1`: the one step by which every role commits.
+    fn commit_entry(&mut self, now: u64, seq: u64, payload: Payload) {
+        debug_assert_eq!(seq, self.hard.commit + 1);
+        match &payload {
+            Payload::Changes(chg) => {
+                for c in chg {
+                    self.app.apply(seq, c);
+                }
+            }
+            Payload::Add(a) => {
+                if !self.is_member(a) {
+                    self.hard.members.push(a.clone());
+                    self.hard.members.sort();
+                }
+                self.hard.members_version = seq;
+            }
+            Payload::Rm(a) => {
+                self.hard.members.retain(|m| m != a);
+                self.hard.members_version = seq;
+            }
+        }
+        self.hard.commit = seq;
+        if self.hard.staged.as_ref().is_some_and(|s| s.seq <= seq) {
+            self.hard.staged = None;
+        }
+        self.dirty = true;
+        self.commits_since_snapshot += 1;
+        if self.commits_since_snapshot >= self.cfg.snapshot_every {
+            self.commits_since_snapshot = 0;
+            self.pending_entries.clear();
+            self.pending_snapshot = Some(Snapshot {
+                seq,
+                data: self.app.snapshot(),
+            });
+        } else {
+            self.pending_entries.push(Entry {
+                seq,
+                payload: payload.clone(),
+            });
+        }
+        let membership = !matches!(payload, Payload::Changes(_));
+        let removed = match &payload {
+            Payload::Rm(a) => Some(a.clone()),
+            _ => None,
+        };
+        self.event(Event::Committed { seq, payload });
+        if membership {
+            self.event(Event::MembersChanged {
+                members: self.hard.members.clone(),
+                version: seq,
+            });
+        }
+        if let Some(gone) = removed {
+            if gone == self.hard.self_addr {
+                self.hard.status = Status::Removed;
+                if self.role != Role::Master {
+                    // A master finishes its own removal in `master`; anyone else stops here.
+                    self.become_removed();
+                }
+            } else if self.master.as_deref() == Some(gone.as_str()) {
+                // Our master left: no need to wait for its silence before electing another.
+                self.master = None;
+                self.last_heard = None;
+                self.reset_election_timer(now);
+            }
+            self.contact.remove(&gone);
+        }
+    }
+
+    fn become_removed(&mut self) {
+        self.hard.status = Status::Removed;
+        self.dirty = true;
+        self.role = Role::Removed;
+        self.master = None;
+        self.campaign = None;
+        self.election_deadline = None;
+        self.event(Event::Removed);
+    }
+
+    /// Raises the promise to `instance` for `master`. Anyone campaigning or mastering at a
+    /// lower instance gives that up.
+    fn promise(&mut self, now: u64, instance: u64, master: Option<String>) {
+        debug_assert!(instance >= self.hard.promised);
+        if instance > self.hard.promised || self.hard.promised_master != master {
+            self.hard.promised = instance;
+            self.hard.promised_master = master;
+            self.dirty = true;
+        }
+        self.max_seen = self.max_seen.max(instance);
+        let mine = self.hard.promised_master.as_deref() == Some(self.hard.self_addr.as_str());
+        if !mine {
+            if self.role == Role::Master {
+                self.step_down(now, Error::state("a higher instance was promised"));
+            }
+            if self.role == Role::Candidate {
+                self.campaign = None;
+                self.role = Role::Participant;
+            }
+        }
+    }
+}
+
+fn response_instance(r: &Response) -> Option<u64> {
+    match r {
+        Response::Prepare(p) => Some(p.accepted_instance),
+        Response::Accept(a) => a.instance,
+        Response::Fail(f) => f.instance,
+    }
+}
+
+/// The refusal of `what` because this node is `role`.
+fn not_member_error(role: Role) -> Error {
+    Error::state(match role {
+        Role::Unjoined => "this node has not joined the cluster",
+        _ => "this node was removed from the cluster",
+    })
+}

@@ -1,0 +1,581 @@
+//! Wire types: the JSON bodies of the six seed endpoints (field names exactly as the seed), the
+//! optional extension fields of PROTOCOL.md section 2, and the two admin endpoints
+//! (`members/add`, `members/remove`).
+//!
+//! Decoding never panics: a body that is not valid for its method is an [`ErrorCode::Encoding`]
+//! error. Unknown fields are ignored. Encoding then decoding gives an equal value, and decoding
+//! then encoding a conformance example gives an equal JSON value.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, ErrorCode};
+
+/// A member, on the wire `{"addr": "http://127.0.0.1:9001"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Member {
+    pub addr: String,
+}
+
+impl Member {
+    pub fn new(addr: impl Into<String>) -> Member {
+        Member { addr: addr.into() }
+    }
+}
+
+/// The `err` field of every response: `null`/absent (or a code of `""`, as Go peers send) means
+/// no error.
+mod err_field {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        code: &'a str,
+        err: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        err: String,
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Error>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(e) => Out {
+                code: e.code.as_str(),
+                err: &e.message,
+            }
+            .serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Error>, D::Error> {
+        let raw: Option<In> = Option::deserialize(d)?;
+        match raw {
+            None => Ok(None),
+            Some(In { code, .. }) if code.is_empty() => Ok(None),
+            Some(In { code, err }) => match ErrorCode::parse(&code) {
+                Some(c) => Ok(Some(Error::new(c, err))),
+                None => Err(serde::de::Error::custom(alloc::format!(
+                    "unknown error code {code:?}"
+                ))),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// `POST prepare`: a candidate asks for a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub instance: u64,
+    pub master: Member,
+    /// Extension: the candidate's commit index. Absent means 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `POST accept`: the master proposes a batch of changes at `seq` (or, empty, heartbeats).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    pub instance: u64,
+    pub seq: u64,
+    pub chg: Vec<String>,
+    /// Extension: the sender, so a follower that missed the prepare learns its master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<Member>,
+}
+
+/// `POST addmember` / `POST rmmember`: an accept whose payload is one membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    pub instance: u64,
+    pub seq: u64,
+    pub mem: Member,
+    /// Extension: the sender (see [`Accept::master`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<Member>,
+}
+
+/// `POST start`: committed state for a node that joins or fell behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    pub instance: u64,
+    pub seq: u64,
+    pub cluster: String,
+    #[serde(rename = "self")]
+    pub self_: Member,
+    pub master: Member,
+    pub participants: Vec<Member>,
+    pub snap: String,
+    /// Extension: the member-list version (seq of the last committed membership change) at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// `POST submit`: changes for the master to replicate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    pub chg: Vec<String>,
+    /// Extension: set by a follower that forwards a submit to its master, so that the submit is
+    /// forwarded at most once (no loops while two nodes disagree on who is master).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forwarded: bool,
+}
+
+/// `POST members/add` and `POST members/remove` (admin, not in the seed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminMember {
+    pub addr: String,
+    /// The member-list version the caller saw; a stale one is refused with `ERR_SEQUENCE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Set when a follower forwards the request to its master.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forwarded: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+/// Answer to `prepare`. A vote is `accepted_instance == instance` with no `err`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareResult {
+    #[serde(rename = "acceptedInstance")]
+    pub accepted_instance: u64,
+    #[serde(default, with = "err_field")]
+    pub err: Option<Error>,
+    /// Extension: the voter's commit index (also on refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Extension: the voter's staged slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
+}
+
+/// Answer to `accept`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptResult {
+    pub accepted: bool,
+    #[serde(default, with = "err_field")]
+    pub err: Option<Error>,
+    /// Extension: on a refusal, the instance the node has promised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
+}
+
+/// Answer to `addmember`, `rmmember`, `start`, `submit` and the admin calls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailResult {
+    pub fail: bool,
+    #[serde(default, with = "err_field")]
+    pub err: Option<Error>,
+    /// Extension: on a refusal, the instance the node has promised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
+}
+
+impl FailResult {
+    pub fn ok() -> FailResult {
+        FailResult {
+            fail: false,
+            err: None,
+            instance: None,
+        }
+    }
+
+    pub fn error(e: Error) -> FailResult {
+        FailResult {
+            fail: true,
+            instance: e.instance,
+            err: Some(e),
+        }
+    }
+
+    /// `Ok(())` on success, else the error (a `fail: true` without `err` becomes `ERR_CALL`).
+    pub fn into_result(self) -> Result<(), Error> {
+        match (self.fail, self.err) {
+            (false, None) => Ok(()),
+            (_, Some(mut e)) => {
+                e.instance = e.instance.or(self.instance);
+                Err(e)
+            }
+            (true, None) => Err(Error::new(ErrorCode::Call, "failed without an error")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staged slot and payloads
+// ---------------------------------------------------------------------------------------------
+
+/// What a slot carries: a batch of changes, or one membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// Application changes, applied in order.
+    Changes(Vec<String>),
+    /// Add this member.
+    Add(String),
+    /// Remove this member.
+    Rm(String),
+}
+
+impl Payload {
+    /// True for a batch without changes (a heartbeat or a new master's confirmation).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Payload::Changes(c) if c.is_empty())
+    }
+
+    /// The request that proposes this payload at `(instance, seq)`.
+    pub fn to_request(&self, instance: u64, seq: u64, master: &str) -> Request {
+        let master = Some(Member::new(master));
+        match self {
+            Payload::Changes(chg) => Request::Accept(Accept {
+                instance,
+                seq,
+                chg: chg.clone(),
+                master,
+            }),
+            Payload::Add(a) => Request::AddMember(MemberChange {
+                instance,
+                seq,
+                mem: Member::new(a.clone()),
+                master,
+            }),
+            Payload::Rm(a) => Request::RmMember(MemberChange {
+                instance,
+                seq,
+                mem: Member::new(a.clone()),
+                master,
+            }),
+        }
+    }
+}
+
+/// A value accepted at `(instance, seq)` and not yet known to be committed.
+///
+/// On the wire (prepare response extension): `{"instance","seq","chg":[...]}`, or with
+/// `"add": {"addr"}` / `"rm": {"addr"}` in place of `chg`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StagedWire", into = "StagedWire")]
+pub struct Staged {
+    pub instance: u64,
+    pub seq: u64,
+    pub payload: Payload,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StagedWire {
+    instance: u64,
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chg: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    add: Option<Member>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rm: Option<Member>,
+}
+
+impl TryFrom<StagedWire> for Staged {
+    type Error = String;
+    fn try_from(w: StagedWire) -> Result<Staged, String> {
+        let payload = match (w.chg, w.add, w.rm) {
+            (Some(c), None, None) => Payload::Changes(c),
+            (None, Some(a), None) => Payload::Add(a.addr),
+            (None, None, Some(r)) => Payload::Rm(r.addr),
+            _ => return Err("staged needs exactly one of chg, add, rm".to_string()),
+        };
+        Ok(Staged {
+            instance: w.instance,
+            seq: w.seq,
+            payload,
+        })
+    }
+}
+
+impl From<Staged> for StagedWire {
+    fn from(s: Staged) -> StagedWire {
+        let (chg, add, rm) = match s.payload {
+            Payload::Changes(c) => (Some(c), None, None),
+            Payload::Add(a) => (None, Some(Member { addr: a }), None),
+            Payload::Rm(r) => (None, None, Some(Member { addr: r })),
+        };
+        StagedWire {
+            instance: s.instance,
+            seq: s.seq,
+            chg,
+            add,
+            rm,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Methods, and the typed request/response enums
+// ---------------------------------------------------------------------------------------------
+
+/// The last path segment(s) after `/_clusterc/<clusterId>/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    Prepare,
+    Accept,
+    AddMember,
+    RmMember,
+    Start,
+    Submit,
+    /// Admin: `members/add`.
+    MembersAdd,
+    /// Admin: `members/remove`.
+    MembersRemove,
+}
+
+impl Method {
+    pub const ALL: [Method; 8] = [
+        Method::Prepare,
+        Method::Accept,
+        Method::AddMember,
+        Method::RmMember,
+        Method::Start,
+        Method::Submit,
+        Method::MembersAdd,
+        Method::MembersRemove,
+    ];
+
+    /// The path below `/_clusterc/<clusterId>/`.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Method::Prepare => "prepare",
+            Method::Accept => "accept",
+            Method::AddMember => "addmember",
+            Method::RmMember => "rmmember",
+            Method::Start => "start",
+            Method::Submit => "submit",
+            Method::MembersAdd => "members/add",
+            Method::MembersRemove => "members/remove",
+        }
+    }
+
+    /// `None` for an unknown method (a host answers 404).
+    pub fn from_path(path: &str) -> Option<Method> {
+        Method::ALL.iter().copied().find(|m| m.path() == path)
+    }
+}
+
+/// A request body, typed by its method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Prepare(Prepare),
+    Accept(Accept),
+    AddMember(MemberChange),
+    RmMember(MemberChange),
+    Start(Start),
+    Submit(Submit),
+    MembersAdd(AdminMember),
+    MembersRemove(AdminMember),
+}
+
+/// A response body. `addmember`, `rmmember`, `start`, `submit` and the admin calls share
+/// [`FailResult`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Prepare(PrepareResult),
+    Accept(AcceptResult),
+    Fail(FailResult),
+}
+
+fn decode_json<'a, T: Deserialize<'a>>(method: Method, body: &'a [u8]) -> Result<T, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::encoding(alloc::format!("bad {} body: {e}", method.path())))
+}
+
+fn encode_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail: all keys are strings, no custom errors.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Request {
+    pub fn method(&self) -> Method {
+        match self {
+            Request::Prepare(_) => Method::Prepare,
+            Request::Accept(_) => Method::Accept,
+            Request::AddMember(_) => Method::AddMember,
+            Request::RmMember(_) => Method::RmMember,
+            Request::Start(_) => Method::Start,
+            Request::Submit(_) => Method::Submit,
+            Request::MembersAdd(_) => Method::MembersAdd,
+            Request::MembersRemove(_) => Method::MembersRemove,
+        }
+    }
+
+    /// Decodes a request body for `method`; `ERR_ENCODING` if it is not valid for it.
+    pub fn decode(method: Method, body: &[u8]) -> Result<Request, Error> {
+        Ok(match method {
+            Method::Prepare => Request::Prepare(decode_json(method, body)?),
+            Method::Accept => Request::Accept(decode_json(method, body)?),
+            Method::AddMember => Request::AddMember(decode_json(method, body)?),
+            Method::RmMember => Request::RmMember(decode_json(method, body)?),
+            Method::Start => Request::Start(decode_json(method, body)?),
+            Method::Submit => Request::Submit(decode_json(method, body)?),
+            Method::MembersAdd => Request::MembersAdd(decode_json(method, body)?),
+            Method::MembersRemove => Request::MembersRemove(decode_json(method, body)?),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Prepare(r) => encode_json(r),
+            Request::Accept(r) => encode_json(r),
+            Request::AddMember(r) | Request::RmMember(r) => encode_json(r),
+            Request::Start(r) => encode_json(r),
+            Request::Submit(r) => encode_json(r),
+            Request::MembersAdd(r) | Request::MembersRemove(r) => encode_json(r),
+        }
+    }
+
+    /// The answer a node gives to this request when it refuses it with `err`.
+    pub fn refusal(&self, err: Error) -> Response {
+        response_error(self.method(), err)
+    }
+}
+
+/// The response of the right shape for `method` carrying `err`.
+pub fn response_error(method: Method, err: Error) -> Response {
+    match method {
+        Method::Prepare => Response::Prepare(PrepareResult {
+            accepted_instance: err.instance.unwrap_or(0),
+            err: Some(err),
+            seq: None,
+            staged: None,
+        }),
+        Method::Accept => Response::Accept(AcceptResult {
+            accepted: false,
+            instance: err.instance,
+            err: Some(err),
+        }),
+        _ => Response::Fail(FailResult::error(err)),
+    }
+}
+
+impl Response {
+    /// Decodes the response to a request of `method`.
+    pub fn decode(method: Method, body: &[u8]) -> Result<Response, Error> {
+        Ok(match method {
+            Method::Prepare => Response::Prepare(decode_json(method, body)?),
+            Method::Accept => Response::Accept(decode_json(method, body)?),
+            _ => Response::Fail(decode_json(method, body)?),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Response::Prepare(r) => encode_json(r),
+            Response::Accept(r) => encode_json(r),
+            Response::Fail(r) => encode_json(r),
+        }
+    }
+
+    /// The error this response carries, if any.
+    pub fn err(&self) -> Option<&Error> {
+        match self {
+            Response::Prepare(r) => r.err.as_ref(),
+            Response::Accept(r) => r.err.as_ref(),
+            Response::Fail(r) => r.err.as_ref(),
+        }
+    }
+}
+
+/// Checks a cluster id: `[A-Za-z0-9._-]`, 1-64 characters (PROTOCOL.md section 1).
+pub fn valid_cluster_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn staged_needs_exactly_one_payload() {
+        let bad = br#"{"acceptedInstance":1,"err":null,"staged":{"instance":1,"seq":2}}"#;
+        let e = Response::decode(Method::Prepare, bad).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Encoding);
+        let two = br#"{"acceptedInstance":1,"staged":{"instance":1,"seq":2,"chg":[],"rm":{"addr":"x"}}}"#;
+        assert!(Response::decode(Method::Prepare, two).is_err());
+    }
+
+    #[test]
+    fn unknown_error_code_is_an_encoding_error() {
+        let body = br#"{"accepted":false,"err":{"code":"ERR_WHAT","err":"x"}}"#;
+        assert_eq!(
+            Response::decode(Method::Accept, body).unwrap_err().code,
+            ErrorCode::Encoding
+        );
+    }
+
+    #[test]
+    fn requests_round_trip_through_bytes() {
+        let reqs = vec![
+            Request::Submit(Submit {
+                chg: vec!["a".into()],
+                forwarded: true,
+            }),
+            Request::MembersAdd(AdminMember {
+                addr: "http://x:1".into(),
+                version: Some(3),
+                forwarded: false,
+            }),
+            Payload::Rm("http://y:2".into()).to_request(4, 5, "http://m:1"),
+        ];
+        for r in reqs {
+            assert_eq!(Request::decode(r.method(), &r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn fail_result_into_result() {
+        assert_eq!(FailResult::ok().into_result(), Ok(()));
+        let r = FailResult {
+            fail: true,
+            err: None,
+            instance: None,
+        };
+        assert_eq!(r.into_result().unwrap_err().code, ErrorCode::Call);
+        let r = FailResult::error(Error::state("x").with_instance(9));
+        let e = r.into_result().unwrap_err();
+        assert_eq!((e.code, e.instance), (ErrorCode::State, Some(9)));
+    }
+
+    #[test]
+    fn cluster_ids() {
+        assert!(valid_cluster_id("cluster1"));
+        assert!(valid_cluster_id("a.b_c-D9"));
+        assert!(!valid_cluster_id(""));
+        assert!(!valid_cluster_id("a/b"));
+        assert!(!valid_cluster_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn methods_from_path() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_path(m.path()), Some(m));
+        }
+        assert_eq!(Method::from_path("nosuchmethod"), None);
+    }
+}
