@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what the tests need, builds,
+# runs the browser / edge / wasm tests, then the Rust workspace tests (whose summary closes
+# the output).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+scripts/setup.sh
+cargo build --workspace --bins
+if [ -x scripts/test-web.sh ]; then
+  scripts/test-web.sh
+fi
+cargo test --workspace 2>&1 | tee target/cargo-test.log
+echo "simulation summary: $(grep -h '^simulation:' target/cargo-test.log | tail -1)"
+grep -h '^test result:' target/cargo-test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "workspace: %d passed, %d failed, %d ignored\n", p, f, i}'
