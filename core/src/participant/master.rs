@@ -27,6 +27,8 @@ pub(super) struct Leadership {
     pub peers: BTreeMap<String, Peer>,
     pub next_tick: u64,
     pub since: u64,
+    /// Numbers the proposals of this instance.
+    pub proposals: u64,
 }
 
 pub(super) struct AdminOp {
@@ -37,6 +39,7 @@ pub(super) struct AdminOp {
 
 /// The one slot being decided.
 pub(super) struct Inflight {
+    pub proposal: u64,
     pub seq: u64,
     pub payload: Payload,
     pub acks: BTreeSet<String>,
@@ -76,6 +79,7 @@ impl<S: StateMachine> Participant<S> {
             peers,
             next_tick: now + self.cfg.heartbeat_ms,
             since: now,
+            proposals: 0,
         });
         self.propose(now, recovered, Vec::new());
     }
@@ -83,16 +87,17 @@ impl<S: StateMachine> Participant<S> {
     /// Proposes `payload` at `commit + 1` to every member; stages it here too (our own vote
     /// counts once that is durable). An empty payload proposes nothing: it confirms mastership.
     fn propose(&mut self, now: u64, payload: Payload, waiters: Vec<RequestId>) {
-        let Some(l) = self.leader.as_ref() else {
+        let Some(l) = self.leader.as_mut() else {
             return;
         };
-        let instance = l.instance;
+        l.proposals += 1;
+        let (instance, proposal) = (l.instance, l.proposals);
         let seq = self.hard.commit + 1;
         let empty = payload.is_empty();
         let request = payload.to_request(instance, seq, &self.hard.self_addr);
         // The proposal does not depend on our own staged copy: send before persisting it.
         for peer in self.others() {
-            self.send_to_peer(peer, request.clone(), seq, true, true);
+            self.send_to_peer(peer, request.clone(), Some(proposal), true);
         }
         if !empty {
             self.hard.staged = Some(Staged {
@@ -105,6 +110,7 @@ impl<S: StateMachine> Participant<S> {
         }
         let l = self.leader.as_mut().expect("checked above");
         l.inflight = Some(Inflight {
+            proposal,
             seq,
             payload,
             acks: BTreeSet::new(),
@@ -118,7 +124,7 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// Sends an accept-like request to a follower, counting it as outstanding.
-    fn send_to_peer(&mut self, to: String, request: Request, seq: u64, slot: bool, early: bool) {
+    fn send_to_peer(&mut self, to: String, request: Request, proposal: Option<u64>, early: bool) {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
@@ -126,11 +132,7 @@ impl<S: StateMachine> Participant<S> {
         if let Some(p) = l.peers.get_mut(&to) {
             p.outstanding += 1;
         }
-        let pending = Pending::Accept {
-            instance,
-            seq,
-            slot,
-        };
+        let pending = Pending::Accept { instance, proposal };
         if early {
             self.send_now(to, request, pending);
         } else {
@@ -295,8 +297,7 @@ impl<S: StateMachine> Participant<S> {
         now: u64,
         from: String,
         instance: u64,
-        seq: u64,
-        slot: bool,
+        proposal: Option<u64>,
         res: Result<Response, Error>,
     ) {
         let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
@@ -314,7 +315,7 @@ impl<S: StateMachine> Participant<S> {
         };
         if ok {
             peer.last_ack = now;
-            if let Some(f) = l.inflight.as_mut().filter(|f| slot && f.seq == seq) {
+            if let Some(f) = l.inflight.as_mut().filter(|f| Some(f.proposal) == proposal) {
                 f.acks.insert(from);
                 self.check_quorum(now);
             }
@@ -395,14 +396,19 @@ impl<S: StateMachine> Participant<S> {
         };
         let instance = l.instance;
         let me = self.hard.self_addr.clone();
-        let (req, seq, slot) = match &l.inflight {
-            Some(f) if !f.acks.contains(&to) => (f.payload.to_request(instance, f.seq, &me), f.seq, true),
+        let (req, proposal) = match &l.inflight {
+            Some(f) if !f.acks.contains(&to) => {
+                (f.payload.to_request(instance, f.seq, &me), Some(f.proposal))
+            }
             _ => {
                 let seq = self.hard.commit + 1;
-                (Payload::Changes(Vec::new()).to_request(instance, seq, &me), seq, false)
+                (
+                    Payload::Changes(Vec::new()).to_request(instance, seq, &me),
+                    None,
+                )
             }
         };
-        self.send_to_peer(to, req, seq, slot, false);
+        self.send_to_peer(to, req, proposal, false);
     }
 
     /// Heartbeats (or the in-flight slot) to every follower not already busy.

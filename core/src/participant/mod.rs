@@ -25,8 +25,8 @@ use serde::Serialize;
 use crate::config::{Config, Rng};
 use crate::error::{Error, ErrorCode};
 use crate::output::{
-    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot,
-    Status, Stored,
+    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot, Status,
+    Stored,
 };
 use crate::wire::{Method, Payload, Request, Response, Staged};
 use crate::StateMachine;
@@ -68,11 +68,12 @@ enum Pending {
     Prepare {
         instance: u64,
     },
-    /// `slot`: the accept proposes the in-flight slot at `seq` (else it is a heartbeat).
+    /// `proposal`: the master's number for the proposal this accept carries (`None` for a
+    /// heartbeat). A vote counts for that proposal only: `(instance, seq)` does not identify
+    /// one, since a new master's empty confirmation and its first batch share a seq.
     Accept {
         instance: u64,
-        seq: u64,
-        slot: bool,
+        proposal: Option<u64>,
     },
     /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
     Start {
@@ -239,7 +240,8 @@ impl<S: StateMachine> Participant<S> {
         if hard.cluster != p.cfg.cluster {
             return Err(corrupt(alloc::format!(
                 "belongs to cluster {:?}, not {:?}",
-                hard.cluster, p.cfg.cluster
+                hard.cluster,
+                p.cfg.cluster
             )));
         }
         let mut at = 0;
@@ -267,7 +269,8 @@ impl<S: StateMachine> Participant<S> {
         if at != hard.commit {
             return Err(corrupt(alloc::format!(
                 "commit is {} but entries end at {}",
-                hard.commit, at
+                hard.commit,
+                at
             )));
         }
         p.commits_since_snapshot = stored.entries.len() as u64;
@@ -383,20 +386,48 @@ impl<S: StateMachine> Participant<S> {
             Request::Prepare(r) => self.on_prepare(now, id, r),
             Request::Accept(r) => {
                 let master = r.master.map(|m| m.addr);
-                self.on_accept(now, id, Method::Accept, r.instance, r.seq, Payload::Changes(r.chg), master)
+                self.on_accept(
+                    now,
+                    id,
+                    Method::Accept,
+                    r.instance,
+                    r.seq,
+                    Payload::Changes(r.chg),
+                    master,
+                )
             }
             Request::AddMember(r) => {
                 let master = r.master.map(|m| m.addr);
-                self.on_accept(now, id, Method::AddMember, r.instance, r.seq, Payload::Add(r.mem.addr), master)
+                self.on_accept(
+                    now,
+                    id,
+                    Method::AddMember,
+                    r.instance,
+                    r.seq,
+                    Payload::Add(r.mem.addr),
+                    master,
+                )
             }
             Request::RmMember(r) => {
                 let master = r.master.map(|m| m.addr);
-                self.on_accept(now, id, Method::RmMember, r.instance, r.seq, Payload::Rm(r.mem.addr), master)
+                self.on_accept(
+                    now,
+                    id,
+                    Method::RmMember,
+                    r.instance,
+                    r.seq,
+                    Payload::Rm(r.mem.addr),
+                    master,
+                )
             }
             Request::Start(r) => self.on_start(now, id, r),
             Request::Submit(r) => self.on_submit(now, id, r),
-            Request::MembersAdd(r) => self.on_admin(now, id, Payload::Add(r.addr), r.version, r.forwarded),
-            Request::MembersRemove(r) => self.on_admin(now, id, Payload::Rm(r.addr), r.version, r.forwarded),
+            Request::MembersAdd(r) => {
+                self.on_admin(now, id, Payload::Add(r.addr), r.version, r.forwarded)
+            }
+            Request::MembersRemove(r) => {
+                self.on_admin(now, id, Payload::Rm(r.addr), r.version, r.forwarded)
+            }
         }
         self.flush();
     }
@@ -417,11 +448,9 @@ impl<S: StateMachine> Participant<S> {
         }
         match pending {
             Pending::Prepare { instance } => self.on_prepare_result(now, from, instance, res),
-            Pending::Accept {
-                instance,
-                seq,
-                slot,
-            } => self.on_accept_result(now, from, instance, seq, slot, res),
+            Pending::Accept { instance, proposal } => {
+                self.on_accept_result(now, from, instance, proposal, res)
+            }
             Pending::Start { instance, campaign } => {
                 self.on_start_result(now, from, instance, campaign, res)
             }
@@ -624,7 +653,8 @@ impl<S: StateMachine> Participant<S> {
         let id = self.next_msg;
         self.next_msg += 1;
         self.outstanding.insert(id, (to.clone(), pending));
-        self.outputs.push_back(Output::Send(Send { id, to, request }));
+        self.outputs
+            .push_back(Output::Send(Send { id, to, request }));
         id
     }
 

@@ -1,0 +1,165 @@
+//! The safety properties of PROTOCOL.md section 4, checked after every step of a simulation.
+//!
+//! 1. At most one master per instance.
+//! 2. State machine safety: no two nodes apply different payloads at the same seq, and every
+//!    node's state equals the reference state (the chosen log replayed) at its commit.
+//! 3. Durability: a submit answered with success is in the chosen log when answered (and, by
+//!    2, on every node that later reaches that seq).
+//! 4. No double apply: a node applies seq `s` only right after `s - 1` (or a snapshot).
+//! 6. Exactly once: follows from 2 and the key-value store's deduplication; the scenario's
+//!    linearizability check (5) sees any write applied twice.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::kv::KvStore;
+use crate::participant::{Participant, Role};
+use crate::wire::Payload;
+use crate::StateMachine;
+
+/// Accumulates what every node did and what went wrong.
+#[derive(Debug, Default)]
+pub struct Checker {
+    pub violations: Vec<String>,
+    /// instance -> the master of it.
+    masters: BTreeMap<u64, String>,
+    /// The chosen log: seq -> payload.
+    pub chosen: BTreeMap<u64, Payload>,
+    /// Every change string in the chosen log -> the first seq holding it.
+    pub changes: BTreeMap<String, u64>,
+    /// The reference state replayed from the chosen log, and its digest at each seq.
+    reference: KvStore,
+    reference_at: u64,
+    digests: BTreeMap<u64, u64>,
+    /// Per node, the last seq it applied (this incarnation).
+    applied: BTreeMap<usize, u64>,
+    /// Per node, the commit whose state was last compared.
+    compared: BTreeMap<usize, u64>,
+}
+
+/// FNV-1a: a stable digest of a snapshot.
+pub fn digest(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Checker {
+    pub fn violation(&mut self, now: u64, what: String) {
+        if self.violations.len() < 100 {
+            self.violations.push(format!("t={now}: {what}"));
+        }
+    }
+
+    pub(crate) fn on_crash(&mut self, i: usize) {
+        self.applied.remove(&i);
+        self.compared.remove(&i);
+    }
+
+    pub(crate) fn on_restart(&mut self, i: usize, commit: u64) {
+        self.applied.insert(i, commit);
+    }
+
+    pub(crate) fn on_snapshot(&mut self, i: usize, seq: u64) {
+        self.applied.insert(i, seq);
+    }
+
+    pub(crate) fn on_commit(&mut self, now: u64, i: usize, seq: u64, payload: Payload) {
+        let last = self.applied.get(&i).copied().unwrap_or(0);
+        if seq != last + 1 {
+            self.violation(now, format!("node {i} applied seq {seq} after {last}"));
+        }
+        self.applied.insert(i, seq);
+        match self.chosen.get(&seq) {
+            Some(p) if *p != payload => {
+                let msg = format!("node {i} applied {payload:?} at seq {seq}, others {p:?}");
+                self.violation(now, msg);
+            }
+            Some(_) => {}
+            None => {
+                if let Payload::Changes(c) = &payload {
+                    for ch in c {
+                        self.changes.entry(ch.clone()).or_insert(seq);
+                    }
+                }
+                self.chosen.insert(seq, payload);
+                self.advance_reference();
+            }
+        }
+    }
+
+    fn advance_reference(&mut self) {
+        while let Some(p) = self.chosen.get(&(self.reference_at + 1)) {
+            let seq = self.reference_at + 1;
+            if let Payload::Changes(c) = p {
+                for ch in c {
+                    self.reference.apply(seq, ch);
+                }
+            }
+            self.reference_at = seq;
+            self.digests.insert(seq, digest(&self.reference.snapshot()));
+        }
+    }
+
+    /// A client was told its change committed: it must be chosen.
+    pub(crate) fn on_acknowledged(&mut self, now: u64, change: &str) {
+        if change.starts_with("members/") {
+            return;
+        }
+        if !self.changes.contains_key(change) {
+            self.violation(
+                now,
+                format!("acknowledged change {change} is not in the log"),
+            );
+        }
+    }
+
+    pub(crate) fn check_node(&mut self, now: u64, i: usize, p: &Participant<KvStore>) {
+        if p.role() == Role::Master {
+            let me = p.self_addr();
+            let m = self
+                .masters
+                .entry(p.instance())
+                .or_insert_with(|| me.into());
+            if m != me {
+                let msg = format!("two masters in instance {}: {m} and {me}", p.instance());
+                self.violation(now, msg);
+            }
+        }
+        let c = p.commit();
+        // Compare once the node's commit events up to `c` were seen (outputs can wait behind
+        // a persist).
+        if c > 0 && self.applied.get(&i) == Some(&c) && self.compared.get(&i) != Some(&c) {
+            self.compared.insert(i, c);
+            match self.digests.get(&c) {
+                Some(d) if *d != digest(&p.state().snapshot()) => {
+                    self.violation(now, format!("node {i} state at commit {c} differs"));
+                }
+                Some(_) => {}
+                None => self.violation(now, format!("node {i} at commit {c}, never chosen")),
+            }
+        }
+        if let Some(s) = p.staged() {
+            if s.seq != c + 1 {
+                self.violation(now, format!("node {i} staged seq {} at commit {c}", s.seq));
+            }
+        }
+    }
+
+    /// The reference state at `seq` (replaying the chosen log), if every seq up to it is known.
+    pub fn state_at(&self, seq: u64) -> Option<KvStore> {
+        let mut kv = KvStore::new();
+        for s in 1..=seq {
+            match self.chosen.get(&s)? {
+                Payload::Changes(c) => c.iter().for_each(|ch| kv.apply(s, ch)),
+                _ => {}
+            }
+        }
+        Some(kv)
+    }
+}

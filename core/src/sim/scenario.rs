@@ -1,0 +1,467 @@
+//! Randomized scenarios for the seed sweep: 3 or 5 nodes, clients writing and reading keys
+//! concurrently (retrying with a client id and request number, as PROTOCOL.md section 3 tells
+//! clients to), and a nemesis that drops, delays, duplicates, partitions (also one way and
+//! around the master), crashes and restarts nodes and adds and removes members. Then every
+//! fault heals and the scenario checks liveness: a master within a bounded time, every member
+//! converged to the same commit and state, every client answered.
+//!
+//! Reads go through the log: a read submits a marker change and returns the key's value at the
+//! marker's position in the chosen log. The history of writes and reads is returned for a
+//! linearizability checker (the tests use stateright's).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{addr, Faults, Sim, SimConfig};
+use crate::config::Rng;
+use crate::error::ErrorCode;
+use crate::kv::KvChange;
+use crate::participant::Role;
+use crate::wire::{Method, Payload};
+use crate::StateMachine;
+
+/// One operation of the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistOp {
+    Write { key: String, value: String },
+    Read { key: String },
+}
+
+/// Its result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistRet {
+    WriteOk,
+    ReadOk(Option<String>),
+}
+
+/// Invocations and returns, in virtual-time order. A thread has at most one op in flight; a
+/// client that gives up on an op (its outcome unknown) continues as a new thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistEvent {
+    Invoke { thread: u64, op: HistOp },
+    Return { thread: u64, ret: HistRet },
+}
+
+/// What a scenario does, drawn from its seed by [`ScenarioConfig::random`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub spares: usize,
+    pub clients: usize,
+    pub keys: usize,
+    /// Virtual time with faults.
+    pub fault_ms: u64,
+    /// After healing: a master must serve within this long...
+    pub elect_within_ms: u64,
+    /// ...and everything must converge within this long.
+    pub settle_ms: u64,
+    pub faults: Faults,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub membership: bool,
+}
+
+impl ScenarioConfig {
+    pub fn random(seed: u64) -> ScenarioConfig {
+        let mut r = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xA5A5);
+        let nodes = if r.range(0, 3) == 0 { 5 } else { 3 };
+        ScenarioConfig {
+            seed,
+            nodes,
+            spares: if r.range(0, 2) == 0 { 1 } else { 0 },
+            clients: r.range(2, 5) as usize,
+            keys: r.range(1, 4) as usize,
+            fault_ms: r.range(2_000, 5_000),
+            elect_within_ms: 5_000,
+            settle_ms: 30_000,
+            faults: Faults {
+                drop_permille: r.range(0, 120) as u32,
+                dup_permille: r.range(0, 50) as u32,
+                min_delay_ms: 1,
+                max_delay_ms: r.range(2, 60),
+                persist_max_delay_ms: r.range(0, 10),
+            },
+            crashes: r.range(0, 4) != 0,
+            partitions: r.range(0, 4) != 0,
+            membership: r.range(0, 3) == 0,
+        }
+    }
+
+    /// The command that replays this scenario.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "SIM_SEED={} cargo test -p clusterconsensus --test simulation replay -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+/// What a scenario found.
+#[derive(Clone, Debug, Default)]
+pub struct ScenarioResult {
+    pub seed: u64,
+    pub steps: u64,
+    pub violations: Vec<String>,
+    pub history: Vec<HistEvent>,
+    pub ops_ok: u64,
+    pub ops_retried: u64,
+    pub ops_abandoned: u64,
+    pub faults: u64,
+    /// Virtual ms from healing to a serving master.
+    pub elected_after_ms: Option<u64>,
+    pub commit: u64,
+    pub trace: Vec<String>,
+}
+
+struct Client {
+    thread: u64,
+    id: String,
+    req: u64,
+    n: u64,
+    current: Option<Current>,
+    next_at: u64,
+    /// The node this client believes is master.
+    target: usize,
+}
+
+struct Current {
+    op: HistOp,
+    change: String,
+    attempts: u32,
+    sim_op: Option<u64>,
+    retry_at: u64,
+}
+
+const TICK_MS: u64 = 10;
+const MAX_ATTEMPTS: u32 = 30;
+
+/// Runs the scenario and checks it; never panics on a violation (they are returned).
+pub fn run(cfg: &ScenarioConfig) -> ScenarioResult {
+    run_traced(cfg, false)
+}
+
+/// Like [`run`]; with `trace`, the result carries a line per message and event.
+pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
+    let mut sc = SimConfig::new(cfg.nodes, cfg.seed);
+    sc.spares = cfg.spares;
+    sc.faults = cfg.faults.clone();
+    let mut sim = Sim::new(sc);
+    if trace {
+        sim.trace = Some(Vec::new());
+    }
+    let mut rng = Rng::new(cfg.seed ^ 0x0C11_E475);
+    let mut res = ScenarioResult {
+        seed: cfg.seed,
+        ..ScenarioResult::default()
+    };
+    let mut next_thread = 0;
+    let mut clients: Vec<Client> = (0..cfg.clients)
+        .map(|_| {
+            next_thread += 1;
+            Client {
+                thread: next_thread,
+                id: format!("c{next_thread}"),
+                req: 0,
+                n: 0,
+                current: None,
+                next_at: 0,
+                target: 0,
+            }
+        })
+        .collect();
+    let start = sim.now();
+    let fault_end = start + cfg.fault_ms;
+    let mut next_nemesis = start + rng.range(100, 600);
+    // Fault phase, then the heal, then the settle phase.
+    let mut healed_at = None;
+    let hard_end = fault_end + cfg.settle_ms;
+    loop {
+        let now = sim.now();
+        if healed_at.is_none() && now >= fault_end {
+            sim.heal();
+            sim.cfg.faults = Faults::none();
+            for i in 0..sim.len() {
+                sim.restart(i);
+            }
+            healed_at = Some(now);
+        }
+        if healed_at.is_none() && now >= next_nemesis {
+            nemesis(&mut sim, &mut rng, cfg);
+            res.faults += 1;
+            next_nemesis = now + rng.range(100, 700);
+        }
+        let accepting = healed_at.is_none();
+        for c in clients.iter_mut() {
+            drive_client(
+                &mut sim,
+                &mut rng,
+                c,
+                cfg,
+                accepting,
+                &mut res,
+                &mut next_thread,
+            );
+        }
+        if let Some(h) = healed_at {
+            if res.elected_after_ms.is_none() && sim.serving_master().is_some() {
+                res.elected_after_ms = Some(sim.now() - h);
+            }
+            let idle = clients.iter().all(|c| c.current.is_none());
+            if idle && converged(&sim).is_ok() {
+                break;
+            }
+            if sim.now() >= hard_end {
+                break;
+            }
+        }
+        sim.run_for(TICK_MS);
+    }
+    // Liveness.
+    match res.elected_after_ms {
+        Some(t) if t <= cfg.elect_within_ms => {}
+        Some(t) => sim.checker.violation(
+            sim.now(),
+            format!("liveness: a master only {t} ms after healing"),
+        ),
+        None => sim
+            .checker
+            .violation(sim.now(), String::from("liveness: no master after healing")),
+    }
+    if let Err(e) = converged(&sim) {
+        sim.checker
+            .violation(sim.now(), format!("liveness: not converged: {e}"));
+    }
+    if clients.iter().any(|c| c.current.is_some()) {
+        sim.checker.violation(
+            sim.now(),
+            String::from("liveness: a client is still waiting"),
+        );
+    }
+    res.steps = sim.steps();
+    res.commit = sim
+        .serving_master()
+        .and_then(|m| sim.node(m))
+        .map_or(0, |p| p.commit());
+    res.violations = sim.violations().to_vec();
+    res.trace = sim.trace.take().unwrap_or_default();
+    res
+}
+
+/// Every up member agrees with the serving master on commit and member list; every up
+/// non-member knows it is out (removed) or never joined.
+pub fn converged(sim: &Sim) -> Result<(), String> {
+    let m = sim.serving_master().ok_or("no serving master")?;
+    let master = sim.node(m).expect("up");
+    let (commit, members) = (master.commit(), master.members().to_vec());
+    for i in 0..sim.len() {
+        let Some(p) = sim.node(i) else {
+            return Err(format!("node {i} is down"));
+        };
+        if members.contains(&addr(i)) {
+            if p.commit() != commit || p.members() != members.as_slice() {
+                return Err(format!(
+                    "node {i} at commit {} with {:?}, master at {commit} with {members:?}",
+                    p.commit(),
+                    p.members()
+                ));
+            }
+            if p.master() != Some(addr(m).as_str()) {
+                return Err(format!("node {i} follows {:?}, not node {m}", p.master()));
+            }
+        } else if !matches!(p.role(), Role::Removed | Role::Unjoined) {
+            return Err(format!("node {i} is not a member but {:?}", p.role()));
+        }
+    }
+    Ok(())
+}
+
+fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig) {
+    let n = sim.len();
+    let master = sim.serving_master();
+    match rng.range(0, 10) {
+        0 | 1 if cfg.partitions => {
+            // A random split.
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for i in 0..n {
+                if rng.range(0, 2) == 0 {
+                    a.push(i)
+                } else {
+                    b.push(i)
+                }
+            }
+            sim.partition(&[a, b]);
+        }
+        2 if cfg.partitions => {
+            // Isolate the master.
+            if let Some(m) = master {
+                let rest = (0..n).filter(|i| *i != m).collect();
+                sim.partition(&[alloc::vec![m], rest]);
+            }
+        }
+        3 if cfg.partitions => {
+            // One way: someone can send to the master but not hear it, or the reverse.
+            if let Some(m) = master {
+                let x = rng.range(0, n as u64) as usize;
+                if x != m {
+                    if rng.range(0, 2) == 0 {
+                        sim.block(m, x);
+                    } else {
+                        sim.block(x, m);
+                    }
+                }
+            }
+        }
+        4 | 5 => sim.heal(),
+        6 if cfg.crashes => {
+            let i = rng.range(0, n as u64) as usize;
+            sim.crash(i);
+        }
+        7 if cfg.crashes => {
+            for i in 0..n {
+                sim.restart(i);
+            }
+        }
+        8 | 9 if cfg.membership => {
+            let Some(m) = master else {
+                return;
+            };
+            let members = sim
+                .node(m)
+                .map(|p| p.members().to_vec())
+                .unwrap_or_default();
+            let version = sim.node(m).map(|p| p.members_version());
+            let at = rng.range(0, n as u64) as usize;
+            // Sometimes a stale version: it must be refused, not applied.
+            let version = match rng.range(0, 3) {
+                0 => None,
+                1 => version,
+                _ => version.map(|v| v.saturating_sub(1)),
+            };
+            let outsiders: Vec<usize> = (0..n).filter(|i| !members.contains(&addr(*i))).collect();
+            if !outsiders.is_empty() && (members.len() <= 2 || rng.range(0, 2) == 0) {
+                let x = outsiders[rng.range(0, outsiders.len() as u64) as usize];
+                sim.admin(at, Method::MembersAdd, &addr(x), version);
+            } else if members.len() > 2 {
+                let x = &members[rng.range(0, members.len() as u64) as usize];
+                sim.admin(at, Method::MembersRemove, &x.clone(), version);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn drive_client(
+    sim: &mut Sim,
+    rng: &mut Rng,
+    c: &mut Client,
+    cfg: &ScenarioConfig,
+    accepting: bool,
+    res: &mut ScenarioResult,
+    next_thread: &mut u64,
+) {
+    let now = sim.now();
+    let n = sim.len() as u64;
+    if c.current.is_none() {
+        if !accepting || now < c.next_at {
+            return;
+        }
+        c.n += 1;
+        let key = format!("k{}", rng.range(0, cfg.keys as u64));
+        let (op, change) = if rng.range(0, 10) < 7 {
+            c.req += 1;
+            let value = format!("{}-{}", c.id, c.n);
+            let ch = KvChange::set(key.clone(), value.clone()).with_client(c.id.clone(), c.req);
+            (HistOp::Write { key, value }, ch.encode())
+        } else {
+            let marker = format!("read {} {} {}", c.id, c.n, key);
+            let ch = KvChange::set("__read", marker);
+            (HistOp::Read { key }, ch.encode())
+        };
+        res.history.push(HistEvent::Invoke {
+            thread: c.thread,
+            op: op.clone(),
+        });
+        c.current = Some(Current {
+            op,
+            change,
+            attempts: 0,
+            sim_op: None,
+            retry_at: now,
+        });
+    }
+    let cur = c.current.as_mut().expect("set above");
+    match cur.sim_op {
+        None if now >= cur.retry_at => {
+            cur.attempts += 1;
+            cur.sim_op = Some(sim.submit(c.target, cur.change.clone()));
+        }
+        None => {}
+        Some(op) => {
+            let Some(v) = sim.op(op).filter(|o| o.completed_at.is_some()).cloned() else {
+                return;
+            };
+            cur.sim_op = None;
+            if v.ok == Some(true) {
+                let ret = match &cur.op {
+                    HistOp::Write { .. } => HistRet::WriteOk,
+                    HistOp::Read { key } => match read_at_marker(sim, &cur.change, key) {
+                        Some(v) => HistRet::ReadOk(v),
+                        None => {
+                            let msg = format!("read marker {} is not in the log", cur.change);
+                            sim.checker.violation(now, msg);
+                            HistRet::ReadOk(None)
+                        }
+                    },
+                };
+                res.history.push(HistEvent::Return {
+                    thread: c.thread,
+                    ret,
+                });
+                res.ops_ok += 1;
+                c.current = None;
+                c.next_at = now + rng.range(0, 50);
+                return;
+            }
+            if v.code == Some(ErrorCode::Encoding) {
+                let msg = format!("well-formed change refused: {:?}", v.err);
+                sim.checker.violation(now, msg);
+            }
+            // Unknown outcome: retry the same change (same client and request number)
+            // elsewhere, or give up and continue as a new thread.
+            res.ops_retried += 1;
+            c.target = match sim.serving_master() {
+                Some(m) if rng.range(0, 3) != 0 => m,
+                _ => rng.range(0, n) as usize,
+            };
+            if cur.attempts >= MAX_ATTEMPTS {
+                res.ops_abandoned += 1;
+                *next_thread += 1;
+                c.thread = *next_thread;
+                c.id = format!("c{}", c.thread);
+                c.req = 0;
+                c.current = None;
+                return;
+            }
+            cur.retry_at = now + rng.range(10, 100);
+        }
+    }
+}
+
+/// The value of `key` just before the marker `change` in the chosen log.
+fn read_at_marker(sim: &Sim, change: &str, key: &str) -> Option<Option<String>> {
+    let seq = *sim.checker.changes.get(change)?;
+    let mut kv = sim.checker.state_at(seq - 1)?;
+    let Some(Payload::Changes(batch)) = sim.checker.chosen.get(&seq) else {
+        return None;
+    };
+    for ch in batch {
+        if ch == change {
+            return Some(kv.get(key).map(String::from));
+        }
+        kv.apply(seq, ch);
+    }
+    None
+}
