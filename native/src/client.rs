@@ -1,0 +1,115 @@
+//! Outgoing HTTP: the peer client (pooled keep-alive connections, a per-request timeout) that
+//! turns every transport failure into the error the core expects, and the small client the
+//! `submit` / `status` subcommands use.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clusterconsensus::wire::{Method, Response};
+use clusterconsensus::{Error, ErrorCode};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Answers above this size are refused (a peer's answers are small; a snapshot travels in a
+/// request, not an answer).
+const MAX_ANSWER: usize = 16 << 20;
+
+/// A pooled HTTP/1.1 client; cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration) -> HttpClient {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(conn);
+        HttpClient { client, timeout }
+    }
+
+    /// One HTTP exchange, bounded by the timeout. `Err` carries the core's transport codes:
+    /// `ERR_CONNECT` when no connection could be made, `ERR_CALL` for anything else (timeout,
+    /// reset, an answer too large).
+    pub async fn request(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<(hyper::StatusCode, Bytes), Error> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| Error::new(ErrorCode::Connect, format!("bad address {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(Error::new(
+                ErrorCode::Connect,
+                format!("only http:// addresses are supported, not {url:?}"),
+            ));
+        }
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(HOST, host)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::new(ErrorCode::Call, format!("request to {url}: {e}")))?;
+        let exchange = async {
+            let res = self.client.request(req).await.map_err(|e| {
+                let code = if e.is_connect() {
+                    ErrorCode::Connect
+                } else {
+                    ErrorCode::Call
+                };
+                Error::new(code, format!("{url}: {}", error_chain(&e)))
+            })?;
+            let status = res.status();
+            let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| Error::new(ErrorCode::Call, format!("{url}: reading answer: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorCode::Call,
+                format!("{url}: no answer within {} ms", self.timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// POSTs a protocol request to a peer and decodes its answer for `method`. Every outcome
+    /// is something to hand to `Participant::handle_response`.
+    pub async fn call(&self, url: &str, method: Method, body: Vec<u8>) -> Result<Response, Error> {
+        let (status, body) = self.request(hyper::Method::POST, url, body).await?;
+        if status != hyper::StatusCode::OK {
+            // Not a protocol answer (the peer does not host the cluster, refused the body, ...):
+            // to the core this call failed.
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            return Err(Error::new(ErrorCode::Call, format!("{url}: HTTP {status}: {text}")));
+        }
+        Response::decode(method, &body)
+    }
+}
+
+/// The error and its sources, so "connection refused" is not hidden behind "client error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
