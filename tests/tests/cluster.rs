@@ -1,0 +1,146 @@
+//! A cluster formed from the CLI serves submits on every node; the client subcommands; the
+//! dashboard's static files; two clusters in the same processes.
+
+use std::time::Duration;
+
+use clusterconsensus_tests::*;
+
+fn readable_everywhere(c: &Cluster, id: &str, key: &str, value: &str) {
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(5), &format!("{key}={value} on {}", n.name), || {
+            (kv_get(&n.url, id, key).as_deref() == Some(value)).then_some(())
+        });
+    }
+}
+
+#[test]
+fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere() {
+    let c = Cluster::start("form", 3, &["c1"], &[]);
+    let m = c.master("c1").expect("a master");
+    let f = (m + 1) % 3;
+
+    // Status names the roles, the master and the members.
+    let st = status(&c.nodes[m].url, "c1").unwrap();
+    assert_eq!(st["role"], "master");
+    assert_eq!(st["cluster"], "c1");
+    assert_eq!(st["self"], c.nodes[m].url.as_str());
+    let fst = wait_for(Duration::from_secs(5), "follower knows the master", || {
+        status(&c.nodes[f].url, "c1").filter(|s| s["master"] == c.nodes[m].url.as_str())
+    });
+    assert_eq!(fst["role"], "participant");
+    let mut members: Vec<String> = c.urls();
+    members.sort();
+    assert_eq!(fst["members"], json!(members));
+    for field in ["instance", "commit", "version", "staged", "peers", "last_master_contact_ms"] {
+        assert!(fst.get(field).is_some(), "status has {field}: {fst}");
+    }
+
+    // The seed's submit body, to the master and to a follower (which forwards it).
+    submit_ok(&c.nodes[m].url, "c1", &[set("a", "1")]).unwrap();
+    submit_ok(&c.nodes[f].url, "c1", &[set("b", "2"), set("c", "3")]).unwrap();
+    readable_everywhere(&c, "c1", "a", "1");
+    readable_everywhere(&c, "c1", "b", "2");
+    readable_everywhere(&c, "c1", "c", "3");
+    let missing = http("GET", &cluster_url(&c.nodes[f].url, "c1", "kv/nope"), b"").unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["code"].is_string());
+
+    // The client subcommands.
+    let (code, out, err) = run_cli(&[
+        "submit", "--node", &c.nodes[f].url, "--cluster", "c1", &set("d", "4"),
+    ]);
+    assert_eq!(code, 0, "submit: {out} {err}");
+    readable_everywhere(&c, "c1", "d", "4");
+    let (code, out, _) = run_cli(&["status", "--node", &c.nodes[f].url, "--cluster", "c1"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("status prints JSON");
+    assert_eq!(v["cluster"], "c1");
+    // Failures: exit code 2 and a message.
+    let (code, _, err) = run_cli(&["submit", "--node", &c.nodes[f].url, "--cluster", "c1", "not a change"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ERR_ENCODING"), "{err}");
+    let (code, _, err) = run_cli(&["status", "--node", &c.nodes[f].url, "--cluster", "nosuch"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = run_cli(&["status", "--node", "http://127.0.0.1:1", "--cluster", "c1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ERR_CONNECT"), "{err}");
+}
+
+#[test]
+fn dashboard_files_and_cors() {
+    let www = TempDir::new("www");
+    std::fs::write(www.path().join("index.html"), "<!doctype html><p>hi</p>").unwrap();
+    std::fs::write(www.path().join("app.js"), "export const x = 1;").unwrap();
+    std::fs::create_dir_all(www.path().join("pkg")).unwrap();
+    std::fs::write(www.path().join("pkg/core_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let dir = TempDir::new("www-node");
+    let args = vec!["--www".to_string(), www.path().display().to_string(), "--bootstrap".into()];
+    let n = Node::start(dir.path(), "solo", &["c1"], &args);
+    wait_for(Duration::from_secs(5), "one-member master", || {
+        status(&n.url, "c1").filter(|s| s["serving"] == json!(true))
+    });
+
+    for (path, ctype, body) in [
+        ("/", "text/html", &b"<!doctype html><p>hi</p>"[..]),
+        ("/index.html", "text/html", b"<!doctype html><p>hi</p>"),
+        ("/app.js", "text/javascript", b"export const x = 1;"),
+        ("/pkg/core_bg.wasm", "application/wasm", b"\0asm\x01\0\0\0"),
+    ] {
+        let a = http("GET", &format!("{}{path}", n.url), b"").unwrap();
+        assert_eq!(a.status, 200, "{path}");
+        assert!(a.header("content-type").unwrap().starts_with(ctype), "{path}: {:?}", a.headers);
+        assert_eq!(a.body, body, "{path}");
+    }
+    for path in ["/nope.js", "/../Cargo.toml", "/%2e%2e/Cargo.toml", "/pkg/%2e%2e/%2e%2e/x"] {
+        let a = http("GET", &format!("{}{path}", n.url), b"").unwrap();
+        assert_eq!(a.status, 404, "{path}");
+    }
+
+    // A dashboard from another origin: preflight, then the answers carry the CORS header.
+    for what in ["submit", "members/add", "members/remove", "status"] {
+        let a = http("OPTIONS", &cluster_url(&n.url, "c1", what), b"").unwrap();
+        assert!(a.status == 204 || a.status == 200, "{what}: {}", a.status);
+        assert_eq!(a.header("access-control-allow-origin"), Some("*"), "{what}");
+        assert!(a.header("access-control-allow-methods").unwrap().contains("POST"));
+        assert!(a.header("access-control-allow-headers").unwrap().contains("content-type"));
+    }
+    let body = json!({"chg": [set("k", "v")]}).to_string();
+    let a = http("POST", &cluster_url(&n.url, "c1", "submit"), body.as_bytes()).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+    let a = http("GET", &cluster_url(&n.url, "c1", "kv/k"), b"").unwrap();
+    assert_eq!(a.json(), json!({"key": "k", "value": "v"}));
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+}
+
+#[test]
+fn two_clusters_in_the_same_three_processes_stay_independent() {
+    let c = Cluster::start("two", 3, &["alpha", "beta"], &[]);
+    let urls = c.urls();
+    submit_ok(&urls[1], "alpha", &[set("x", "from-alpha")]).unwrap();
+    submit_ok(&urls[2], "beta", &[set("x", "from-beta"), set("y", "only-beta")]).unwrap();
+    readable_everywhere(&c, "alpha", "x", "from-alpha");
+    readable_everywhere(&c, "beta", "x", "from-beta");
+    readable_everywhere(&c, "beta", "y", "only-beta");
+    for u in &urls {
+        assert_eq!(kv_get(u, "alpha", "y"), None);
+    }
+
+    // More traffic on alpha leaves beta's log alone.
+    let beta_commit = status(&urls[0], "beta").unwrap()["commit"].clone();
+    for i in 0..5 {
+        submit_ok(&urls[i % 3], "alpha", &[set(&format!("a{i}"), "1")]).unwrap();
+    }
+    for u in &urls {
+        assert_eq!(status(u, "beta").unwrap()["commit"], beta_commit);
+        let a = kv_all(u, "alpha").unwrap();
+        assert!(a["data"].get("y").is_none());
+    }
+    readable_everywhere(&c, "alpha", "a4", "1");
+
+    // A cluster no process hosts.
+    let a = http("GET", &cluster_url(&urls[0], "gamma", "status"), b"").unwrap();
+    assert_eq!(a.status, 404);
+    assert!(a.json()["code"].is_string());
+}
