@@ -32,16 +32,23 @@ impl<S: StateMachine> Participant<S> {
             return self.reply_err(id, method, e);
         }
         let me = self.hard.self_addr.clone();
-        if instance == p && self.hard.promised_master.as_deref() == Some(me.as_str()) {
-            // Only we propose at our own instance; a second proposer is a bug or an attack.
+        let mine = self.hard.promised_master.as_deref() == Some(me.as_str());
+        if instance == p && mine && self.role == Role::Master {
+            // Only we propose in our own instance; a second proposer is a bug or an attack.
             let e = Error::denied(format!("instance {p} is ours")).with_instance(p);
             return self.reply_err(id, method, e);
         }
-        if instance > p || self.hard.promised_master.is_none() {
-            self.promise(now, instance, master.filter(|m| *m != me));
+        let sender = master.filter(|m| *m != me);
+        let other = sender.is_some() && sender != self.hard.promised_master;
+        if instance > p || self.hard.promised_master.is_none() || other {
+            // A higher instance; or, in the instance we promised to another candidate (or to
+            // ourselves), the one that won it: voters promise one candidate per instance, so
+            // the sender had a majority and the one we promised cannot get one. Follow it.
+            self.promise(now, instance, sender);
         }
         self.master = self.hard.promised_master.clone();
         self.last_heard = Some(now);
+        self.behind_until = None;
         self.forward_failures = 0;
         self.reset_election_timer(now);
         if self.master.is_none() {

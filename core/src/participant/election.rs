@@ -119,6 +119,7 @@ impl<S: StateMachine> Participant<S> {
             }
             Some(_) if p.seq.unwrap_or(0) > commit => {
                 // We are behind (stale candidate, or removed): we cannot win.
+                self.note_behind(now);
                 self.stand_down(now);
             }
             Some(_) => {
@@ -156,7 +157,9 @@ impl<S: StateMachine> Participant<S> {
         };
         let again: Vec<String> = others
             .into_iter()
-            .filter(|m| !c.votes.contains_key(m) && !c.refused.contains(m) && !c.waiting.contains(m))
+            .filter(|m| {
+                !c.votes.contains_key(m) && !c.refused.contains(m) && !c.waiting.contains(m)
+            })
             .collect();
         for m in again {
             self.send_prepare(m);

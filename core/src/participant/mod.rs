@@ -113,6 +113,9 @@ pub struct Participant<S: StateMachine> {
     /// When a live master was last heard from (prepare rule 5).
     last_heard: Option<u64>,
     election_deadline: Option<u64>,
+    /// This node learned that others are ahead of it (a stale-candidate refusal, or a prepare
+    /// from a candidate with a higher commit): it leaves elections to them until then.
+    behind_until: Option<u64>,
     /// When each peer last answered successfully.
     contact: BTreeMap<String, u64>,
     forward_failures: u32,
@@ -210,6 +213,7 @@ impl<S: StateMachine> Participant<S> {
             max_seen: 0,
             last_heard: None,
             election_deadline: None,
+            behind_until: None,
             contact: BTreeMap::new(),
             forward_failures: 0,
             commits_since_snapshot: 0,
@@ -468,7 +472,11 @@ impl<S: StateMachine> Participant<S> {
             Role::Candidate => self.candidate_tick(now),
             Role::Participant => {
                 if self.election_deadline.is_some_and(|d| now >= d) {
-                    self.campaign(now);
+                    if self.behind_until.is_some_and(|b| now < b) {
+                        self.reset_election_timer(now);
+                    } else {
+                        self.campaign(now);
+                    }
                 }
             }
             Role::Unjoined | Role::Removed => {}
@@ -661,6 +669,13 @@ impl<S: StateMachine> Participant<S> {
     fn on_durable(&mut self, d: Durable) {
         debug_assert!(self.dirty, "durable work needs a pending persist");
         self.durable_next.push(d);
+    }
+
+    /// Others are ahead of this node: let them campaign first (a stale candidate cannot win,
+    /// and its prepares make low-commit voters promise instances that an up-to-date candidate
+    /// then collides with).
+    fn note_behind(&mut self, now: u64) {
+        self.behind_until = Some(now + 3 * self.cfg.election_max_ms);
     }
 
     fn reset_election_timer(&mut self, now: u64) {

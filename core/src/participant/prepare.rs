@@ -13,6 +13,9 @@ impl<S: StateMachine> Participant<S> {
         let cand = r.master.addr;
         let sc = r.seq.unwrap_or(0);
         let commit = self.hard.commit;
+        if sc > commit {
+            self.note_behind(now);
+        }
         // 1. Unjoined or removed. A removed node pushes its committed state to a candidate of
         //    its last member list that is behind it: that candidate may still count this node
         //    in its quorum and could never win without learning of the removal (trap D).
@@ -85,4 +88,3 @@ impl<S: StateMachine> Participant<S> {
         self.reply(id, Response::Prepare(r));
     }
 }
-
