@@ -198,6 +198,18 @@ impl Node {
         assert_eq!(self.url, url, "a restarted node keeps its address");
     }
 
+    /// Sends SIGTERM and waits (up to 10 s) for the process to exit; its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let code = wait_exit(&mut c, Duration::from_secs(10));
+        if code.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        code
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -417,16 +429,46 @@ pub fn post_json(node: &str, id: &str, what: &str, body: &Value) -> Result<Value
     Ok(a.json())
 }
 
-/// Runs the binary with `args` (a client subcommand) and returns (exit code, stdout, stderr).
+/// Runs the binary with `args` and returns (exit code, stdout, stderr); a run that takes over
+/// 20 s is killed and reported with exit code -1.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
+    let mut child = Command::new(binary())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run clusterconsensus");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let code = wait_exit(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        -1
+    });
+    (code, o.join().unwrap(), e.join().unwrap())
+}
+
+/// Waits up to `within` for `child` to exit; its exit code (-1 for a signal).
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

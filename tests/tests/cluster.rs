@@ -144,3 +144,42 @@ fn two_clusters_in_the_same_three_processes_stay_independent() {
     assert_eq!(a.status, 404);
     assert!(a.json()["code"].is_string());
 }
+
+#[test]
+fn sigterm_stops_a_node_cleanly_and_it_resumes_from_its_data() {
+    let dir = TempDir::new("term");
+    let mut n = Node::start(dir.path(), "solo", &["c1", "c2"], &["--bootstrap".to_string()]);
+    for id in ["c1", "c2"] {
+        wait_for(Duration::from_secs(5), "one-member master", || {
+            status(&n.url, id).filter(|s| s["serving"] == json!(true))
+        });
+    }
+    submit_ok(&n.url, "c1", &[set("kept", "yes")]).unwrap();
+    assert_eq!(n.terminate(), Some(0), "SIGTERM: clean exit");
+
+    // Startup failures: exit code 2 and a clear message.
+    let data = n.data_dir.display().to_string();
+    let other = ["node", "--listen", "127.0.0.1:0", "--cluster", "c1", "--data-dir", &data];
+    let (code, _, err) = run_cli(&other);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("belongs to the member"), "{err}");
+    let (code, _, err) = run_cli(&["node", "--listen", "127.0.0.1:0", "--cluster", "a/b", "--memory"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cluster id"), "{err}");
+    let (code, _, err) = run_cli(&["node", "--listen", "127.0.0.1:0", "--cluster", "c1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+
+    n.restart();
+    let url = n.url.clone();
+    for id in ["c1", "c2"] {
+        wait_for(Duration::from_secs(10), "the restarted node to be master again", || {
+            status(&url, id).filter(|s| s["serving"] == json!(true))
+        });
+    }
+    assert_eq!(kv_get(&url, "c1", "kept").as_deref(), Some("yes"));
+    assert_eq!(kv_get(&url, "c2", "kept"), None);
+    let (code, _, err) = run_cli(&["node", "--listen", &format!("127.0.0.1:{}", n.port), "--cluster", "c1", "--memory"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+}
