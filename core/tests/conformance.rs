@@ -57,7 +57,14 @@ fn requests_round_trip() {
     // Every seed endpoint has an example.
     assert_eq!(
         methods.into_iter().collect::<Vec<_>>(),
-        ["accept", "addmember", "prepare", "rmmember", "start", "submit"]
+        [
+            "accept",
+            "addmember",
+            "prepare",
+            "rmmember",
+            "start",
+            "submit"
+        ]
     );
 }
 
@@ -103,7 +110,11 @@ fn request_examples_decode_to_the_expected_values() {
             let p: Vec<&str> = s.participants.iter().map(|m| m.addr.as_str()).collect();
             assert_eq!(
                 p,
-                ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9004"]
+                [
+                    "http://127.0.0.1:9001",
+                    "http://127.0.0.1:9002",
+                    "http://127.0.0.1:9004"
+                ]
             );
             assert_eq!(s.snap, "...");
             assert_eq!(s.version, None);
@@ -233,7 +244,10 @@ fn lenient_inputs_are_accepted_with_their_meaning() {
 
     // 2. A submit response with `{"code": "", "err": ""}`: no error (Go peers send this).
     let ex = &lenient[1];
-    assert_eq!(ex["note"], "empty error code means no error (Go peers send this)");
+    assert_eq!(
+        ex["note"],
+        "empty error code means no error (Go peers send this)"
+    );
     let res = Response::decode(method_of(ex), &bytes(&ex["body"])).unwrap();
     assert_eq!(res.err(), None);
     match res {
@@ -329,7 +343,14 @@ fn every_error_code_in_the_file_parses() {
     // "" is the lenient "no error" of Go peers, not a code.
     assert_eq!(
         all,
-        ["", "ERR_DENIED", "ERR_ENCODING", "ERR_GAP", "ERR_SEQUENCE", "ERR_STATE"]
+        [
+            "",
+            "ERR_DENIED",
+            "ERR_ENCODING",
+            "ERR_GAP",
+            "ERR_SEQUENCE",
+            "ERR_STATE"
+        ]
     );
     for c in all.iter().filter(|c| !c.is_empty()) {
         let code = ErrorCode::parse(c).unwrap_or_else(|| panic!("{c} does not parse"));
