@@ -11,8 +11,9 @@
 //! - automatic: [`Sim::step`] processes the next event in virtual time (message arrivals,
 //!   timers, persist completions);
 //! - manual ([`Sim::set_manual`]): messages wait in flight until a test delivers, drops or
-//!   reorders them one by one ([`Sim::deliver`], [`Sim::drop_message`], [`Sim::find`]), and
-//!   persists complete at once. Timers still fire when time is advanced.
+//!   reorders them one by one ([`Sim::deliver`], [`Sim::drop_message`], [`Sim::find`]),
+//!   persists complete at once, and a timer fires only when the test fires it
+//!   ([`Sim::fire_timeout`]).
 //!
 //! [`scenario`] runs randomized scenarios with clients and a nemesis, for the seed sweep.
 
@@ -114,6 +115,8 @@ enum Origin {
     Client { op: u64 },
     /// A duplicate delivery: its answer goes nowhere.
     Duplicate,
+    /// A request a test injected: its answer is kept for the test.
+    Inject,
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +254,8 @@ pub struct Sim {
     pub checker: Checker,
     /// When set, a line per delivery, failure and node event (for replaying a failing seed).
     pub trace: Option<Vec<String>>,
+    /// Answers to injected requests, by request id.
+    injected: BTreeMap<u64, Response>,
 }
 
 impl core::fmt::Debug for Sim {
@@ -295,6 +300,7 @@ impl Sim {
             completed: Vec::new(),
             checker: Checker::default(),
             trace: None,
+            injected: BTreeMap::new(),
         };
         for i in 0..n {
             let p = Participant::new(sim.node_config(i), KvStore::new()).expect("valid config");
@@ -510,6 +516,11 @@ impl Sim {
         let ev = self.events.remove(&(t, k)).expect("just seen");
         self.now = self.now.max(t);
         self.steps += 1;
+        self.handle_event(ev);
+        true
+    }
+
+    fn handle_event(&mut self, ev: Ev) {
         match ev {
             Ev::Arrive(id) => self.arrive(id),
             Ev::Timer { node, generation } => {
@@ -543,7 +554,6 @@ impl Sim {
             }
         }
         self.check();
-        true
     }
 
     /// Runs events until `until` holds or `max_ms` of virtual time passed. Returns whether it
@@ -752,7 +762,26 @@ impl Sim {
             self.now + self.cfg.rpc_timeout_ms
         };
         self.fail_origin(&m, at);
+        self.run_due();
         true
+    }
+
+    /// Reports the transport failures already due (in manual mode: at once). Timers wait for
+    /// [`fire_timeout`](Self::fire_timeout) or [`run_for`](Self::run_for).
+    fn run_due(&mut self) {
+        loop {
+            let due = self
+                .events
+                .iter()
+                .find(|((t, _), e)| *t <= self.now && matches!(e, Ev::Fail { .. }))
+                .map(|(k, _)| *k);
+            let Some(k) = due else {
+                return;
+            };
+            let ev = self.events.remove(&k).expect("just found");
+            self.steps += 1;
+            self.handle_event(ev);
+        }
     }
 
     /// Delivers message `id` now (manual mode, or ahead of its time).
@@ -764,6 +793,7 @@ impl Sim {
         self.steps += 1;
         self.arrive(id);
         self.check();
+        self.run_due();
         true
     }
 
@@ -779,6 +809,28 @@ impl Sim {
             n += 1;
         }
         n
+    }
+
+    /// Hands node `i` a request as if a peer sent it (a delayed or forged message) and returns
+    /// its answer if it gave one at once.
+    pub fn inject(&mut self, i: usize, req: Request) -> Option<Response> {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.open.insert(
+            rid,
+            Open {
+                origin: Origin::Inject,
+                to: i,
+                to_incarnation: self.nodes[i].incarnation,
+                method: req.method(),
+            },
+        );
+        if let Some(p) = self.nodes[i].p.as_mut() {
+            p.handle_request(self.now, rid, req);
+        }
+        self.drain(i);
+        self.check();
+        self.injected.remove(&rid)
     }
 
     /// Fires node `i`'s timer now, whenever it was due.
@@ -877,11 +929,9 @@ impl Sim {
                     mid,
                 },
             ),
-            Origin::Client { op } => {
-                // Only an answer lost on its way back: the client times out, outcome unknown.
-                let _ = op;
-            }
-            Origin::Duplicate => {}
+            // Clients and injected requests do not cross the network; duplicates have nobody
+            // waiting for them.
+            Origin::Client { .. } | Origin::Duplicate | Origin::Inject => {}
         }
     }
 
@@ -1076,6 +1126,9 @@ impl Sim {
                 self.transmit(m);
             }
             Origin::Duplicate => {}
+            Origin::Inject => {
+                self.injected.insert(rid, response);
+            }
         }
     }
 
