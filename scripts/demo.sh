@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: a local 3-node cluster on 127.0.0.1:9001-9003 with the dashboard at
+# http://127.0.0.1:9001/. Builds the wasm package for the dashboard first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if [ -x scripts/build-wasm.sh ]; then
+  scripts/build-wasm.sh
+fi
+exec cargo run --release -p clusterconsensus-native -- demo "$@"
