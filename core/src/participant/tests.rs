@@ -1099,6 +1099,52 @@ fn accept_rule4_empty_accept_clears_nothing() {
 }
 
 #[test]
+fn accept_in_an_instance_promised_to_another_candidate_follows_its_sender() {
+    // Voters promise one candidate per instance: whoever sends accepts in it won it.
+    let mut b = follower3();
+    request(&mut b, 5000, 1, prepare(5, C, Some(2)));
+    let pid = next_persist(&b);
+    let k = set("k", "v");
+    let outs = request(&mut b, 5001, 7, accept(5, 3, vec![k.clone()], Some(A)));
+    let hard = hard_with(&b, |h| {
+        h.promised_master = Some(s(A));
+        h.staged = Some(staged(5, 3, changes(&[&k])));
+    });
+    assert_eq!(hard.promised, 5);
+    assert_eq!(outs, vec![persist(pid, hard), reply(7, accepted())]);
+    assert_eq!(b.master(), Some(A));
+}
+
+#[test]
+fn accept_in_its_own_instance_ends_a_candidates_campaign() {
+    let mut b = follower3();
+    b.start_election(5000).unwrap();
+    drain(&mut b, 5000);
+    let pid = next_persist(&b);
+    let k = set("k", "v");
+    let outs = request(&mut b, 5001, 7, accept(2, 3, vec![k.clone()], Some(C)));
+    let hard = hard_with(&b, |h| {
+        h.promised_master = Some(s(C));
+        h.staged = Some(staged(2, 3, changes(&[&k])));
+    });
+    assert_eq!(outs, vec![persist(pid, hard), reply(7, accepted())]);
+    assert_eq!((b.role(), b.master()), (Role::Participant, Some(C)));
+}
+
+#[test]
+fn accept_in_a_masters_own_instance_from_another_sender_is_refused() {
+    let mut a = master3();
+    let before = a.hard_state().clone();
+    let outs = request(&mut a, 10, 7, accept(1, 3, vec![set("k", "v")], Some(B)));
+    assert_eq!(
+        outs,
+        vec![reply(7, accept_refusal(ErrorCode::Denied, Some(1)))]
+    );
+    assert_eq!(a.hard_state(), &before);
+    assert_eq!(a.role(), Role::Master);
+}
+
+#[test]
 fn addmember_at_a_follower_stages_the_member_change() {
     let mut b = follower3();
     let pid = next_persist(&b);
