@@ -31,8 +31,11 @@ fn start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-fn deadline_instant(ms: u64) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(start() + Duration::from_millis(ms))
+/// The instant of `now_ms() == ms` (a day ahead for "never": the timer branch is off then).
+fn deadline_instant(ms: Option<u64>) -> tokio::time::Instant {
+    let ms = ms.unwrap_or_else(|| now_ms().saturating_add(86_400_000));
+    let at = start().checked_add(Duration::from_millis(ms));
+    tokio::time::Instant::from_std(at.unwrap_or_else(Instant::now))
 }
 
 /// A read-only look at the participant, run on its task (status, key-value reads).
@@ -143,7 +146,7 @@ impl Task {
         self.drain();
         loop {
             let timer = self.node.poll_timeout();
-            let sleep = tokio::time::sleep_until(deadline_instant(timer.unwrap_or(u64::MAX / 4)));
+            let sleep = tokio::time::sleep_until(deadline_instant(timer));
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(input) => self.on_input(input),
@@ -302,12 +305,12 @@ async fn wait_until_up(client: &HttpClient, peer: &str, cluster: &str) {
         match client.request(hyper::Method::GET, &url, Vec::new()).await {
             Ok((s, _)) if s.is_success() => return,
             Ok((s, _)) => {
-                if attempt % 25 == 0 {
+                if attempt.is_multiple_of(25) {
                     warn!(cluster, peer, "peer answers HTTP {s} for this cluster; waiting");
                 }
             }
             Err(e) => {
-                if attempt % 25 == 0 {
+                if attempt.is_multiple_of(25) {
                     info!(cluster, peer, "waiting for peer to come up: {e}");
                 }
             }
