@@ -1923,7 +1923,7 @@ fn membership_master_removing_itself_notifies_answers_and_steps_down() {
         payload: Payload::Rm(s(A)),
     };
     let notice = accept(1, 4, vec![], Some(A));
-    let want = vec![
+    let want = [
         committed(3, Payload::Rm(s(A))),
         members_changed(&[B, C], 3),
         persist_full(pid, hard.clone(), vec![entry], None),
