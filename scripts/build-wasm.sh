@@ -6,6 +6,7 @@
 #
 #   scripts/build-wasm.sh            release build (what the dashboard and the tests use)
 #   scripts/build-wasm.sh --dev      debug build (faster to compile, slower to run)
+#   scripts/build-wasm.sh --install  only install the tools (the target and wasm-bindgen-cli)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ fi
 
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
   || rustup target add wasm32-unknown-unknown
+[ "${1:-}" = "--install" ] && exit 0
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 if [ "$profile" = release ]; then

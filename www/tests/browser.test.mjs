@@ -1,0 +1,208 @@
+// End-to-end tests of the dashboard: Debian's chromium (headless, through playwright-core)
+// against a live `clusterconsensus demo`, and the simulation mode. Screenshots go to
+// target/screenshots/. Run by scripts/test-web.sh (`node --test www/tests/`).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startDemo, startBrowser, screenshot, eventually, sleep } from "./harness.mjs";
+
+let demo, browser, page;
+let killed = null; // the node the failover test kills
+const alive = () => demo.urls.find((u) => u !== killed);
+
+before(async () => {
+  demo = await startDemo();
+  browser = await startBrowser();
+  page = await browser.page();
+}, { timeout: 90_000 });
+
+after(async () => {
+  await browser?.stop();
+  await demo?.stop();
+}, { timeout: 30_000 });
+
+/** What the live view shows: per card, its address, role and key-value pairs. */
+const cards = () =>
+  page.$$eval(".node-card", (els) =>
+    els.map((e) => ({
+      addr: e.dataset.addr,
+      role: e.dataset.role,
+      reachable: e.dataset.reachable === "true",
+      master: e.classList.contains("is-master"),
+      kv: Object.fromEntries([...e.querySelectorAll(".kv li[data-key]")].map((li) => [li.dataset.key, li.querySelector(".v").textContent])),
+    })));
+
+test("live: the dashboard served by a node shows 3 nodes and exactly one master", { timeout: 60_000 }, async () => {
+  await page.goto(`${demo.urls[1]}/`); // no hash: a node's page opens in live mode
+  await page.waitForSelector("body[data-ready=true]");
+  assert.equal(await page.evaluate(() => window.dashboard.mode), "live");
+  const shown = await eventually("3 reachable nodes with one master in the UI", async () => {
+    const c = await cards();
+    return c.length === 3 && c.every((n) => n.reachable) && c.filter((n) => n.master).length === 1 ? c : null;
+  }, 15_000);
+  assert.deepEqual(shown.map((n) => n.addr).sort(), [...demo.urls].sort());
+  const master = shown.find((n) => n.master);
+  assert.equal(master.role, "master");
+  assert.equal(master.addr, await demo.master(), "the UI's master is the cluster's");
+  assert.equal(shown.filter((n) => n.role === "master").length, 1);
+  await screenshot(page, "live-3-nodes");
+});
+
+test("live: a change submitted through the form appears on all 3 nodes", { timeout: 60_000 }, async () => {
+  const value = `v${Date.now() % 100000}`;
+  await page.fill("#submit-form input[name=key]", "color");
+  await page.fill("#submit-form input[name=value]", value);
+  await page.click("#submit-form button[type=submit]");
+  await page.waitForSelector("#submit-result.ok", { timeout: 10_000 });
+  await eventually("color on every card", async () => {
+    const c = await cards();
+    return c.length === 3 && c.every((n) => n.kv.color === value);
+  }, 10_000);
+  // And the nodes really hold it (the UI is not making it up).
+  for (const u of demo.urls) assert.equal(await demo.get(u, "color"), value, u);
+  const feed = await page.textContent("#feed");
+  assert.match(feed, new RegExp(`color = ${value}`));
+  await screenshot(page, "live-submitted");
+});
+
+test("live: after the master process is killed, the UI shows a new master within seconds", { timeout: 60_000 }, async () => {
+  const old = (await cards()).find((n) => n.master).addr;
+  killed = old;
+  demo.killNode(old);
+  const t0 = Date.now();
+  const c = await eventually("a new master in the UI", async () => {
+    const c = await cards();
+    const m = c.filter((n) => n.master);
+    return m.length === 1 && m[0].addr !== old ? c : null;
+  }, 20_000, 100);
+  const took = Date.now() - t0;
+  console.log(`# new master shown ${took} ms after kill -9`);
+  assert.equal(c.find((n) => n.addr === old).reachable, false, "the killed node is shown unreachable");
+  assert.equal(c.filter((n) => n.master).length, 1);
+  const fresh = c.find((n) => n.master).addr;
+  assert.equal(await demo.master(), fresh);
+  await screenshot(page, "live-failover");
+
+  // The cluster still takes writes through the form, on the two live nodes.
+  await page.fill("#submit-form input[name=key]", "after");
+  await page.fill("#submit-form input[name=value]", "failover");
+  await page.click("#submit-form button[type=submit]");
+  await eventually("the write after failover on the live nodes", async () => {
+    const c = await cards();
+    return c.filter((n) => n.reachable).every((n) => n.kv.after === "failover");
+  }, 15_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Simulation mode
+// ---------------------------------------------------------------------------------------------
+
+const simNodes = () =>
+  page.$$eval("#sim-ring .snode", (els) => els.map((e) => ({ index: Number(e.dataset.index), role: e.dataset.role, up: e.dataset.up === "true" })));
+
+test("simulation: crashing the simulated master (by clicking it) produces a new one", { timeout: 60_000 }, async () => {
+  await page.goto(`${alive()}/?play=0#sim`);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.waitForSelector("#sim-ring .snode");
+  assert.equal((await simNodes()).length, 5);
+  // Fast forward: 5x speed.
+  await page.fill("#sim-speed", "7");
+  await page.dispatchEvent("#sim-speed", "input");
+  await page.click("#sim-play");
+  const before = await eventually("one simulated master", async () => {
+    const n = await simNodes();
+    const m = n.filter((x) => x.role === "master");
+    return m.length === 1 ? m[0] : null;
+  }, 10_000);
+  // Messages are drawn in flight.
+  await eventually("messages on the ring", async () => (await page.$$("#sim-ring .msg")).length > 0, 5_000, 20);
+  await page.click(`#sim-ring .snode[data-index="${before.index}"] .body`, { force: true });
+  await eventually("the clicked master crashed", async () => (await simNodes())[before.index].up === false, 3_000);
+  const after = await eventually("a new simulated master", async () => {
+    const n = await simNodes();
+    const m = n.filter((x) => x.role === "master");
+    return m.length === 1 && m[0].index !== before.index ? m[0] : null;
+  }, 20_000);
+  assert.notEqual(after.index, before.index);
+  const st = await page.evaluate(() => window.dashboard.sim.snapshot());
+  assert.deepEqual(st.violations, []);
+  assert.match(await page.textContent("#sim-safety"), /Safety holds/);
+  await screenshot(page, "sim-failover");
+});
+
+test("simulation: submit, partition by dragging, drop a message, rewind", { timeout: 60_000 }, async () => {
+  // Slow down so a message stays on screen long enough to be clicked.
+  await page.fill("#sim-speed", "2");
+  await page.dispatchEvent("#sim-speed", "input");
+  const up = (await simNodes()).find((n) => n.up);
+  await page.selectOption("#sim-submit-node", String(up.index));
+  await page.fill("#sim-submit input[name=key]", "k");
+  await page.fill("#sim-submit input[name=value]", "42");
+  await page.click("#sim-submit button[type=submit]");
+  await eventually("k=42 on every live simulated node", async () => {
+    const st = await page.evaluate(() => window.dashboard.sim.snapshot());
+    return st.nodes.filter((n) => n.up).every((n) => n.data.k === "42");
+  }, 20_000);
+
+  // Drag a line across the ring: two groups.
+  const box = await (await page.$("#sim-ring")).boundingBox();
+  await page.mouse.move(box.x + box.width * 0.1, box.y + box.height * 0.55);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.55, { steps: 5 });
+  await page.mouse.move(box.x + box.width * 0.9, box.y + box.height * 0.55, { steps: 5 });
+  await page.mouse.up();
+  const hist = await page.evaluate(() => window.dashboard.sim.simulation.history());
+  const cut = hist.filter((h) => h.action === "partition").at(-1);
+  assert.ok(cut && cut.groups.length === 2 && cut.groups.every((g) => g.length > 0), JSON.stringify(hist));
+  await eventually("cut links drawn", async () => (await page.$$("#sim-ring .link.cut")).length > 0, 3_000, 20);
+  await screenshot(page, "sim-partition");
+  await page.click("#sim-heal");
+
+  // Click a message in flight: it is dropped.
+  const dropped = await eventually("a message dropped by clicking it", async () => {
+    const m = await page.$("#sim-ring .msg");
+    if (!m) return null;
+    const id = Number(await m.getAttribute("data-id"));
+    await m.dispatchEvent("pointerdown");
+    const h = await page.evaluate(() => window.dashboard.sim.simulation.history());
+    return h.some((x) => x.action === "drop" && x.message === id) ? id : null;
+  }, 10_000, 50);
+  assert.ok(dropped > 0);
+
+  // Rewind to the start of the timeline: the replayed cluster has no k yet.
+  await page.click("#sim-play"); // pause
+  const min = Number(await page.getAttribute("#sim-timeline", "min"));
+  await page.fill("#sim-timeline", String(min));
+  await page.dispatchEvent("#sim-timeline", "input");
+  const st = await page.evaluate(() => window.dashboard.sim.snapshot());
+  assert.equal(st.steps, min);
+  assert.ok(st.horizon > min);
+  assert.ok(st.nodes.every((n) => n.up && !("k" in n.data)), "back before the crash and the submit");
+  await screenshot(page, "sim-rewound");
+});
+
+test("screenshots of both modes for a person to look at (docs/dashboard.png comes from here)", { timeout: 60_000 }, async () => {
+  await page.setViewportSize({ width: 1280, height: 888 });
+  await page.goto(`${alive()}/?play=0#sim`);
+  await page.waitForSelector("#sim-ring .snode");
+  await page.fill("#sim-speed", "5"); // 1x
+  await page.dispatchEvent("#sim-speed", "input");
+  await page.click("#sim-play");
+  await sleep(300);
+  const m = await eventually("a master", async () => (await simNodes()).find((n) => n.role === "master"), 5_000);
+  await page.click(`#sim-ring .snode[data-index="${m.index}"] .body`, { force: true });
+  await page.selectOption("#sim-submit-node", String((m.index + 1) % 5));
+  await page.click("#sim-submit button[type=submit]");
+  await eventually("a new master", async () => (await simNodes()).some((n) => n.role === "master" && n.index !== m.index), 20_000);
+  await page.click("#sim-submit button[type=submit]");
+  await page.fill("#sim-speed", "2"); // 0.1x: messages caught in flight
+  await page.dispatchEvent("#sim-speed", "input");
+  await eventually("several messages in flight", async () => (await page.$$("#sim-ring .msg")).length >= 4, 10_000, 10);
+  await page.click("#sim-play"); // pause
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await screenshot(page, "dashboard-sim");
+
+  await page.goto(`${alive()}/#live`);
+  await eventually("live cards", async () => (await cards()).length === 3, 10_000);
+  await sleep(800);
+  await screenshot(page, "dashboard-live");
+});

@@ -1,0 +1,191 @@
+// Shared by the browser and edge tests: free ports, a `clusterconsensus demo` cluster, a static
+// server for www/, workerd, and Debian's chromium through playwright-core. Everything started
+// here is killed by `stop()` (and, as a last resort, when this process exits).
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const SCREENSHOTS = join(ROOT, "target", "screenshots");
+const TARGET = process.env.CARGO_TARGET_DIR ? resolve(ROOT, process.env.CARGO_TARGET_DIR) : join(ROOT, "target");
+export const BINARY = process.env.CLUSTERCONSENSUS_BIN ?? join(TARGET, "debug", "clusterconsensus");
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+const started = new Set(); // process groups to kill on exit
+process.on("exit", () => {
+  for (const pid of started) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {}
+  }
+});
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `f` until it returns a truthy value (returned) or `ms` pass (throws with `what`). */
+export async function eventually(what, f, ms = 10_000, every = 100) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    await sleep(every);
+  }
+}
+
+function portFree(port) {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once("error", () => res(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
+  });
+}
+
+/** A base port with `count` consecutive free ports after it (random start, so parallel runs
+ * rarely collide). */
+export async function freePorts(count) {
+  for (let tries = 0; tries < 200; tries++) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
+    if (ok) return base;
+  }
+  throw new Error("no free ports");
+}
+
+/** Spawns `cmd` in its own process group, so that `kill()` also reaches its children. */
+export function run(cmd, args, opts = {}) {
+  const child = spawn(cmd, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], ...opts });
+  started.add(child.pid);
+  let out = "";
+  const onData = (d) => {
+    out += d;
+    if (process.env.WEB_TEST_VERBOSE) process.stderr.write(d);
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  const exited = new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));
+  return {
+    child,
+    exited,
+    output: () => out,
+    /** SIGTERM to the group, then SIGKILL after `grace` ms. */
+    async kill(grace = 3000) {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(-child.pid, "SIGTERM");
+        } catch {}
+        await Promise.race([exited, sleep(grace)]);
+      }
+      try {
+        process.kill(-child.pid, "SIGKILL"); // whatever of the group is left
+      } catch {}
+      started.delete(child.pid);
+    },
+  };
+}
+
+/** `clusterconsensus demo` on free ports. Resolves once it says the cluster is up. */
+export async function startDemo({ cluster = "cluster1" } = {}) {
+  if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build --workspace --bins first`);
+  const base = await freePorts(3);
+  const data = mkdtempSync(join(tmpdir(), "cc-web-demo-"));
+  const proc = run(BINARY, ["demo", "--base-port", String(base), "--cluster", cluster, "--data-dir", data, "--www", join(ROOT, "www")]);
+  await eventually("the demo cluster to come up", () => {
+    if (proc.child.exitCode !== null) throw new Error(`demo exited:\n${proc.output()}`);
+    return /is up/.test(proc.output());
+  }, 40_000, 100);
+  const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${base + i}`);
+  // "node1: http://127.0.0.1:9001   (pid 1234, ..."
+  const pids = {};
+  for (const m of proc.output().matchAll(/(http:\/\/127\.0\.0\.1:\d+)\s+\(pid (\d+)/g)) pids[m[1]] = Number(m[2]);
+  return {
+    cluster,
+    urls,
+    pids,
+    output: proc.output,
+    async status(url) {
+      const r = await fetch(`${url}/_clusterc/${cluster}/status`, { signal: AbortSignal.timeout(1500) });
+      return r.json();
+    },
+    async get(url, key) {
+      const r = await fetch(`${url}/_clusterc/${cluster}/kv/${encodeURIComponent(key)}`, { signal: AbortSignal.timeout(1500) });
+      return r.status === 200 ? (await r.json()).value : null;
+    },
+    /** The address of the node that serves as master, as the nodes report it. */
+    async master() {
+      for (const u of urls) {
+        try {
+          const st = await this.status(u);
+          if (st.role === "master" && st.serving) return u;
+        } catch {}
+      }
+      return null;
+    },
+    /** kill -9 of one node's process. */
+    killNode(url) {
+      process.kill(pids[url], "SIGKILL");
+    },
+    async stop() {
+      await proc.kill();
+      for (const pid of Object.values(pids)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      }
+      rmSync(data, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless Debian chromium with a fresh profile. */
+export async function startBrowser() {
+  const { chromium } = await import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "cc-web-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1440, height: 900 },
+    deviceScaleFactor: 1,
+    timeout: 30_000,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  context.setDefaultTimeout(15_000);
+  return {
+    context,
+    async page() {
+      const page = await context.newPage();
+      page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+      // A killed node makes fetches fail on purpose; anything else is worth seeing.
+      page.on("console", (m) => m.type() === "error" && !/ERR_CONNECTION_REFUSED/.test(m.text()) && console.error(`console: ${m.text()}`));
+      return page;
+    },
+    async stop() {
+      await Promise.race([context.close(), sleep(5000)]);
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const path = join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
