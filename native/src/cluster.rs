@@ -284,6 +284,11 @@ pub async fn bootstrap(cluster: Cluster, peers: Vec<String>, client: HttpClient)
                     info!(cluster = %id, peer = %peer, "peer added");
                     break;
                 }
+                Err(e) if e.code == ErrorCode::Encoding => {
+                    // Not a usable member address: retrying cannot help.
+                    error!(cluster = %id, peer = %peer, "cannot add peer: {e}");
+                    break;
+                }
                 Err(e) => {
                     attempt += 1;
                     if attempt % 10 == 1 {
