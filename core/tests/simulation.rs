@@ -72,15 +72,15 @@ fn sweep() {
     let seeds = env_u64("SIM_SEEDS").unwrap_or(2000);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let started = std::time::Instant::now();
-    let results: Vec<(u64, u64, Vec<String>)> = std::thread::scope(|s| {
+    let results: Vec<(u64, u64, Vec<String>, scenario::ScenarioResult)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut seed = t;
                     while seed < seeds {
-                        let (steps, v, _) = run_seed(seed);
-                        out.push((seed, steps, v));
+                        let (steps, v, r) = run_seed(seed);
+                        out.push((seed, steps, v, r));
                         seed += threads;
                     }
                     out
@@ -93,10 +93,9 @@ fn sweep() {
             .collect()
     });
     let steps: u64 = results.iter().map(|r| r.1).sum();
-    let failing: Vec<&(u64, u64, Vec<String>)> =
-        results.iter().filter(|r| !r.2.is_empty()).collect();
+    let failing: Vec<_> = results.iter().filter(|r| !r.2.is_empty()).collect();
     let violations: usize = failing.iter().map(|r| r.2.len()).sum();
-    for (seed, _, v) in failing.iter().take(10) {
+    for (seed, _, v, _) in failing.iter().take(10) {
         eprintln!("seed {seed} failed:");
         for x in v.iter().take(5) {
             eprintln!("  {x}");
@@ -111,7 +110,30 @@ fn sweep() {
         results.len(),
         started.elapsed().as_secs_f64()
     );
+    let sum =
+        |f: fn(&scenario::ScenarioResult) -> u64| results.iter().map(|r| f(&r.3)).sum::<u64>();
+    let (ok, retried, abandoned) = (
+        sum(|r| r.ops_ok),
+        sum(|r| r.ops_retried),
+        sum(|r| r.ops_abandoned),
+    );
+    let (elections, snapshots, membership, crashes, faults) = (
+        sum(|r| r.stats.elections_won),
+        sum(|r| r.stats.snapshots_installed),
+        sum(|r| r.stats.membership_commits),
+        sum(|r| r.stats.crashes),
+        sum(|r| r.faults),
+    );
+    println!(
+        "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
+         {elections} elections won, {snapshots} snapshots installed, {membership} membership \
+         changes committed, {crashes} crashes, {faults} nemesis actions"
+    );
     assert_eq!(results.len() as u64, seeds);
+    // The sweep must exercise what it claims to (a vacuous run proves nothing).
+    if seeds >= 100 {
+        assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
+    }
     assert!(failing.is_empty(), "{} seeds failed", failing.len());
 }
 

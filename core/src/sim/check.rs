@@ -37,6 +37,17 @@ pub struct Checker {
     applied: BTreeMap<usize, u64>,
     /// Per node, the commit whose state was last compared.
     compared: BTreeMap<usize, u64>,
+    /// What happened, to show that a run exercised something.
+    pub stats: Stats,
+}
+
+/// Counts of interesting events in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub elections_won: u64,
+    pub snapshots_installed: u64,
+    pub membership_commits: u64,
+    pub crashes: u64,
 }
 
 /// FNV-1a: a stable digest of a snapshot.
@@ -57,6 +68,7 @@ impl Checker {
     }
 
     pub(crate) fn on_crash(&mut self, i: usize) {
+        self.stats.crashes += 1;
         self.applied.remove(&i);
         self.compared.remove(&i);
     }
@@ -66,6 +78,7 @@ impl Checker {
     }
 
     pub(crate) fn on_snapshot(&mut self, i: usize, seq: u64) {
+        self.stats.snapshots_installed += 1;
         self.applied.insert(i, seq);
     }
 
@@ -82,6 +95,9 @@ impl Checker {
             }
             Some(_) => {}
             None => {
+                if !matches!(payload, Payload::Changes(_)) {
+                    self.stats.membership_commits += 1;
+                }
                 if let Payload::Changes(c) = &payload {
                     for ch in c {
                         self.changes.entry(ch.clone()).or_insert(seq);

@@ -340,6 +340,7 @@ impl Sim {
         let horizon = self.now + 10 * self.cfg.heartbeat_ms;
         self.run_until(|s| s.now >= horizon, 10_000);
         self.cfg.faults = faults;
+        self.checker.stats = check::Stats::default();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1155,6 +1156,7 @@ impl Sim {
         match e {
             Event::Committed { seq, payload } => self.checker.on_commit(self.now, i, seq, payload),
             Event::SnapshotInstalled { seq } => self.checker.on_snapshot(i, seq),
+            Event::BecameMaster { .. } => self.checker.stats.elections_won += 1,
             _ => {}
         }
     }

@@ -112,6 +112,7 @@ pub struct ScenarioResult {
     /// Virtual ms from healing to a serving master.
     pub elected_after_ms: Option<u64>,
     pub commit: u64,
+    pub stats: super::check::Stats,
     pub trace: Vec<String>,
 }
 
@@ -245,6 +246,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
         .and_then(|m| sim.node(m))
         .map_or(0, |p| p.commit());
     res.violations = sim.violations().to_vec();
+    res.stats = sim.checker.stats.clone();
     res.trace = sim.trace.take().unwrap_or_default();
     res
 }
@@ -280,7 +282,7 @@ pub fn converged(sim: &Sim) -> Result<(), String> {
 fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig) {
     let n = sim.len();
     let master = sim.serving_master();
-    match rng.range(0, 10) {
+    match rng.range(0, 12) {
         0 | 1 if cfg.partitions => {
             // A random split.
             let mut a = Vec::new();
@@ -315,16 +317,20 @@ fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig) {
             }
         }
         4 | 5 => sim.heal(),
-        6 if cfg.crashes => {
-            let i = rng.range(0, n as u64) as usize;
+        6 | 7 if cfg.crashes => {
+            // Often the master: that is what forces elections and recovery.
+            let i = match master {
+                Some(m) if rng.range(0, 2) == 0 => m,
+                _ => rng.range(0, n as u64) as usize,
+            };
             sim.crash(i);
         }
-        7 if cfg.crashes => {
+        8 if cfg.crashes => {
             for i in 0..n {
                 sim.restart(i);
             }
         }
-        8 | 9 if cfg.membership => {
+        9 | 10 if cfg.membership => {
             let Some(m) = master else {
                 return;
             };
