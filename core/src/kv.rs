@@ -72,8 +72,8 @@ impl KvChange {
 
     /// Parses and checks a change string.
     pub fn parse(change: &str) -> Result<KvChange, String> {
-        let c: KvChange =
-            serde_json::from_str(change).map_err(|e| alloc::format!("bad key-value change: {e}"))?;
+        let c: KvChange = serde_json::from_str(change)
+            .map_err(|e| alloc::format!("bad key-value change: {e}"))?;
         match (c.op, &c.value) {
             (KvOp::Set, None) => return Err("set needs a value".to_string()),
             (KvOp::Del, Some(_)) => return Err("del takes no value".to_string()),

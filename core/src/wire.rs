@@ -516,7 +516,8 @@ mod tests {
         let bad = br#"{"acceptedInstance":1,"err":null,"staged":{"instance":1,"seq":2}}"#;
         let e = Response::decode(Method::Prepare, bad).unwrap_err();
         assert_eq!(e.code, ErrorCode::Encoding);
-        let two = br#"{"acceptedInstance":1,"staged":{"instance":1,"seq":2,"chg":[],"rm":{"addr":"x"}}}"#;
+        let two =
+            br#"{"acceptedInstance":1,"staged":{"instance":1,"seq":2,"chg":[],"rm":{"addr":"x"}}}"#;
         assert!(Response::decode(Method::Prepare, two).is_err());
     }
 

@@ -66,7 +66,12 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// A one-shot notice was answered: a gap means the receiver is behind; give it our state.
-    pub(super) fn on_notice_result(&mut self, _now: u64, from: String, res: Result<Response, Error>) {
+    pub(super) fn on_notice_result(
+        &mut self,
+        _now: u64,
+        from: String,
+        res: Result<Response, Error>,
+    ) {
         let gap = matches!(&res, Ok(r) if r.err().is_some_and(|e| e.code == ErrorCode::Gap));
         if gap {
             self.push_snapshot(from);

@@ -36,7 +36,10 @@ impl<S: StateMachine> Participant<S> {
         if s.seq < commit {
             let e = Error::new(
                 ErrorCode::Sequence,
-                format!("snapshot {}/{} is older than {promised}/{commit}", s.instance, s.seq),
+                format!(
+                    "snapshot {}/{} is older than {promised}/{commit}",
+                    s.instance, s.seq
+                ),
             );
             return refuse(self, e);
         }
@@ -71,9 +74,11 @@ impl<S: StateMachine> Participant<S> {
         }
         if install || members != self.hard.members {
             let changed = members != self.hard.members;
-            let v = s
-                .version
-                .unwrap_or(if changed { s.seq } else { self.hard.members_version });
+            let v = s.version.unwrap_or(if changed {
+                s.seq
+            } else {
+                self.hard.members_version
+            });
             self.hard.members = members;
             self.hard.members_version = v;
             self.dirty = true;
