@@ -392,7 +392,10 @@ mod tests {
     #[test]
     fn urls_and_cluster_ids() {
         let c = Client::build("http://127.0.0.1:9001/", "demo").unwrap();
-        assert_eq!(c.url("submit"), "http://127.0.0.1:9001/_clusterc/demo/submit");
+        assert_eq!(
+            c.url("submit"),
+            "http://127.0.0.1:9001/_clusterc/demo/submit"
+        );
         assert_eq!(
             c.url(Method::MembersAdd.path()),
             "http://127.0.0.1:9001/_clusterc/demo/members/add"
@@ -419,7 +422,10 @@ mod tests {
     #[test]
     fn http_errors_keep_the_body_code() {
         let e = fail_result(400, r#"{"code":"ERR_ENCODING","err":"bad submit body"}"#).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (ErrorCode::Encoding, "bad submit body"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::Encoding, "bad submit body")
+        );
         let e = fail_result(
             503,
             r#"{"fail":true,"err":{"code":"ERR_MAJORITY","err":"no quorum"}}"#,
@@ -433,12 +439,21 @@ mod tests {
 
     #[test]
     fn kv_answers() {
-        assert_eq!(kv_value(200, r#"{"key":"a","value":"1"}"#), Ok(Some("1".into())));
+        assert_eq!(
+            kv_value(200, r#"{"key":"a","value":"1"}"#),
+            Ok(Some("1".into()))
+        );
         assert_eq!(kv_value(404, ""), Ok(None));
         assert_eq!(kv_value(404, r#"{"key":"a"}"#), Ok(None));
-        assert_eq!(kv_value(404, r#"{"code":"ERR_STATE","err":"no key \"a\""}"#), Ok(None));
-        let e = kv_value(404, r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"x\""}"#)
-            .unwrap_err();
+        assert_eq!(
+            kv_value(404, r#"{"code":"ERR_STATE","err":"no key \"a\""}"#),
+            Ok(None)
+        );
+        let e = kv_value(
+            404,
+            r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"x\""}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::State);
         assert_eq!(kv_value(200, "nope").unwrap_err().code, ErrorCode::Encoding);
         assert_eq!(kv_value(500, "boom").unwrap_err().code, ErrorCode::Call);

@@ -70,12 +70,23 @@ impl Simulation {
     /// `minDelayMs`, `maxDelayMs`, `persistMaxDelayMs`, `heartbeatMs`, `electionMinMs`,
     /// `electionMaxMs`, `rpcTimeoutMs`; the others keep the core's defaults.
     #[wasm_bindgen(constructor)]
-    pub fn new(nodes: usize, seed: f64, options: Option<js_sys::Object>) -> Result<Simulation, JsValue> {
+    pub fn new(
+        nodes: usize,
+        seed: f64,
+        options: Option<js_sys::Object>,
+    ) -> Result<Simulation, JsValue> {
         if !(1..=MAX_NODES).contains(&nodes) {
-            return Err(js_err(ErrorCode::State, format!("nodes must be 1 to {MAX_NODES}, not {nodes}")));
+            return Err(js_err(
+                ErrorCode::State,
+                format!("nodes must be 1 to {MAX_NODES}, not {nodes}"),
+            ));
         }
-        if !(seed.is_finite() && seed >= 0.0 && seed <= 9_007_199_254_740_991.0 && seed.fract() == 0.0) {
-            return Err(js_err(ErrorCode::State, format!("seed must be a non-negative integer, not {seed}")));
+        // Integers a JS number holds exactly.
+        if !((0.0..=9_007_199_254_740_991.0).contains(&seed) && seed.fract() == 0.0) {
+            return Err(js_err(
+                ErrorCode::State,
+                format!("seed must be a non-negative integer, not {seed}"),
+            ));
         }
         let mut cfg = SimConfig::new(nodes, seed as u64);
         if let Some(o) = options {
@@ -132,7 +143,10 @@ impl Simulation {
             .and_then(|s| s.as_string())
             .unwrap_or_default();
         let groups: Vec<Vec<usize>> = serde_json::from_str(&text).map_err(|_| {
-            js_err(ErrorCode::Encoding, "partition takes an array of arrays of node indexes")
+            js_err(
+                ErrorCode::Encoding,
+                "partition takes an array of arrays of node indexes",
+            )
         })?;
         for &n in groups.iter().flatten() {
             self.check_node(n)?;
@@ -390,16 +404,24 @@ mod tests {
         cfg.faults.max_delay_ms = 30;
         let mut s = Simulation::build(cfg);
         s.sim.run_for(300);
-        s.record(Action::Submit { node: 1, change: kv("a", "1") });
+        s.record(Action::Submit {
+            node: 1,
+            change: kv("a", "1"),
+        });
         s.sim.run_for(120);
         let master = s.sim.serving_master().expect("a master");
         s.record(Action::Crash { node: master });
         s.sim.step();
         s.sim.step();
-        s.record(Action::Partition { groups: vec![vec![0, 1], vec![2, 3, 4]] });
+        s.record(Action::Partition {
+            groups: vec![vec![0, 1], vec![2, 3, 4]],
+        });
         s.sim.run_for(2_000);
         s.record(Action::Heal);
-        s.record(Action::Submit { node: 2, change: kv("b", "2") });
+        s.record(Action::Submit {
+            node: 2,
+            change: kv("b", "2"),
+        });
         s.sim.run_for(2_000);
         s.horizon = s.sim.steps();
         let end = s.sim.view();

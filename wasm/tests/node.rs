@@ -78,7 +78,10 @@ async fn submit_posts_the_seed_json_and_resolves_on_success() {
     let call = to_json(&last_call());
     restore_fetch();
     assert!(r.unwrap().is_undefined());
-    assert_eq!(call["url"], "http://cluster.test:9001/_clusterc/demo/submit");
+    assert_eq!(
+        call["url"],
+        "http://cluster.test:9001/_clusterc/demo/submit"
+    );
     assert_eq!(call["method"], "POST");
     assert_eq!(call["contentType"], "application/json");
     assert_eq!(call["signal"], true, "a timeout signal is attached");
@@ -100,7 +103,10 @@ async fn a_refused_submit_rejects_with_the_seed_code() {
     let message = get(&e, "message").as_string().unwrap();
     assert!(message.contains("no master known"), "{message}");
 
-    stub_fetch(200, r#"{"fail":true,"err":{"code":"ERR_MAJORITY","err":"lost quorum"}}"#);
+    stub_fetch(
+        200,
+        r#"{"fail":true,"err":{"code":"ERR_MAJORITY","err":"lost quorum"}}"#,
+    );
     let (code, _) = rejection(client().submit(vec!["c".into()])).await;
     restore_fetch();
     assert_eq!(code, "ERR_MAJORITY");
@@ -108,7 +114,10 @@ async fn a_refused_submit_rejects_with_the_seed_code() {
 
 #[wasm_bindgen_test]
 async fn http_errors_keep_the_code_of_their_body() {
-    stub_fetch(400, r#"{"code":"ERR_ENCODING","err":"bad key-value change"}"#);
+    stub_fetch(
+        400,
+        r#"{"code":"ERR_ENCODING","err":"bad key-value change"}"#,
+    );
     let (code, e) = rejection(client().submit(vec!["not json".into()])).await;
     assert_eq!(code, "ERR_ENCODING");
     assert_eq!(get(&e, "retryable").as_bool(), Some(false));
@@ -122,7 +131,10 @@ async fn http_errors_keep_the_code_of_their_body() {
     let (code, _) = rejection(client().submit(vec!["c".into()])).await;
     assert_eq!(code, "ERR_ENCODING");
 
-    stub_fetch(404, r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"demo\""}"#);
+    stub_fetch(
+        404,
+        r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"demo\""}"#,
+    );
     let (code, _) = rejection(client().status()).await;
     restore_fetch();
     assert_eq!(code, "ERR_STATE");
@@ -147,7 +159,10 @@ async fn transport_failures_are_connect_or_call_errors() {
 
 #[wasm_bindgen_test]
 async fn reads_status_values_and_missing_keys() {
-    stub_fetch(200, r#"{"cluster":"demo","role":"master","commit":4,"members":["a","b","c"]}"#);
+    stub_fetch(
+        200,
+        r#"{"cluster":"demo","role":"master","commit":4,"members":["a","b","c"]}"#,
+    );
     let st = JsFuture::from(client().status()).await.unwrap();
     assert_eq!(get(&st, "role").as_string().as_deref(), Some("master"));
     assert_eq!(get(&st, "commit").as_f64(), Some(4.0));
@@ -156,7 +171,10 @@ async fn reads_status_values_and_missing_keys() {
     let v = JsFuture::from(client().get("a b".into())).await.unwrap();
     let call = to_json(&last_call());
     assert_eq!(v.as_string().as_deref(), Some("1"));
-    assert_eq!(call["url"], "http://cluster.test:9001/_clusterc/demo/kv/a%20b");
+    assert_eq!(
+        call["url"],
+        "http://cluster.test:9001/_clusterc/demo/kv/a%20b"
+    );
     assert_eq!(call["method"], "GET");
 
     stub_fetch(404, r#"{"code":"ERR_STATE","err":"no key \"zz\""}"#);
@@ -172,16 +190,29 @@ async fn membership_calls_carry_the_version() {
         .await
         .unwrap();
     let call = to_json(&last_call());
-    assert_eq!(call["url"], "http://cluster.test:9001/_clusterc/demo/members/add");
+    assert_eq!(
+        call["url"],
+        "http://cluster.test:9001/_clusterc/demo/members/add"
+    );
     let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body, serde_json::json!({"addr": "http://127.0.0.1:9004", "version": 3}));
+    assert_eq!(
+        body,
+        serde_json::json!({"addr": "http://127.0.0.1:9004", "version": 3})
+    );
 
-    stub_fetch(200, r#"{"fail":true,"err":{"code":"ERR_SEQUENCE","err":"stale version"}}"#);
-    let (code, _) = rejection(client().remove_member("http://127.0.0.1:9004".into(), Some(1.0))).await;
+    stub_fetch(
+        200,
+        r#"{"fail":true,"err":{"code":"ERR_SEQUENCE","err":"stale version"}}"#,
+    );
+    let (code, _) =
+        rejection(client().remove_member("http://127.0.0.1:9004".into(), Some(1.0))).await;
     let call = to_json(&last_call());
     restore_fetch();
     assert_eq!(code, "ERR_SEQUENCE");
-    assert_eq!(call["url"], "http://cluster.test:9001/_clusterc/demo/members/remove");
+    assert_eq!(
+        call["url"],
+        "http://cluster.test:9001/_clusterc/demo/members/remove"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -238,13 +269,19 @@ fn crashing_the_master_elects_a_new_one() {
 /// with 5% of messages lost a forward can time out, and a retry with the same request number
 /// is applied at most once. Returns how many tries it took.
 fn submit_until_ok(sim: &mut Simulation, node: usize, key: &str, value: &str, req: u64) -> u32 {
-    let change = serde_json::json!({"op": "set", "key": key, "value": value, "client": "t", "req": req})
-        .to_string();
+    let change =
+        serde_json::json!({"op": "set", "key": key, "value": value, "client": "t", "req": req})
+            .to_string();
     for tries in 1..=10 {
         let id = sim.submit(node, change.clone()).unwrap();
         sim.run(1_500.0);
         let st = state(sim);
-        let op = st["ops"].as_array().unwrap().iter().find(|o| o["id"].as_f64() == Some(id)).cloned();
+        let op = st["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"].as_f64() == Some(id))
+            .cloned();
         if op.is_some_and(|o| o["ok"] == true) {
             return tries;
         }
@@ -264,14 +301,27 @@ fn submitted_changes_are_applied_on_every_live_node() {
     let st = state(&sim);
     for n in st["nodes"].as_array().unwrap() {
         if n["up"] == true {
-            assert_eq!(n["data"], serde_json::json!({"a": "3", "b": "2"}), "node {n}");
+            assert_eq!(
+                n["data"],
+                serde_json::json!({"a": "3", "b": "2"}),
+                "node {n}"
+            );
         } else {
             assert_eq!(n["index"], 4);
         }
     }
     // Messages in flight carry what the dashboard draws.
     let m = &st["messages"][0];
-    for key in ["id", "from", "to", "method", "response", "body", "sent_at", "arrives_at"] {
+    for key in [
+        "id",
+        "from",
+        "to",
+        "method",
+        "response",
+        "body",
+        "sent_at",
+        "arrives_at",
+    ] {
         assert!(m.get(key).is_some(), "message has {key}: {m}");
     }
     assert_eq!(st["violations"], serde_json::json!([]));
@@ -279,7 +329,11 @@ fn submitted_changes_are_applied_on_every_live_node() {
 
 fn faults() -> js_sys::Object {
     let o = js_sys::Object::new();
-    for (k, v) in [("minDelayMs", 5.0), ("maxDelayMs", 40.0), ("dropPermille", 50.0)] {
+    for (k, v) in [
+        ("minDelayMs", 5.0),
+        ("maxDelayMs", 40.0),
+        ("dropPermille", 50.0),
+    ] {
         Reflect::set(&o, &k.into(), &v.into()).unwrap();
     }
     o
@@ -289,14 +343,16 @@ fn faults() -> js_sys::Object {
 fn scripted(seed: f64) -> Vec<String> {
     let mut sim = Simulation::new(5, seed, Some(faults())).unwrap();
     let mut states = Vec::new();
-    let mut snap = |sim: &Simulation| states.push(String::from(JSON::stringify(&sim.state()).unwrap()));
+    let mut snap =
+        |sim: &Simulation| states.push(String::from(JSON::stringify(&sim.state()).unwrap()));
     sim.run(250.0);
     sim.submit(0, set("k", "1")).unwrap();
     sim.run(100.0);
     snap(&sim);
     let m = sim.master().unwrap_or(0);
     sim.crash(m).unwrap();
-    sim.partition(JSON::parse("[[0,1],[2,3,4]]").unwrap()).unwrap();
+    sim.partition(JSON::parse("[[0,1],[2,3,4]]").unwrap())
+        .unwrap();
     for _ in 0..50 {
         sim.step();
     }
@@ -339,7 +395,11 @@ fn rewind_replays_to_the_same_state() {
     let mid: Value = serde_json::from_str(&mid).unwrap();
     assert_eq!(again["nodes"], mid["nodes"]);
     assert_eq!(again["messages"], mid["messages"]);
-    assert_eq!(again["horizon"].as_f64(), Some(end_steps), "the future is kept");
+    assert_eq!(
+        again["horizon"].as_f64(),
+        Some(end_steps),
+        "the future is kept"
+    );
 
     sim.rewind(end_steps);
     let end: Value = serde_json::from_str(&end).unwrap();

@@ -64,6 +64,19 @@ test("live: a change submitted through the form appears on all 3 nodes", { timeo
   await screenshot(page, "live-submitted");
 });
 
+test("worker: the wasm Client works in a module web worker", { timeout: 30_000 }, async () => {
+  const out = await page.evaluate(({ base, cluster }) => new Promise((resolve) => {
+    const w = new Worker("/tests/client-worker.js", { type: "module" });
+    w.onmessage = (e) => { resolve(e.data); w.terminate(); };
+    w.onerror = (e) => resolve({ ok: false, message: e.message });
+    w.postMessage({ base, cluster, key: "from-worker", value: "w1" });
+  }), { base: demo.urls[0], cluster: demo.cluster });
+  assert.equal(out.ok, true, JSON.stringify(out));
+  assert.equal(out.value, "w1");
+  assert.equal(out.status.cluster, demo.cluster);
+  for (const u of demo.urls) await eventually(`from-worker on ${u}`, async () => (await demo.get(u, "from-worker")) === "w1", 5_000);
+});
+
 test("live: after the master process is killed, the UI shows a new master within seconds", { timeout: 60_000 }, async () => {
   const old = (await cards()).find((n) => n.master).addr;
   killed = old;
