@@ -43,7 +43,11 @@ use wasm_bindgen::JsValue;
 pub(crate) fn js_error(e: &Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     set(&err, "code", &JsValue::from_str(e.code.as_str()));
-    set(&err, "retryable", &JsValue::from_bool(e.code.is_retryable()));
+    set(
+        &err,
+        "retryable",
+        &JsValue::from_bool(e.code.is_retryable()),
+    );
     if let Some(m) = &e.master {
         set(&err, "master", &JsValue::from_str(m));
     }

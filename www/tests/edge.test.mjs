@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, startDemo, run, freePorts, eventually } from "./harness.mjs";
+import { ROOT, startDemo, run, freePorts, eventually, fatal } from "./harness.mjs";
 
 const WORKERD = join(ROOT, "node_modules", ".bin", "workerd");
 let demo, workerd, edge;
@@ -19,7 +19,7 @@ before(async () => {
     env: { ...process.env, CLUSTER_URL: demo.urls[2], CLUSTER_ID: demo.cluster },
   });
   await eventually("workerd to listen", async () => {
-    if (workerd.child.exitCode !== null) throw new Error(`workerd exited:\n${workerd.output()}`);
+    if (workerd.child.exitCode !== null) throw fatal(`workerd exited with ${workerd.child.exitCode}:\n${workerd.output()}`);
     return (await fetch(`${edge}/status`, { signal: AbortSignal.timeout(2000) })).ok;
   }, 30_000, 200);
 }, { timeout: 90_000 });

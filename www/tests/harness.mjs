@@ -25,7 +25,11 @@ process.on("exit", () => {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `f` until it returns a truthy value (returned) or `ms` pass (throws with `what`). */
+/** An error that `eventually` does not retry. */
+export const fatal = (message) => Object.assign(new Error(message), { fatal: true });
+
+/** Polls `f` until it returns a truthy value (returned) or `ms` pass (throws with `what`).
+ * An error thrown by `f` is retried, unless it is `fatal()`. */
 export async function eventually(what, f, ms = 10_000, every = 100) {
   const end = Date.now() + ms;
   let last;
@@ -34,6 +38,7 @@ export async function eventually(what, f, ms = 10_000, every = 100) {
       const v = await f();
       if (v) return v;
     } catch (e) {
+      if (e.fatal) throw e; // no point waiting: e.g. the process we wait for has exited
       last = e;
     }
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ""}`);
@@ -100,7 +105,7 @@ export async function startDemo({ cluster = "cluster1" } = {}) {
   const data = mkdtempSync(join(tmpdir(), "cc-web-demo-"));
   const proc = run(BINARY, ["demo", "--base-port", String(base), "--cluster", cluster, "--data-dir", data, "--www", join(ROOT, "www")]);
   await eventually("the demo cluster to come up", () => {
-    if (proc.child.exitCode !== null) throw new Error(`demo exited:\n${proc.output()}`);
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw fatal(`${BINARY} demo exited with ${proc.child.exitCode}:\n${proc.output()}`);
     return /is up/.test(proc.output());
   }, 40_000, 100);
   const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${base + i}`);
