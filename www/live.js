@@ -7,7 +7,7 @@
 
 const POLL_MS = 500;
 const CALL_MS = 1500;
-const FEED_MAX = 14;
+const FEED_MAX = 10;
 const CLUSTER_GUESSES = ["cluster1", "demo", "default"];
 
 const $ = (id) => document.getElementById(id);
@@ -119,7 +119,12 @@ export function createLive({ Client, conn }) {
     const members = master.status.members ?? [];
     const prev = s.seen;
     s.seen = { commit, data, members };
-    if (!prev || commit <= prev.commit) return;
+    if (!prev) {
+      const keys = Object.keys(data).length;
+      if (commit > 0) s.feed.unshift({ seq: commit > 1 ? `1–${commit}` : "1", what: `before this page: ${keys} key${keys === 1 ? "" : "s"}, ${members.length} members`, when: clock() });
+      return;
+    }
+    if (commit <= prev.commit) return;
     const what = [];
     for (const [k, v] of Object.entries(data)) if (prev.data[k] !== v) what.push(`${k} = ${v}`);
     for (const k of Object.keys(prev.data)) if (!(k in data)) what.push(`del ${k}`);
@@ -170,8 +175,8 @@ export function createLive({ Client, conn }) {
       el("header", {},
         el("span", { class: "dot" }),
         el("span", { class: "name", text: `node ${i + 1}` }),
-        el("span", { class: "addr", text: hostOf(addr), title: addr }),
-        el("span", { class: `badge ${badgeClass}`, text: isMaster ? "★ master" : role })),
+        el("span", { class: `badge ${badgeClass}`, text: isMaster ? "★ master" : role === "participant" ? "follower" : role })),
+      el("div", { class: "addr", text: addr, title: addr }),
       el("dl", { class: "facts" },
         fact("instance", st?.instance ?? "–"),
         fact("commit", st?.commit ?? "–"),

@@ -288,7 +288,10 @@ impl Simulation {
             action,
         };
         let out = apply(&mut self.sim, &r.action);
-        self.log.push(r);
+        // A drop that found nothing changed nothing: no need to replay it.
+        if !matches!(r.action, Action::Drop { .. }) || out == 1 {
+            self.log.push(r);
+        }
         out
     }
 
