@@ -18,6 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The fault campaign (proxy, nemesis, clients, checker); see `tests/tests/campaign.rs`.
+pub mod campaign;
+
 pub use serde_json::{json, Value};
 
 /// The `clusterconsensus` binary next to the test executable (or `$CLUSTERCONSENSUS_BIN`).
