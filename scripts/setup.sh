@@ -7,14 +7,14 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wa
 
 # Browser, simulation and edge tests (scripts/test-web.sh): Debian's chromium for playwright-core
 # (its own browser download does not work here), the npm packages pinned in package-lock.json
-# (playwright-core, workerd), and wasm-bindgen-cli at the wasm-bindgen crate's exact version.
+# (playwright-core, workerd, deno), and wasm-bindgen-cli at the wasm-bindgen crate's exact version.
 if ! command -v chromium >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
-if [ ! -x node_modules/.bin/workerd ] || [ ! -d node_modules/playwright-core ] \
+if [ ! -x node_modules/.bin/workerd ] || [ ! -x node_modules/.bin/deno ] || [ ! -d node_modules/playwright-core ] \
   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

@@ -1,13 +1,16 @@
 // The edge example (wasm/examples/edge) in Cloudflare's workerd, against a live 3-node
 // `clusterconsensus demo`: a request to the worker submits a change through the wasm Client, and
-// the change is read back from every node. Also the same package in plain Node 20.
+// the change is read back from every node. Also the same package in plain Node 20 and in Deno.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { ROOT, startDemo, run, freePorts, eventually, fatal } from "./harness.mjs";
 
 const WORKERD = join(ROOT, "node_modules", ".bin", "workerd");
+const DENO = join(ROOT, "node_modules", ".bin", "deno");
 let demo, workerd, edge;
 
 before(async () => {
@@ -64,4 +67,15 @@ test("node: the same package in plain Node 20 submits and reads back", { timeout
   }
   await assert.rejects(c.submit(["not a change"]), (e) => e instanceof Error && e.code === "ERR_ENCODING");
   await assert.rejects(new Client(demo.urls[0], "nosuchcluster").status(), (e) => e.code === "ERR_STATE");
+});
+
+test("deno: the package in Deno submits and reads back (wasm/examples/deno)", { timeout: 60_000 }, async () => {
+  const { stdout } = await promisify(execFile)(
+    DENO,
+    ["run", "--allow-net", "--allow-read", join(ROOT, "wasm/examples/deno/submit.mjs"), demo.urls[0], demo.cluster, "from-deno", "d2"],
+    { timeout: 45_000, killSignal: "SIGKILL", env: { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" } },
+  );
+  const out = JSON.parse(stdout.trim().split("\n").at(-1));
+  assert.equal(out.value, "d2", stdout);
+  for (const u of demo.urls) await eventually(`from-deno on ${u}`, async () => (await demo.get(u, "from-deno")) === "d2", 5_000);
 });
