@@ -77,6 +77,26 @@ test("worker: the wasm Client works in a module web worker", { timeout: 30_000 }
   for (const u of demo.urls) await eventually(`from-worker on ${u}`, async () => (await demo.get(u, "from-worker")) === "w1", 5_000);
 });
 
+test("live: the Remove button and the Add form change the membership", { timeout: 60_000 }, async () => {
+  const c = await cards();
+  // A follower that is not the node serving the page.
+  const victim = c.find((n) => !n.master && n.addr !== demo.urls[1]).addr;
+  await page.click(`.node-card[data-addr="${victim}"] footer button`);
+  await page.waitForSelector("#member-result.ok", { timeout: 10_000 });
+  await eventually("2 cards after the removal", async () => (await cards()).length === 2, 10_000);
+  assert.equal((await demo.status(demo.urls[1])).members.length, 2);
+
+  await page.fill("#member-form input[name=addr]", victim);
+  await page.click("#member-form button[type=submit]");
+  await page.waitForSelector("#member-result.ok", { timeout: 10_000 });
+  const back = await eventually("3 cards again, the re-added node caught up", async () => {
+    const c = await cards();
+    const v = c.find((n) => n.addr === victim);
+    return c.length === 3 && v?.reachable && v.role === "participant" && v.kv["from-worker"] === "w1" ? c : null;
+  }, 15_000);
+  assert.equal(back.filter((n) => n.master).length, 1);
+});
+
 test("live: after the master process is killed, the UI shows a new master within seconds", { timeout: 60_000 }, async () => {
   const old = (await cards()).find((n) => n.master).addr;
   killed = old;
