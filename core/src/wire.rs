@@ -143,6 +143,15 @@ pub struct AdminMember {
     pub forwarded: bool,
 }
 
+/// `POST readindex` (not in the seed): a follower asks its master for a read index. The
+/// answer's `seq` is a commit index that includes every change acknowledged before the request
+/// arrived, confirmed by a majority after it arrived.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndex {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forwarded: bool,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -186,6 +195,9 @@ pub struct FailResult {
     /// Extension: on a refusal, the instance the node has promised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u64>,
+    /// Extension: the read index, on the answer to `readindex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 impl FailResult {
@@ -194,6 +206,7 @@ impl FailResult {
             fail: false,
             err: None,
             instance: None,
+            seq: None,
         }
     }
 
@@ -202,6 +215,7 @@ impl FailResult {
             fail: true,
             instance: e.instance,
             err: Some(e),
+            seq: None,
         }
     }
 
@@ -341,10 +355,12 @@ pub enum Method {
     MembersAdd,
     /// Admin: `members/remove`.
     MembersRemove,
+    /// A follower's read-index request to its master.
+    ReadIndex,
 }
 
 impl Method {
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Method::Prepare,
         Method::Accept,
         Method::AddMember,
@@ -353,6 +369,7 @@ impl Method {
         Method::Submit,
         Method::MembersAdd,
         Method::MembersRemove,
+        Method::ReadIndex,
     ];
 
     /// The path below `/_clusterc/<clusterId>/`.
@@ -366,6 +383,7 @@ impl Method {
             Method::Submit => "submit",
             Method::MembersAdd => "members/add",
             Method::MembersRemove => "members/remove",
+            Method::ReadIndex => "readindex",
         }
     }
 
@@ -386,6 +404,7 @@ pub enum Request {
     Submit(Submit),
     MembersAdd(AdminMember),
     MembersRemove(AdminMember),
+    ReadIndex(ReadIndex),
 }
 
 /// A response body. `addmember`, `rmmember`, `start`, `submit` and the admin calls share
@@ -418,6 +437,7 @@ impl Request {
             Request::Submit(_) => Method::Submit,
             Request::MembersAdd(_) => Method::MembersAdd,
             Request::MembersRemove(_) => Method::MembersRemove,
+            Request::ReadIndex(_) => Method::ReadIndex,
         }
     }
 
@@ -432,6 +452,7 @@ impl Request {
             Method::Submit => Request::Submit(decode_json(method, body)?),
             Method::MembersAdd => Request::MembersAdd(decode_json(method, body)?),
             Method::MembersRemove => Request::MembersRemove(decode_json(method, body)?),
+            Method::ReadIndex => Request::ReadIndex(decode_json(method, body)?),
         })
     }
 
@@ -443,6 +464,7 @@ impl Request {
             Request::Start(r) => encode_json(r),
             Request::Submit(r) => encode_json(r),
             Request::MembersAdd(r) | Request::MembersRemove(r) => encode_json(r),
+            Request::ReadIndex(r) => encode_json(r),
         }
     }
 
@@ -556,6 +578,7 @@ mod tests {
             fail: true,
             err: None,
             instance: None,
+            seq: None,
         };
         assert_eq!(r.into_result().unwrap_err().code, ErrorCode::Call);
         let r = FailResult::error(Error::state("x").with_instance(9));

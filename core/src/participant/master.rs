@@ -29,6 +29,9 @@ pub(super) struct Leadership {
     pub since: u64,
     /// Numbers the proposals of this instance.
     pub proposals: u64,
+    /// The last read round started; every accept is tagged with it (see `read`).
+    pub read_round: u64,
+    pub reads: Vec<super::read::PendingRead>,
 }
 
 pub(super) struct AdminOp {
@@ -51,6 +54,8 @@ pub(super) struct Inflight {
 pub(super) struct Peer {
     pub last_ack: u64,
     pub outstanding: u32,
+    /// The highest read round it answered.
+    pub read_acked: u64,
     /// A `start` is on its way: accepts would only get `ERR_GAP` again.
     pub starting: bool,
 }
@@ -80,6 +85,8 @@ impl<S: StateMachine> Participant<S> {
             next_tick: now + self.cfg.heartbeat_ms,
             since: now,
             proposals: 0,
+            read_round: 0,
+            reads: Vec::new(),
         });
         self.propose(now, recovered, Vec::new());
     }
@@ -128,11 +135,15 @@ impl<S: StateMachine> Participant<S> {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
-        let instance = l.instance;
+        let (instance, round) = (l.instance, l.read_round);
         if let Some(p) = l.peers.get_mut(&to) {
             p.outstanding += 1;
         }
-        let pending = Pending::Accept { instance, proposal };
+        let pending = Pending::Accept {
+            instance,
+            proposal,
+            round,
+        };
         if early {
             self.send_now(to, request, pending);
         } else {
@@ -298,6 +309,7 @@ impl<S: StateMachine> Participant<S> {
         from: String,
         instance: u64,
         proposal: Option<u64>,
+        round: u64,
         res: Result<Response, Error>,
     ) {
         let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
@@ -315,11 +327,12 @@ impl<S: StateMachine> Participant<S> {
         };
         if ok {
             peer.last_ack = now;
+            peer.read_acked = peer.read_acked.max(round);
             if let Some(f) = l.inflight.as_mut().filter(|f| Some(f.proposal) == proposal) {
                 f.acks.insert(from);
                 self.check_quorum(now);
             }
-            return;
+            return self.check_reads(now);
         }
         let code = err.map(|e| e.code);
         if refused_at.is_some_and(|i| i > instance)
@@ -412,7 +425,7 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// Heartbeats (or the in-flight slot) to every follower not already busy.
-    fn broadcast(&mut self, now: u64) {
+    pub(super) fn broadcast(&mut self, now: u64) {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
@@ -462,6 +475,7 @@ impl<S: StateMachine> Participant<S> {
         }
         waiters.extend(l.queue.into_iter().map(|(id, _)| id));
         waiters.extend(l.admin.into_iter().map(|op| op.id));
+        waiters.extend(l.reads.into_iter().map(|r| r.id));
         for w in waiters {
             self.reply_err(w, Method::Submit, err.clone());
         }

@@ -11,6 +11,7 @@ mod election;
 mod master;
 mod membership;
 mod prepare;
+mod read;
 mod start;
 mod submit;
 
@@ -74,6 +75,8 @@ enum Pending {
     Accept {
         instance: u64,
         proposal: Option<u64>,
+        /// The master's read round when it was sent (see [`read`]).
+        round: u64,
     },
     /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
     Start {
@@ -82,6 +85,10 @@ enum Pending {
     },
     /// A submit or admin call forwarded to the master for the incoming request `req`.
     Forward {
+        req: RequestId,
+    },
+    /// A read forwarded to the master for its read index.
+    ForwardRead {
         req: RequestId,
     },
     /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
@@ -138,6 +145,8 @@ pub struct Participant<S: StateMachine> {
 
     campaign: Option<Campaign>,
     leader: Option<Leadership>,
+    /// Reads waiting for this node to apply their index.
+    local_reads: Vec<read::LocalRead>,
 }
 
 /// Majority of `n` members: `n/2 + 1` (PROTOCOL.md section 3; trap J).
@@ -229,6 +238,7 @@ impl<S: StateMachine> Participant<S> {
             outstanding: BTreeMap::new(),
             campaign: None,
             leader: None,
+            local_reads: Vec::new(),
         })
     }
 
@@ -432,7 +442,9 @@ impl<S: StateMachine> Participant<S> {
             Request::MembersRemove(r) => {
                 self.on_admin(now, id, Payload::Rm(r.addr), r.version, r.forwarded)
             }
+            Request::ReadIndex(r) => self.on_read_index(now, id, r),
         }
+        self.release_local_reads(now);
         self.flush();
     }
 
@@ -452,15 +464,19 @@ impl<S: StateMachine> Participant<S> {
         }
         match pending {
             Pending::Prepare { instance } => self.on_prepare_result(now, from, instance, res),
-            Pending::Accept { instance, proposal } => {
-                self.on_accept_result(now, from, instance, proposal, res)
-            }
+            Pending::Accept {
+                instance,
+                proposal,
+                round,
+            } => self.on_accept_result(now, from, instance, proposal, round, res),
             Pending::Start { instance, campaign } => {
                 self.on_start_result(now, from, instance, campaign, res)
             }
             Pending::Forward { req } => self.on_forward_result(now, req, res),
+            Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
         }
+        self.release_local_reads(now);
         self.flush();
     }
 
@@ -481,6 +497,7 @@ impl<S: StateMachine> Participant<S> {
             }
             Role::Unjoined | Role::Removed => {}
         }
+        self.release_local_reads(now);
         self.flush();
     }
 
@@ -558,6 +575,15 @@ impl<S: StateMachine> Participant<S> {
         self.flush();
     }
 
+    /// A consistent (linearizable) read, answered as request `id` with `seq` set to the read
+    /// index once this node has applied it: read the state machine right after the answer. A
+    /// follower asks its master; the master confirms its mastership with a majority first.
+    /// Refused with `ERR_STATE` (retryable) when there is no serving master.
+    pub fn read(&mut self, now: u64, id: RequestId) {
+        let req = Request::ReadIndex(crate::wire::ReadIndex::default());
+        self.handle_request(now, id, req);
+    }
+
     /// Starts an election now (voters that heard from a live master recently still refuse).
     pub fn start_election(&mut self, now: u64) -> Result<(), Error> {
         match self.role {
@@ -591,6 +617,13 @@ impl<S: StateMachine> Participant<S> {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
     pub fn poll_timeout(&self) -> Option<u64> {
+        match (self.role_timeout(), self.local_read_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn role_timeout(&self) -> Option<u64> {
         match self.role {
             Role::Master => self.leader.as_ref().map(|l| l.next_tick),
             Role::Candidate => {

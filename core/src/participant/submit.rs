@@ -47,7 +47,12 @@ impl<S: StateMachine> Participant<S> {
         match (&self.master, self.role) {
             (Some(m), Role::Participant) if !forwarded => {
                 let m = m.clone();
-                self.send(m, req, Pending::Forward { req: id });
+                let pending = if method == Method::ReadIndex {
+                    Pending::ForwardRead { req: id }
+                } else {
+                    Pending::Forward { req: id }
+                };
+                self.send(m, req, pending);
             }
             _ => {
                 let e = match self.role {

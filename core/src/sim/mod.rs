@@ -175,6 +175,12 @@ struct Node {
     timer_generation: u64,
     timer_at: Option<u64>,
     persist: Option<Persist>,
+    /// Stopped (SIGSTOP): events for it wait in `deferred` until it resumes.
+    paused: bool,
+    deferred: Vec<Ev>,
+    /// Client requests sent to it while paused (the socket buffers them): served first when it
+    /// resumes, before it notices how much time passed.
+    deferred_calls: Vec<(u64, Request)>,
 }
 
 /// A client operation's state.
@@ -190,6 +196,9 @@ pub struct OpView {
     /// The code of the error, if it failed.
     #[serde(skip)]
     pub code: Option<ErrorCode>,
+    /// For a consistent read: the key, and the value the node held when it answered.
+    pub read_key: Option<String>,
+    pub value: Option<String>,
 }
 
 /// One node as drawn.
@@ -312,6 +321,9 @@ impl Sim {
                 timer_generation: 0,
                 timer_at: None,
                 persist: None,
+                paused: false,
+                deferred: Vec::new(),
+                deferred_calls: Vec::new(),
             });
         }
         sim
@@ -376,9 +388,9 @@ impl Sim {
     pub fn is_serving_master(&self, i: usize) -> bool {
         self.node(i).is_some_and(|p| p.is_serving_master())
     }
-    /// The index of an up node that is serving master, if any.
+    /// The index of an up, running (not paused) node that is serving master, if any.
     pub fn serving_master(&self) -> Option<usize> {
-        (0..self.len()).find(|i| self.is_serving_master(*i))
+        (0..self.len()).find(|i| self.is_serving_master(*i) && !self.nodes[*i].paused)
     }
     pub fn index_of(&self, addr: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.addr == addr)
@@ -522,6 +534,17 @@ impl Sim {
     }
 
     fn handle_event(&mut self, ev: Ev) {
+        // A paused node sees nothing until it resumes, then everything in order.
+        let target = match &ev {
+            Ev::Arrive(id) => self.net.get(id).map(|m| m.to),
+            Ev::Timer { node, .. } | Ev::PersistDone { node, .. } | Ev::Fail { node, .. } => {
+                Some(*node)
+            }
+        };
+        if let Some(n) = target.filter(|n| self.nodes[*n].paused) {
+            self.nodes[n].deferred.push(ev);
+            return;
+        }
         match ev {
             Ev::Arrive(id) => self.arrive(id),
             Ev::Timer { node, generation } => {
@@ -601,7 +624,14 @@ impl Sim {
             chg: alloc::vec![change.clone()],
             forwarded: false,
         });
-        self.client_call(i, change, req)
+        self.client_call(i, change, req, None)
+    }
+
+    /// A client makes a consistent read of `key` at node `i`; the op's `value` is what the node
+    /// held when it answered.
+    pub fn read(&mut self, i: usize, key: &str) -> u64 {
+        let req = Request::ReadIndex(crate::wire::ReadIndex::default());
+        self.client_call(i, format!("read {key}"), req, Some(key.to_string()))
     }
 
     /// A client calls `members/add` or `members/remove` at node `i`.
@@ -615,10 +645,16 @@ impl Sim {
             Method::MembersRemove => Request::MembersRemove(body),
             _ => Request::MembersAdd(body),
         };
-        self.client_call(i, format!("{} {member}", method.path()), req)
+        self.client_call(i, format!("{} {member}", method.path()), req, None)
     }
 
-    fn client_call(&mut self, i: usize, change: String, req: Request) -> u64 {
+    fn client_call(
+        &mut self,
+        i: usize,
+        change: String,
+        req: Request,
+        read_key: Option<String>,
+    ) -> u64 {
         let op = self.next_op;
         self.next_op += 1;
         self.ops.insert(
@@ -632,6 +668,8 @@ impl Sim {
                 ok: None,
                 err: None,
                 code: None,
+                read_key,
+                value: None,
             },
         );
         if self.nodes[i].p.is_none() {
@@ -651,6 +689,10 @@ impl Sim {
                 method: req.method(),
             },
         );
+        if self.nodes[i].paused {
+            self.nodes[i].deferred_calls.push((rid, req));
+            return op;
+        }
         if let Some(p) = self.nodes[i].p.as_mut() {
             p.handle_request(self.now, rid, req);
         }
@@ -660,7 +702,7 @@ impl Sim {
     }
 
     /// Crashes node `i`: it loses everything not yet persisted. Requests it was answering
-    /// fail at their senders after the RPC timeout; client ops on it stay unanswered.
+    /// fail at their senders after the RPC timeout; client calls on it fail (outcome unknown).
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].p.is_none() {
             return;
@@ -669,9 +711,16 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.p = None;
         n.persist = None;
+        n.paused = false;
         n.incarnation += 1;
         n.timer_generation += 1;
         n.timer_at = None;
+        n.deferred_calls.clear(); // their clients learn below, with every open request
+                                  // What it missed while paused now meets a dead node (its senders learn of it).
+        let missed = core::mem::take(&mut n.deferred);
+        for ev in missed {
+            self.schedule(self.now, ev);
+        }
         let dead: Vec<u64> = self
             .open
             .iter()
@@ -701,6 +750,37 @@ impl Sim {
             }
         }
         self.checker.on_crash(i);
+    }
+
+    /// Stops node `i` (SIGSTOP): time passes for everyone else; nothing reaches it.
+    pub fn pause(&mut self, i: usize) {
+        if self.nodes[i].p.is_some() && !self.nodes[i].paused {
+            self.log(|| format!("{i} PAUSE"));
+            self.nodes[i].paused = true;
+        }
+    }
+
+    /// Resumes a paused node (SIGCONT): what it missed arrives now, in order.
+    pub fn resume(&mut self, i: usize) {
+        if !self.nodes[i].paused {
+            return;
+        }
+        self.log(|| format!("{i} RESUME"));
+        self.nodes[i].paused = false;
+        for (rid, req) in core::mem::take(&mut self.nodes[i].deferred_calls) {
+            if let Some(p) = self.nodes[i].p.as_mut() {
+                p.handle_request(self.now, rid, req);
+            }
+            self.drain(i);
+        }
+        self.check();
+        for ev in core::mem::take(&mut self.nodes[i].deferred) {
+            self.schedule(self.now, ev);
+        }
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes[i].paused
     }
 
     /// Restarts a crashed node from its disk.
@@ -1112,6 +1192,16 @@ impl Sim {
                     Response::Fail(f) => f.clone().into_result(),
                     _ => Err(Error::new(ErrorCode::Call, "wrong response shape")),
                 };
+                if r.is_ok() && o.method == Method::ReadIndex {
+                    let key = self.ops.get(&op).and_then(|o| o.read_key.clone());
+                    let value = key.and_then(|k| {
+                        let p = self.nodes[i].p.as_ref()?;
+                        p.state().get(&k).map(String::from)
+                    });
+                    if let Some(o) = self.ops.get_mut(&op) {
+                        o.value = value;
+                    }
+                }
                 self.complete_op(op, r);
             }
             Origin::Node { node, .. } => {
@@ -1145,8 +1235,9 @@ impl Sim {
             o.code = Some(e.code);
         }
         let change = o.change.clone();
+        let read = o.read_key.is_some();
         self.completed.push(op);
-        if r.is_ok() {
+        if r.is_ok() && !read {
             self.checker.on_acknowledged(now, &change);
         }
     }

@@ -129,7 +129,8 @@ struct Client {
 
 struct Current {
     op: HistOp,
-    change: String,
+    /// The change to submit, or `None` for a consistent read (read index).
+    change: Option<String>,
     attempts: u32,
     sim_op: Option<u64>,
     retry_at: u64,
@@ -177,6 +178,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     let mut next_nemesis = start + rng.range(100, 600);
     // Fault phase, then the heal, then the settle phase.
     let mut healed_at = None;
+    let mut pauses: Vec<(u64, usize)> = Vec::new();
     let hard_end = fault_end + cfg.settle_ms;
     loop {
         let now = sim.now();
@@ -184,12 +186,20 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
             sim.heal();
             sim.cfg.faults = Faults::none();
             for i in 0..sim.len() {
+                sim.resume(i);
                 sim.restart(i);
             }
             healed_at = Some(now);
         }
+        // A paused node resumes when its pause is over; what it answers first then is the test.
+        pauses.retain(|&(until, i)| {
+            if now >= until {
+                sim.resume(i);
+            }
+            now < until
+        });
         if healed_at.is_none() && now >= next_nemesis {
-            nemesis(&mut sim, &mut rng, cfg);
+            nemesis(&mut sim, &mut rng, cfg, &mut pauses);
             res.faults += 1;
             next_nemesis = now + rng.range(100, 700);
         }
@@ -279,10 +289,10 @@ pub fn converged(sim: &Sim) -> Result<(), String> {
     Ok(())
 }
 
-fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig) {
+fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig, pauses: &mut Vec<(u64, usize)>) {
     let n = sim.len();
     let master = sim.serving_master();
-    match rng.range(0, 12) {
+    match rng.range(0, 13) {
         0 | 1 if cfg.partitions => {
             // A random split.
             let mut a = Vec::new();
@@ -330,6 +340,17 @@ fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig) {
                 sim.restart(i);
             }
         }
+        11 if cfg.crashes => {
+            // A process pause (GC, SIGSTOP), often of the master: it wakes up still believing
+            // what it believed, and a client may ask it first.
+            let i = match master {
+                Some(m) if rng.range(0, 3) != 0 => m,
+                _ => rng.range(0, n as u64) as usize,
+            };
+            sim.pause(i);
+            let until = sim.now() + rng.range(300, 3_000);
+            pauses.push((until, i));
+        }
         9 | 10 if cfg.membership => {
             let Some(m) = master else {
                 return;
@@ -376,20 +397,30 @@ fn drive_client(
         }
         c.n += 1;
         let key = format!("k{}", rng.range(0, cfg.keys as u64));
-        let (op, change) = if rng.range(0, 10) < 7 {
-            c.req += 1;
-            let value = format!("{}-{}", c.id, c.n);
-            let ch = KvChange::set(key.clone(), value.clone()).with_client(c.id.clone(), c.req);
-            (HistOp::Write { key, value }, ch.encode())
-        } else {
-            let marker = format!("read {} {} {}", c.id, c.n, key);
-            let ch = KvChange::set("__read", marker);
-            (HistOp::Read { key }, ch.encode())
+        let (op, change) = match rng.range(0, 10) {
+            0..=5 => {
+                c.req += 1;
+                let value = format!("{}-{}", c.id, c.n);
+                let ch = KvChange::set(key.clone(), value.clone()).with_client(c.id.clone(), c.req);
+                (HistOp::Write { key, value }, Some(ch.encode()))
+            }
+            6 | 7 => {
+                // A read through the log: a marker whose position gives the value.
+                let marker = format!("read {} {} {}", c.id, c.n, key);
+                let ch = KvChange::set("__read", marker);
+                (HistOp::Read { key }, Some(ch.encode()))
+            }
+            _ => (HistOp::Read { key }, None), // a consistent read (read index)
         };
         res.history.push(HistEvent::Invoke {
             thread: c.thread,
             op: op.clone(),
         });
+        // Clients talk to every node, not only the master they know of: followers forward,
+        // and a node that was paused or cut off gets asked too.
+        if rng.range(0, 3) == 0 {
+            c.target = rng.range(0, n) as usize;
+        }
         c.current = Some(Current {
             op,
             change,
@@ -402,7 +433,11 @@ fn drive_client(
     match cur.sim_op {
         None if now >= cur.retry_at => {
             cur.attempts += 1;
-            cur.sim_op = Some(sim.submit(c.target, cur.change.clone()));
+            cur.sim_op = Some(match (&cur.change, &cur.op) {
+                (Some(ch), _) => sim.submit(c.target, ch.clone()),
+                (None, HistOp::Read { key }) => sim.read(c.target, key),
+                (None, HistOp::Write { .. }) => unreachable!("writes carry a change"),
+            });
         }
         None => {}
         Some(op) => {
@@ -411,12 +446,13 @@ fn drive_client(
             };
             cur.sim_op = None;
             if v.ok == Some(true) {
-                let ret = match &cur.op {
-                    HistOp::Write { .. } => HistRet::WriteOk,
-                    HistOp::Read { key } => match read_at_marker(sim, &cur.change, key) {
+                let ret = match (&cur.op, &cur.change) {
+                    (HistOp::Write { .. }, _) => HistRet::WriteOk,
+                    (HistOp::Read { .. }, None) => HistRet::ReadOk(v.value.clone()),
+                    (HistOp::Read { key }, Some(ch)) => match read_at_marker(sim, ch, key) {
                         Some(v) => HistRet::ReadOk(v),
                         None => {
-                            let msg = format!("read marker {} is not in the log", cur.change);
+                            let msg = format!("read marker {ch} is not in the log");
                             sim.checker.violation(now, msg);
                             HistRet::ReadOk(None)
                         }
