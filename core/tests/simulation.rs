@@ -7,6 +7,7 @@
 //! test replays one seed and prints what it found.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use clusterconsensus::sim::scenario::{self, HistEvent, HistOp, HistRet, ScenarioConfig};
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
@@ -126,7 +127,11 @@ fn sweep() {
             ScenarioConfig::random(*seed).replay_command()
         );
     }
-    println!(
+    // Written to the process's stderr directly, past the test harness's capture: the summary
+    // shows in every `cargo test` run, passing or not.
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
         "simulation: {} seeds, {steps} steps, {violations} violations ({:.1} s)",
         results.len(),
         started.elapsed().as_secs_f64()
@@ -145,7 +150,8 @@ fn sweep() {
         sum(|r| r.stats.crashes),
         sum(|r| r.faults),
     );
-    println!(
+    let _ = writeln!(
+        err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
          {elections} elections won, {snapshots} snapshots installed, {membership} membership \
          changes committed, {crashes} crashes, {faults} nemesis actions"
