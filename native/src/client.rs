@@ -8,7 +8,8 @@ use bytes::Bytes;
 use clusterconsensus::wire::{Method, Response};
 use clusterconsensus::{Error, ErrorCode};
 use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -20,20 +21,35 @@ const MAX_ANSWER: usize = 16 << 20;
 /// A pooled HTTP/1.1 client; cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// `Authorization: Bearer <token>` on every call (`--token-file`).
+    auth: Option<HeaderValue>,
 }
 
 impl HttpClient {
+    /// Plain `http://` calls without a token.
     pub fn new(timeout: Duration) -> HttpClient {
+        let tls = crate::tls::client_config(None).expect("an empty root store always builds");
+        HttpClient::with_security(timeout, None, tls)
+    }
+
+    /// Sends `auth` on every call; `https://` addresses are verified with `tls`.
+    pub fn with_security(timeout: Duration, auth: Option<HeaderValue>, tls: rustls::ClientConfig) -> HttpClient {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(timeout));
+        conn.enforce_http(false);
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(conn);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
             .build(conn);
-        HttpClient { client, timeout }
+        HttpClient { client, timeout, auth }
     }
 
     /// One HTTP exchange, bounded by the timeout. `Err` carries the core's transport codes:
@@ -48,18 +64,22 @@ impl HttpClient {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| Error::new(ErrorCode::Connect, format!("bad address {url:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(Error::new(
                 ErrorCode::Connect,
-                format!("only http:// addresses are supported, not {url:?}"),
+                format!("only http:// and https:// addresses are supported, not {url:?}"),
             ));
         }
         let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(uri)
             .header(HOST, host)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::new(ErrorCode::Call, format!("request to {url}: {e}")))?;
         let exchange = async {

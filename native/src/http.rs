@@ -7,11 +7,16 @@
 //! | `status` | GET | 200 + the participant's status |
 //! | `kv` | GET | 200 + `{"commit","data"}`: the whole key-value state |
 //! | `kv/<key>` | GET | 200 + `{"key","value"}`, or 404 |
+//! | `kv/<key>?consistent=true`, `kv?consistent=true` | GET | the same, linearizable (read index) |
+//! | `readindex` | POST | 200 + `{"fail","err","seq"}` (a follower asks its master) |
 //! | any | OPTIONS | 204 CORS preflight |
 //!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
-//! body that does not decode, 404 for an unknown cluster, path or key, 405 for a wrong method,
-//! 413 for a body over the limit, 503 while shutting down.
+//! body that does not decode, 401 (`ERR_DENIED`) without the token ([`crate::auth`]), 404 for an
+//! unknown cluster, path or key, 405 for a wrong method, 408 for a body that arrives too slowly,
+//! 413 for a body over the limit, 503 (`ERR_STATE`, retryable) while shutting down, when the
+//! node is over its limit of concurrent client calls, or when a consistent read cannot be
+//! served now (no serving master, no majority).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,6 +31,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
+use crate::auth::Auth;
 use crate::cluster::Cluster;
 
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -36,6 +42,32 @@ pub struct Shared {
     pub clusters: BTreeMap<String, Cluster>,
     pub max_body: usize,
     pub www: PathBuf,
+    /// `--token-file`: the token every protected call must carry.
+    pub auth: Option<Auth>,
+    /// `--auth-reads`: status and plain reads need the token too.
+    pub auth_reads: bool,
+    /// `--max-inflight`: client calls (everything but the peer protocol) handled at once; past
+    /// it a call is refused at once with 503 `ERR_STATE` rather than queued.
+    pub inflight: Arc<tokio::sync::Semaphore>,
+    /// `--body-timeout-ms`: a body must arrive within this (slow clients get 408).
+    pub body_timeout: std::time::Duration,
+}
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Status and plain reads: open unless `--auth-reads`.
+    Read,
+    /// Everything that changes state or reads linearizably.
+    Protected,
+}
+
+/// Whether the query string asks for a consistent read (`consistent`, `consistent=true|1`).
+fn wants_consistent(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| matches!(p, "consistent" | "consistent=true" | "consistent=1"))
+    })
 }
 
 pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<HttpResponse, Infallible> {
@@ -67,6 +99,19 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed("GET, HEAD, OPTIONS");
         }
+        let consistent = sub != "status" && wants_consistent(req.uri().query());
+        let access = if consistent { Access::Protected } else { Access::Read };
+        if let Some(denied) = check_auth(shared, &req, access) {
+            return denied;
+        }
+        let Some(_permit) = admit(shared) else {
+            return overloaded();
+        };
+        if consistent {
+            if let Some(refused) = read_index(cluster).await {
+                return refused;
+            }
+        }
         return read_route(cluster, sub).await;
     }
     let Some(call) = Call::from_path(sub) else {
@@ -79,9 +124,29 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     if req.method() != Method::POST {
         return method_not_allowed("POST, OPTIONS");
     }
-    let body = match read_body(req.into_body(), shared.max_body).await {
-        Ok(b) => b,
-        Err(res) => return res,
+    // Checked before the body is read: an unauthenticated call reaches no cluster.
+    if let Some(denied) = check_auth(shared, &req, Access::Protected) {
+        return denied;
+    }
+    // The peer protocol is bounded by the member count and must not starve behind clients.
+    let peer = !matches!(call, Call::Submit | Call::MembersAdd | Call::MembersRemove);
+    let _permit = match peer {
+        true => None,
+        false => match admit(shared) {
+            Some(p) => Some(p),
+            None => return overloaded(),
+        },
+    };
+    let body = match tokio::time::timeout(shared.body_timeout, read_body(req.into_body(), shared.max_body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(res)) => return res,
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::Call,
+                &format!("the body did not arrive within {} ms", shared.body_timeout.as_millis()),
+            )
+        }
     };
     let request = match Request::decode(call, &body) {
         Ok(r) => r,
@@ -91,6 +156,53 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
         Ok(answer) => json(StatusCode::OK, answer.encode()),
         Err(gone) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::State, &gone.to_string()),
     }
+}
+
+/// `None` if the caller may go on; else the 401 to answer.
+fn check_auth(shared: &Shared, req: &hyper::Request<Incoming>, access: Access) -> Option<HttpResponse> {
+    let auth = shared.auth.as_ref()?;
+    if access == Access::Read && !shared.auth_reads {
+        return None;
+    }
+    if auth.allows(req.headers()) {
+        return None;
+    }
+    let mut res = error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Denied,
+        "this call needs the cluster's token: Authorization: Bearer <token>",
+    );
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(res)
+}
+
+/// A permit for one client call, or `None` when `--max-inflight` calls are already running.
+fn admit(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    shared.inflight.clone().try_acquire_owned().ok()
+}
+
+fn overloaded() -> HttpResponse {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::State,
+        "overloaded: too many calls in progress; retry later",
+    )
+}
+
+/// The read-index round of a consistent read: `None` once this node has applied everything
+/// committed before the read arrived (read the local state now), else the 503 to answer.
+async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
+    let req = Request::ReadIndex(clusterconsensus::wire::ReadIndex::default());
+    let err = match cluster.call(req).await {
+        Ok(clusterconsensus::wire::Response::Fail(f)) => match f.into_result() {
+            Ok(()) => return None,
+            Err(e) => e,
+        },
+        Ok(other) => clusterconsensus::Error::new(ErrorCode::Call, format!("unexpected answer {other:?}")),
+        Err(gone) => return Some(error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::State, &gone.to_string())),
+    };
+    Some(error(StatusCode::SERVICE_UNAVAILABLE, err.code, &format!("consistent read refused: {}", err.message)))
 }
 
 /// `status`, `kv` and `kv/<key>`: reads of the local state (not linearizable: a follower may
@@ -301,7 +413,7 @@ fn preflight() -> HttpResponse {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
+        HeaderValue::from_static("content-type, authorization"),
     );
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     res
@@ -324,6 +436,15 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%+1"), None);
         assert_eq!(percent_decode("%FF"), None);
+    }
+
+    #[test]
+    fn consistent_query() {
+        assert!(wants_consistent(Some("consistent=true")));
+        assert!(wants_consistent(Some("a=b&consistent")));
+        assert!(wants_consistent(Some("consistent=1")));
+        assert!(!wants_consistent(Some("consistent=false")));
+        assert!(!wants_consistent(None));
     }
 
     #[test]

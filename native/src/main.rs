@@ -5,12 +5,14 @@
 //! each `Persist` durable in redb; [`client`] carries the outgoing calls. No protocol decision
 //! lives here.
 
+mod auth;
 mod client;
 mod cluster;
 mod demo;
 mod http;
 mod node;
 mod storage;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,73 @@ enum Cmd {
     Submit(SubmitArgs),
     /// Print a node's status for a cluster as JSON; exit code 2 if it cannot be read.
     Status(StatusArgs),
+    /// Read one key through a node (--consistent: linearizable); exit code 2 if it cannot be read,
+    /// 3 if the key does not exist.
+    Get(GetArgs),
+}
+
+/// Security flags of the client subcommands.
+#[derive(Args, Debug, Clone)]
+struct ClientSecurity {
+    /// File whose first line is the cluster's token (sent as Authorization: Bearer).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify an https:// node with.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl ClientSecurity {
+    fn client(&self, timeout_ms: u64) -> Result<HttpClient, String> {
+        let auth = match &self.token_file {
+            Some(f) => Some(auth::Auth::from_file(f)?.header()),
+            None => None,
+        };
+        Ok(HttpClient::with_security(
+            Duration::from_millis(timeout_ms),
+            auth,
+            tls::client_config(self.tls_ca.as_deref())?,
+        ))
+    }
+}
+
+/// Security and resource limits of a node.
+#[derive(Args, Debug, Clone)]
+struct Limits {
+    /// File whose first line is the cluster's token (16+ visible ASCII characters, the same on
+    /// every member). Peer calls, submit, members/* and consistent reads then need
+    /// `Authorization: Bearer <token>` (else 401 ERR_DENIED); the node sends it to its peers.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// With --token-file: status and plain reads need the token too.
+    #[arg(long, requires = "token_file")]
+    auth_reads: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that https:// peers' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client calls (submit, members/*, reads, status) handled at once; more get 503 ERR_STATE
+    /// at once. The peer protocol is not counted.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_inflight: usize,
+    /// Changes the master queues for the next accepts; past it submits get ERR_STATE.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_queued: usize,
+    /// Open connections; a new one past it is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+    /// A request's head (and a TLS handshake) must arrive within this, in ms; slower
+    /// connections, idle keep-alive ones included, are closed.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// A request's body must arrive within this, in ms (else 408).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    body_timeout_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,6 +168,8 @@ struct NodeArgs {
     max_body: usize,
     #[command(flatten)]
     timing: Timing,
+    #[command(flatten)]
+    limits: Limits,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +201,8 @@ struct SubmitArgs {
     /// How long to wait for the answer, in ms.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    security: ClientSecurity,
     /// The changes, submitted as one batch. For the key-value app:
     /// '{"op":"set","key":"a","value":"1"}' or '{"op":"del","key":"a"}'.
     #[arg(value_name = "CHANGE", required = true)]
@@ -147,6 +220,31 @@ struct StatusArgs {
     /// How long to wait for the answer, in ms.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    security: ClientSecurity,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    /// The node to ask, e.g. http://127.0.0.1:9001.
+    #[arg(long, value_name = "URL")]
+    node: String,
+    /// The cluster id.
+    #[arg(long, value_name = "ID")]
+    cluster: String,
+    /// Linearizable: answered only after the master confirmed with a majority that it is
+    /// still master and this node applied everything committed before the read. Without it the
+    /// node's local state is read, which may be stale on a follower.
+    #[arg(long)]
+    consistent: bool,
+    /// How long to wait for the answer, in ms.
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    security: ClientSecurity,
+    /// The key.
+    #[arg(value_name = "KEY")]
+    key: String,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +260,7 @@ fn main() -> ExitCode {
             Cmd::Demo(a) => demo::run(a).await,
             Cmd::Submit(a) => submit(a).await,
             Cmd::Status(a) => status(a).await,
+            Cmd::Get(a) => get(a).await,
         }
     });
     // Stops the cluster tasks (closing their databases) without waiting on stuck calls.
@@ -202,6 +301,16 @@ fn node_options(a: NodeArgs) -> node::NodeOptions {
         election_max_ms: a.timing.election_max_ms,
         request_timeout_ms: a.timing.request_timeout_ms,
         snapshot_every: a.timing.snapshot_every,
+        token_file: a.limits.token_file,
+        auth_reads: a.limits.auth_reads,
+        tls_cert: a.limits.tls_cert,
+        tls_key: a.limits.tls_key,
+        tls_ca: a.limits.tls_ca,
+        max_inflight: a.limits.max_inflight,
+        max_queued: a.limits.max_queued,
+        max_connections: a.limits.max_connections,
+        header_timeout_ms: a.limits.header_timeout_ms,
+        body_timeout_ms: a.limits.body_timeout_ms,
     }
 }
 
@@ -211,7 +320,7 @@ fn cluster_url(node: &str, cluster: &str, what: &str) -> String {
 
 /// `clusterconsensus submit`: prints the answer; `Err` (exit 2) unless it committed.
 async fn submit(a: SubmitArgs) -> Result<(), String> {
-    let client = HttpClient::new(Duration::from_millis(a.timeout_ms));
+    let client = a.security.client(a.timeout_ms)?;
     let url = cluster_url(&a.node, &a.cluster, "submit");
     let body = serde_json::to_vec(&serde_json::json!({ "chg": a.changes })).unwrap_or_default();
     let (status, body) = client
@@ -232,7 +341,7 @@ async fn submit(a: SubmitArgs) -> Result<(), String> {
 
 /// `clusterconsensus status`: pretty-prints the status JSON.
 async fn status(a: StatusArgs) -> Result<(), String> {
-    let client = HttpClient::new(Duration::from_millis(a.timeout_ms));
+    let client = a.security.client(a.timeout_ms)?;
     let url = cluster_url(&a.node, &a.cluster, "status");
     let (status, body) = client
         .request(hyper::Method::GET, &url, Vec::new())
@@ -247,5 +356,36 @@ async fn status(a: StatusArgs) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("status from {url}: not JSON: {e}"))?;
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
+}
+
+/// `clusterconsensus get`: prints `{"key","value"}`; exit 3 for a missing key.
+async fn get(a: GetArgs) -> Result<(), String> {
+    let client = a.security.client(a.timeout_ms)?;
+    let key: String = a
+        .key
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut url = cluster_url(&a.node, &a.cluster, &format!("kv/{key}"));
+    if a.consistent {
+        url.push_str("?consistent=true");
+    }
+    let (status, body) = client
+        .request(hyper::Method::GET, &url, Vec::new())
+        .await
+        .map_err(|e| format!("read from {url} failed: {e}"))?;
+    let text = String::from_utf8_lossy(&body);
+    if status == hyper::StatusCode::NOT_FOUND && text.contains("no key") {
+        eprintln!("no key {:?}", a.key);
+        std::process::exit(3);
+    }
+    if status != hyper::StatusCode::OK {
+        return Err(format!("read from {url}: HTTP {status}: {text}"));
+    }
+    println!("{text}");
     Ok(())
 }

@@ -13,10 +13,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{debug, info, warn};
 
+use crate::auth::Auth;
 use crate::client::HttpClient;
 use crate::cluster::{self, Cluster};
 use crate::http::{self, Shared};
 use crate::storage::Store;
+use crate::tls;
 
 /// Everything `node` needs, from the command line.
 #[derive(Clone, Debug)]
@@ -34,6 +36,17 @@ pub struct NodeOptions {
     pub election_max_ms: u64,
     pub request_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// Security and limits (README, Reliability and security).
+    pub token_file: Option<PathBuf>,
+    pub auth_reads: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub max_inflight: usize,
+    pub max_queued: usize,
+    pub max_connections: usize,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
 }
 
 /// Runs a node until a shutdown signal. `Err` is a startup failure, said plainly.
@@ -44,6 +57,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening socket: {e}"))?;
+    let scheme = if opts.tls_cert.is_some() { "https" } else { "http" };
     let advertise = match &opts.advertise {
         Some(a) => trim_addr(a),
         None => {
@@ -54,10 +68,23 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
             if local.ip().is_unspecified() {
                 warn!("listening on {local}: pass --advertise with an address the peers can reach");
             }
-            format!("http://{host}:{}", local.port())
+            format!("{scheme}://{host}:{}", local.port())
         }
     };
-    let client = HttpClient::new(Duration::from_millis(opts.request_timeout_ms));
+    let auth = match &opts.token_file {
+        Some(f) => Some(Auth::from_file(f)?),
+        None => None,
+    };
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(c, k)?)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let client = HttpClient::with_security(
+        Duration::from_millis(opts.request_timeout_ms),
+        auth.as_ref().map(Auth::header),
+        tls::client_config(opts.tls_ca.as_deref())?,
+    );
 
     let mut clusters = BTreeMap::new();
     let mut to_bootstrap = Vec::new();
@@ -115,7 +142,13 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
         clusters,
         max_body: opts.max_body,
         www: opts.www.clone(),
+        auth,
+        auth_reads: opts.auth_reads,
+        inflight: Arc::new(tokio::sync::Semaphore::new(opts.max_inflight.max(1))),
+        body_timeout: Duration::from_millis(opts.body_timeout_ms.max(1)),
     });
+    let connections = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let header_timeout = Duration::from_millis(opts.header_timeout_ms.max(1));
     info!(%advertise, listen = %local, clusters = ?opts.clusters, "serving");
     // One machine-readable line on stdout (the logs go to stderr): scripts and the tests read it.
     println!("listening on {advertise}");
@@ -134,20 +167,46 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
                         continue;
                     }
                 };
+                // Past --max-connections a new connection is closed at once: file descriptors
+                // and memory stay bounded whatever clients do.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    debug!("over --max-connections: closing a new connection");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| http::handle(shared.clone(), req)),
-                    );
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!("connection: {e}");
+                let service = service_fn(move |req| http::handle(shared.clone(), req));
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                // Slow clients (slowloris): the head of every request, the first included,
+                // must arrive within the header timeout, else the connection is closed.
+                builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                debug!("connection: {e}");
+                            }
+                            drop(permit);
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return debug!("TLS handshake: {e}"),
+                                Err(_) => return debug!("TLS handshake timed out"),
+                            };
+                            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = conn.await {
+                                debug!("connection: {e}");
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             sig = &mut stop => {
                 info!("{sig}: shutting down");
@@ -170,6 +229,7 @@ fn config(opts: &NodeOptions, id: &str, advertise: &str) -> Config {
     cfg.election_min_ms = opts.election_min_ms;
     cfg.election_max_ms = opts.election_max_ms;
     cfg.snapshot_every = opts.snapshot_every;
+    cfg.max_queued = opts.max_queued;
     // Election timeouts must differ between nodes: seed from the address, the cluster and the
     // moment (RandomState adds per-process randomness on top).
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -27,7 +27,10 @@ fn main() {
     let mut cfg = Config::new(seed, Duration::from_secs(60));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--duration" => cfg.duration = parse_duration(&val()).unwrap_or_else(|e| die(&e)),
             "--seed" => cfg.seed = val().parse().unwrap_or_else(|_| die("bad --seed")),
@@ -43,7 +46,10 @@ fn main() {
             _ => die(&format!("unknown argument {a:?}")),
         }
     }
-    eprintln!("campaign: seed {} for {:?} (replay with --seed {})", cfg.seed, cfg.duration, cfg.seed);
+    eprintln!(
+        "campaign: seed {} for {:?} (replay with --seed {})",
+        cfg.seed, cfg.duration, cfg.seed
+    );
     let report = campaign::run(&cfg);
     println!("{}", report.summary());
     for p in &report.problems {

@@ -15,7 +15,13 @@ use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 #[derive(Clone, Debug)]
 pub enum Event {
     /// `thread` starts a write of `value` to `key` (client `client`, request `req`).
-    Write { thread: u64, key: String, value: String, client: String, req: u64 },
+    Write {
+        thread: u64,
+        key: String,
+        value: String,
+        client: String,
+        req: u64,
+    },
     /// `thread` starts a consistent read of `key`.
     Read { thread: u64, key: String },
     /// The write committed.
@@ -99,7 +105,9 @@ pub fn linearizable(h: &[Event]) -> Result<usize, String> {
     let mut key_of: BTreeMap<u64, String> = BTreeMap::new();
     for (i, e) in h.iter().enumerate() {
         let (thread, key, op) = match e {
-            Event::Write { thread, key, value, .. } => (thread, key, RegisterOp::Write(Some(value.clone()))),
+            Event::Write {
+                thread, key, value, ..
+            } => (thread, key, RegisterOp::Write(Some(value.clone()))),
             Event::Read { thread, key } => (thread, key, RegisterOp::Read),
             Event::WriteOk { thread } | Event::ReadOk { thread, .. } => {
                 let ret = match e {
@@ -147,7 +155,9 @@ pub fn linearizable_within(h: Vec<Event>, budget: Duration) -> Result<usize, Str
         })
         .expect("spawn the checker");
     rx.recv_timeout(budget).unwrap_or_else(|_| {
-        Err(format!("the linearizability check of {n} events did not finish within {budget:?}"))
+        Err(format!(
+            "the linearizability check of {n} events did not finish within {budget:?}"
+        ))
     })
 }
 
@@ -162,14 +172,23 @@ pub fn check_data(h: &[Event], data: &serde_json::Map<String, Value>) -> Vec<Str
     let mut max_acked: BTreeMap<String, u64> = BTreeMap::new();
     for e in h {
         match e {
-            Event::Write { thread, client, req, value, .. } => {
+            Event::Write {
+                thread,
+                client,
+                req,
+                value,
+                ..
+            } => {
                 invoked.insert(*thread, (client.clone(), *req, value.clone()));
             }
             Event::WriteOk { thread } => {
                 let (client, req, value) = invoked[thread].clone();
                 let wkey = format!("w/{client}/{req}");
                 if data.get(&wkey).and_then(Value::as_str) != Some(value.as_str()) {
-                    problems.push(format!("acknowledged write {client}#{req} ({value}) is missing: {wkey} = {:?}", data.get(&wkey)));
+                    problems.push(format!(
+                        "acknowledged write {client}#{req} ({value}) is missing: {wkey} = {:?}",
+                        data.get(&wkey)
+                    ));
                 }
                 let m = max_acked.entry(client).or_default();
                 *m = (*m).max(req);

@@ -88,9 +88,14 @@ impl Report {
     /// The one summary line.
     pub fn summary(&self) -> String {
         let c = &self.counts;
-        let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let verdict = if self.ok() {
-            "PASS (linearizable, no acknowledged write lost, no double apply, converged)".to_string()
+            "PASS (linearizable, no acknowledged write lost, no double apply, converged)"
+                .to_string()
         } else {
             format!("FAIL ({})", self.problems.len())
         };
@@ -122,7 +127,13 @@ pub type Answer = (u16, Vec<u8>);
 
 /// One HTTP/1.1 exchange on a fresh connection, bounded by `timeout` in all, with an optional
 /// bearer token.
-pub fn request(method: &str, url: &str, token: Option<&str>, body: &[u8], timeout: Duration) -> Result<Answer, String> {
+pub fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, String> {
     let deadline = Instant::now() + timeout;
     let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
     let (hostport, path) = match rest.find('/') {
@@ -130,16 +141,23 @@ pub fn request(method: &str, url: &str, token: Option<&str>, body: &[u8], timeou
         None => (rest, "/"),
     };
     let addr: SocketAddr = hostport.parse().map_err(|e| format!("{hostport}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
-    let left = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
+    let left = |d: Instant| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     s.set_write_timeout(Some(left(deadline))).ok();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n{auth}\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).map_err(|e| format!("send {url}: {e}"))?;
+    s.write_all(head.as_bytes())
+        .map_err(|e| format!("send {url}: {e}"))?;
     s.write_all(body).map_err(|e| format!("send {url}: {e}"))?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 << 10];
@@ -246,7 +264,10 @@ impl NodeProc {
             .arg(CLUSTER)
             .args(&self.args)
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -267,10 +288,16 @@ impl NodeProc {
                 }
             }
         });
-        let listen = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("node {} did not start; log:\n{}", self.index, self.log_tail(30))
-        });
+        let listen = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "node {} did not start; log:\n{}",
+                    self.index,
+                    self.log_tail(30)
+                )
+            });
         let addr: SocketAddr = listen.parse().expect("listen address");
         *self.direct.lock().unwrap() = format!("http://{addr}");
         *self.proxy.target.lock().unwrap() = Some(addr);
@@ -345,7 +372,12 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Starts `n` nodes behind proxies and forms one cluster with `--bootstrap --peer`.
-    pub fn start(n: usize, dir: Option<PathBuf>, token: Option<String>, args: &[String]) -> Cluster {
+    pub fn start(
+        n: usize,
+        dir: Option<PathBuf>,
+        token: Option<String>,
+        args: &[String],
+    ) -> Cluster {
         let remove_dir = dir.is_none();
         let dir = dir.unwrap_or_else(|| {
             static N: AtomicU64 = AtomicU64::new(0);
@@ -413,7 +445,11 @@ impl Cluster {
             if formed {
                 break;
             }
-            assert!(Instant::now() < deadline, "the cluster did not form; log of node0:\n{}", c.nodes[0].log_tail(30));
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not form; log of node0:\n{}",
+                c.nodes[0].log_tail(30)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         c
@@ -421,7 +457,14 @@ impl Cluster {
 
     pub fn status(&self, i: usize) -> Option<Value> {
         let url = format!("{}/_clusterc/{CLUSTER}/status", self.nodes[i].direct());
-        let (s, b) = request("GET", &url, self.token.as_deref(), b"", Duration::from_millis(500)).ok()?;
+        let (s, b) = request(
+            "GET",
+            &url,
+            self.token.as_deref(),
+            b"",
+            Duration::from_millis(500),
+        )
+        .ok()?;
         (s == 200).then(|| json_of(&b))
     }
 
@@ -453,9 +496,18 @@ impl Cluster {
 
     /// `members/add` or `members/remove` through node `via`; Ok once committed.
     pub fn change_member(&self, via: usize, what: &str, target: usize) -> Result<(), String> {
-        let url = format!("{}/_clusterc/{CLUSTER}/members/{what}", self.nodes[via].direct());
+        let url = format!(
+            "{}/_clusterc/{CLUSTER}/members/{what}",
+            self.nodes[via].direct()
+        );
         let body = json!({"addr": self.nodes[target].url()}).to_string();
-        let (s, b) = request("POST", &url, self.token.as_deref(), body.as_bytes(), Duration::from_secs(5))?;
+        let (s, b) = request(
+            "POST",
+            &url,
+            self.token.as_deref(),
+            body.as_bytes(),
+            Duration::from_secs(5),
+        )?;
         let v = json_of(&b);
         if s == 200 && v["fail"] == json!(false) {
             Ok(())
@@ -551,7 +603,13 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
                 kv_change(&format!("last/{name}"), &req.to_string(), &format!("{name}.l"), req),
             ]})
             .to_string();
-            ctx.history.push(Event::Write { thread, key, value, client: name.clone(), req });
+            ctx.history.push(Event::Write {
+                thread,
+                key,
+                value,
+                client: name.clone(),
+                req,
+            });
             let deadline = Instant::now() + WRITE_DEADLINE;
             // Whether an earlier attempt may have reached the cluster.
             let mut uncertain = false;
@@ -561,7 +619,13 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
                     break None;
                 }
                 let url = format!("{}/_clusterc/{CLUSTER}/submit", base(&ctx, via));
-                match request("POST", &url, ctx.token.as_deref(), body.as_bytes(), ATTEMPT_TIMEOUT.min(left)) {
+                match request(
+                    "POST",
+                    &url,
+                    ctx.token.as_deref(),
+                    body.as_bytes(),
+                    ATTEMPT_TIMEOUT.min(left),
+                ) {
                     Ok((200, b)) => {
                         let v = json_of(&b);
                         if v["fail"] == json!(false) && v["err"].is_null() {
@@ -591,20 +655,36 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
                 }
             }
         } else {
-            ctx.history.push(Event::Read { thread, key: key.clone() });
+            ctx.history.push(Event::Read {
+                thread,
+                key: key.clone(),
+            });
             let deadline = Instant::now() + READ_DEADLINE;
             let outcome = loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break None;
                 }
-                let url = format!("{}/_clusterc/{CLUSTER}/kv/{key}?consistent=true", base(&ctx, via));
-                match request("GET", &url, ctx.token.as_deref(), b"", ATTEMPT_TIMEOUT.min(left)) {
+                let url = format!(
+                    "{}/_clusterc/{CLUSTER}/kv/{key}?consistent=true",
+                    base(&ctx, via)
+                );
+                match request(
+                    "GET",
+                    &url,
+                    ctx.token.as_deref(),
+                    b"",
+                    ATTEMPT_TIMEOUT.min(left),
+                ) {
                     Ok((200, b)) => {
                         let v = json_of(&b);
                         break Some(v["value"].as_str().map(str::to_string));
                     }
-                    Ok((404, b)) if json_of(&b)["err"].as_str().is_some_and(|e| e.starts_with("no key")) => {
+                    Ok((404, b))
+                        if json_of(&b)["err"]
+                            .as_str()
+                            .is_some_and(|e| e.starts_with("no key")) =>
+                    {
                         break Some(None)
                     }
                     _ => {}
@@ -631,8 +711,16 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
 /// Node flags of a campaign: quick elections so that a minute holds many faults.
 pub fn node_args() -> Vec<String> {
     [
-        "--heartbeat-ms", "50", "--election-min-ms", "500", "--election-max-ms", "900",
-        "--request-timeout-ms", "500", "--snapshot-every", "500",
+        "--heartbeat-ms",
+        "50",
+        "--election-min-ms",
+        "500",
+        "--election-max-ms",
+        "900",
+        "--request-timeout-ms",
+        "500",
+        "--snapshot-every",
+        "500",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -736,7 +824,14 @@ pub fn run(cfg: &Config) -> Report {
                         f.blocked.insert((m, b));
                     }
                 }
-                say(cfg, t0, &format!("one-way: master {m} cannot {} for {dur} ms", if inbound { "receive" } else { "send" }));
+                say(
+                    cfg,
+                    t0,
+                    &format!(
+                        "one-way: master {m} cannot {} for {dur} ms",
+                        if inbound { "receive" } else { "send" }
+                    ),
+                );
                 cluster.net.set(f);
                 hold(dur, end);
                 cluster.net.heal();
@@ -751,7 +846,11 @@ pub fn run(cfg: &Config) -> Report {
                         }
                     }
                 }
-                say(cfg, t0, &format!("random one-way links {:?} for {dur} ms", f.blocked));
+                say(
+                    cfg,
+                    t0,
+                    &format!("random one-way links {:?} for {dur} ms", f.blocked),
+                );
                 cluster.net.set(f);
                 hold(dur, end);
                 cluster.net.heal();
@@ -763,7 +862,14 @@ pub fn run(cfg: &Config) -> Report {
                     jitter_ms: rng.range(1, 120),
                     ..Faults::default()
                 };
-                say(cfg, t0, &format!("delay {} ms + jitter {} ms for {dur} ms", f.delay_ms, f.jitter_ms));
+                say(
+                    cfg,
+                    t0,
+                    &format!(
+                        "delay {} ms + jitter {} ms for {dur} ms",
+                        f.delay_ms, f.jitter_ms
+                    ),
+                );
                 cluster.net.set(f);
                 hold(dur, end);
                 cluster.net.heal();
@@ -775,7 +881,14 @@ pub fn run(cfg: &Config) -> Report {
                     delay_ms: rng.range(0, 20),
                     ..Faults::default()
                 };
-                say(cfg, t0, &format!("lossy: cut {} per mille of chunks for {dur} ms", f.cut_per_mille));
+                say(
+                    cfg,
+                    t0,
+                    &format!(
+                        "lossy: cut {} per mille of chunks for {dur} ms",
+                        f.cut_per_mille
+                    ),
+                );
                 cluster.net.set(f);
                 hold(dur, end);
                 cluster.net.heal();
@@ -798,7 +911,11 @@ pub fn run(cfg: &Config) -> Report {
                     _ => rng.range(0, n as u64) as usize,
                 };
                 let down = rng.range(200, 3000);
-                say(cfg, t0, &format!("SIGKILL node {i}, restart after {down} ms"));
+                say(
+                    cfg,
+                    t0,
+                    &format!("SIGKILL node {i}, restart after {down} ms"),
+                );
                 cluster.nodes[i].kill();
                 hold(down, end + Duration::from_secs(60));
                 cluster.nodes[i].spawn(&[]);
@@ -862,7 +979,9 @@ pub fn run(cfg: &Config) -> Report {
             None => {}
         }
         if Instant::now() > deadline {
-            problems.push("the cluster did not get all its members back within 60 s of healing".to_string());
+            problems.push(
+                "the cluster did not get all its members back within 60 s of healing".to_string(),
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -877,23 +996,41 @@ pub fn run(cfg: &Config) -> Report {
         if !marker_done {
             if let Some(m) = cluster.master() {
                 let url = format!("{}/_clusterc/{CLUSTER}/submit", cluster.nodes[m].direct());
-                let body = json!({"chg": [json!({"op":"set","key":"healed","value":"1"}).to_string()]}).to_string();
-                marker_done = request("POST", &url, cluster.token.as_deref(), body.as_bytes(), Duration::from_secs(3))
-                    .is_ok_and(|(s, b)| s == 200 && json_of(&b)["fail"] == json!(false));
+                let body =
+                    json!({"chg": [json!({"op":"set","key":"healed","value":"1"}).to_string()]})
+                        .to_string();
+                marker_done = request(
+                    "POST",
+                    &url,
+                    cluster.token.as_deref(),
+                    body.as_bytes(),
+                    Duration::from_secs(3),
+                )
+                .is_ok_and(|(s, b)| s == 200 && json_of(&b)["fail"] == json!(false));
             }
         }
         if marker_done {
             let states: Vec<Option<Value>> = (0..n)
                 .map(|i| {
                     let url = format!("{}/_clusterc/{CLUSTER}/kv", cluster.nodes[i].direct());
-                    request("GET", &url, cluster.token.as_deref(), b"", Duration::from_secs(3))
-                        .ok()
-                        .filter(|(s, _)| *s == 200)
-                        .map(|(_, b)| json_of(&b))
+                    request(
+                        "GET",
+                        &url,
+                        cluster.token.as_deref(),
+                        b"",
+                        Duration::from_secs(3),
+                    )
+                    .ok()
+                    .filter(|(s, _)| *s == 200)
+                    .map(|(_, b)| json_of(&b))
                 })
                 .collect();
             let same = states.iter().all(|s| s.is_some() && *s == states[0]);
-            if same && states[0].as_ref().is_some_and(|s| s["data"]["healed"] == "1") {
+            if same
+                && states[0]
+                    .as_ref()
+                    .is_some_and(|s| s["data"]["healed"] == "1")
+            {
                 let s = states[0].clone().unwrap();
                 final_commit = s["commit"].as_u64().unwrap_or(0);
                 data = s["data"].as_object().cloned().unwrap_or_default();
@@ -901,7 +1038,8 @@ pub fn run(cfg: &Config) -> Report {
             }
         }
         if Instant::now() > deadline {
-            problems.push("the nodes did not converge to one state within 60 s of healing".to_string());
+            problems
+                .push("the nodes did not converge to one state within 60 s of healing".to_string());
             for i in 0..n {
                 problems.push(format!("node {i}: {:?}", cluster.status(i)));
             }

@@ -36,7 +36,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn is_clear(&self) -> bool {
-        self.blocked.is_empty() && self.delay_ms == 0 && self.jitter_ms == 0 && self.cut_per_mille == 0
+        self.blocked.is_empty()
+            && self.delay_ms == 0
+            && self.jitter_ms == 0
+            && self.cut_per_mille == 0
     }
 }
 
@@ -99,12 +102,15 @@ impl Proxy {
                     let Some(to) = to else { return };
                     let pids = net.pids.lock().unwrap().clone();
                     let proxy_port = addr.port();
-                    let from = tokio::task::spawn_blocking(move || owner(&pids, peer.port(), proxy_port))
-                        .await
-                        .ok()
-                        .flatten();
+                    let from =
+                        tokio::task::spawn_blocking(move || owner(&pids, peer.port(), proxy_port))
+                            .await
+                            .ok()
+                            .flatten();
                     let _ = conn.set_nodelay(true);
-                    let Ok(up) = TcpStream::connect(to).await else { return };
+                    let Ok(up) = TcpStream::connect(to).await else {
+                        return;
+                    };
                     let _ = up.set_nodelay(true);
                     pipe(net, conn, up, from, node, seed).await;
                 });
@@ -119,12 +125,35 @@ impl Proxy {
 }
 
 /// Forwards both directions; `from` is the calling node (None: an outside client).
-async fn pipe(net: Arc<Net>, down: TcpStream, up: TcpStream, from: Option<usize>, to: usize, seed: u64) {
+async fn pipe(
+    net: Arc<Net>,
+    down: TcpStream,
+    up: TcpStream,
+    from: Option<usize>,
+    to: usize,
+    seed: u64,
+) {
     let (dr, dw) = down.into_split();
     let (ur, uw) = up.into_split();
     let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
-    let a = copy(net.clone(), dr, uw, from.map(|f| (f, to)), seed, cut_tx.clone(), cut_rx.clone());
-    let b = copy(net, ur, dw, from.map(|f| (to, f)), seed ^ 0xABCDEF, cut_tx, cut_rx);
+    let a = copy(
+        net.clone(),
+        dr,
+        uw,
+        from.map(|f| (f, to)),
+        seed,
+        cut_tx.clone(),
+        cut_rx.clone(),
+    );
+    let b = copy(
+        net,
+        ur,
+        dw,
+        from.map(|f| (to, f)),
+        seed ^ 0xABCDEF,
+        cut_tx,
+        cut_rx,
+    );
     tokio::join!(a, b);
 }
 
@@ -160,7 +189,12 @@ async fn copy(
             let _ = cut_tx.send(true);
             break;
         }
-        let wait = f.delay_ms + if f.jitter_ms > 0 { next(&mut rng) % f.jitter_ms } else { 0 };
+        let wait = f.delay_ms
+            + if f.jitter_ms > 0 {
+                next(&mut rng) % f.jitter_ms
+            } else {
+                0
+            };
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
@@ -191,7 +225,9 @@ fn owner(pids: &[u32], port: u16, proxy_port: u16) -> Option<usize> {
         if *pid == 0 {
             continue;
         }
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for e in dir.flatten() {
             if std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(want.as_str())) {
                 return Some(i);
@@ -204,13 +240,19 @@ fn owner(pids: &[u32], port: u16, proxy_port: u16) -> Option<usize> {
 /// The inode of the TCP socket whose local port is `local` and remote port is `remote`.
 fn socket_inode(local: u16, remote: u16) -> Option<u64> {
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 {
                 continue;
             }
-            let port = |s: &str| s.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let port = |s: &str| {
+                s.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
             if port(f[1]) == Some(local) && port(f[2]) == Some(remote) {
                 if let Ok(inode) = f[9].parse::<u64>() {
                     if inode != 0 {
