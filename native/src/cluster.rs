@@ -6,14 +6,21 @@
 //! Every `Send` becomes a spawned HTTP call whose outcome (answer or transport error) comes back
 //! through the same channel, so each one gets exactly one `handle_response`. One timer is armed
 //! from `poll_timeout`.
+//!
+//! Persists go to a dedicated writer thread (one per cluster) that does the redb write and the
+//! fsync, so the task never blocks the runtime and keeps feeding inputs to the core while the
+//! disk works. The core withholds every output behind a `Persist` until `persisted`, so this
+//! changes no ordering; it is what makes group commit work: submits that arrive during one fsync
+//! queue in the core and all go out in the next accept.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clusterconsensus::wire::{Request, Response};
 use clusterconsensus::{
-    Error, ErrorCode, Event, KvStore, Output, Participant, Payload, RequestId,
+    Error, ErrorCode, Event, KvStore, Output, Participant, Payload, Persist, RequestId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -56,6 +63,8 @@ pub enum Input {
     /// Make this fresh node master of a one-member cluster.
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
     Inspect(Inspect),
+    /// The writer thread made the `Persist` with this id durable.
+    Persisted { id: u64 },
 }
 
 /// The handle the HTTP server and the bootstrap flow use to reach a cluster's task.
@@ -84,9 +93,14 @@ impl Cluster {
     pub fn spawn(participant: Participant<KvStore>, store: Store, client: HttpClient) -> Cluster {
         let (tx, rx) = mpsc::channel(4096);
         let id = participant.cluster().to_string();
+        let store = Arc::new(store);
+        let writer = match &*store {
+            Store::Memory => None,
+            Store::Disk { .. } => Some(spawn_writer(&id, store.clone(), tx.clone())),
+        };
         let task = Task {
             node: participant,
-            store: Arc::new(store),
+            writer,
             client,
             tx: tx.clone(),
             waiting: BTreeMap::new(),
@@ -129,9 +143,37 @@ impl Cluster {
     }
 }
 
+/// The writer thread: applies each `Persist` as one durable transaction, in order, and reports
+/// it back to the task. A storage failure stops the process: without durable storage the node
+/// could break promises it made, so it must not go on half-alive.
+fn spawn_writer(cluster: &str, store: Arc<Store>, tx: mpsc::Sender<Input>) -> std_mpsc::Sender<Persist> {
+    let (wtx, wrx) = std_mpsc::channel::<Persist>();
+    let name = cluster.to_string();
+    let spawned = std::thread::Builder::new()
+        .name(format!("writer-{cluster}"))
+        .spawn(move || {
+            for p in wrx {
+                if let Err(e) = store.apply(&p) {
+                    error!(cluster = %name, "storage failed, stopping: {e}");
+                    std::process::exit(1);
+                }
+                // Fails only when the task is gone (shutting down).
+                if tx.blocking_send(Input::Persisted { id: p.id }).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        error!(cluster, "cannot start the storage writer thread, stopping: {e}");
+        std::process::exit(1);
+    }
+    wtx
+}
+
 struct Task {
     node: Participant<KvStore>,
-    store: Arc<Store>,
+    /// The writer thread (`None` for `--memory`: nothing to wait for).
+    writer: Option<std_mpsc::Sender<Persist>>,
     client: HttpClient,
     /// To hand to the spawned calls, which report back here.
     tx: mpsc::Sender<Input>,
@@ -173,26 +215,27 @@ impl Task {
                 let _ = reply.send(self.node.bootstrap(now));
             }
             Input::Inspect(f) => f(&self.node, now),
+            Input::Persisted { id } => self.node.persisted(now, id),
         }
     }
 
-    /// Carries out every output, in order. A `Persist` is written and fsynced before anything
-    /// polled after it is acted on (the core releases nothing more until `persisted`).
+    /// Carries out every output, in order. A `Persist` goes to the writer thread; the core
+    /// hands out nothing after it until `Input::Persisted` comes back, so nothing polled after
+    /// it is acted on before it is durable.
     fn drain(&mut self) {
+        // The master sends the same accept to every follower: encode it once.
+        let mut last: Option<(clusterconsensus::Request, Vec<u8>)> = None;
         while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Persist(p) => {
-                    let store = self.store.clone();
-                    // The fsync blocks; let tokio move other tasks off this worker meanwhile.
-                    let res = tokio::task::block_in_place(|| store.apply(&p));
-                    if let Err(e) = res {
-                        // Without durable storage the node could break promises it made: stop
-                        // the whole process rather than go on half-alive.
-                        error!(cluster = self.node.cluster(), "storage failed, stopping: {e}");
-                        std::process::exit(1);
+                Output::Persist(p) => match &self.writer {
+                    Some(w) => {
+                        if w.send(p).is_err() {
+                            error!(cluster = self.node.cluster(), "storage writer is gone, stopping");
+                            std::process::exit(1);
+                        }
                     }
-                    self.node.persisted(now_ms(), p.id);
-                }
+                    None => self.node.persisted(now_ms(), p.id),
+                },
                 Output::Send(send) => {
                     let url = format!(
                         "{}/_clusterc/{}/{}",
@@ -201,7 +244,14 @@ impl Task {
                         send.request.method().path()
                     );
                     let method = send.request.method();
-                    let body = send.request.encode();
+                    let body = match &last {
+                        Some((req, body)) if *req == send.request => body.clone(),
+                        _ => {
+                            let body = send.request.encode();
+                            last = Some((send.request, body.clone()));
+                            body
+                        }
+                    };
                     let client = self.client.clone();
                     let tx = self.tx.clone();
                     let id = send.id;
