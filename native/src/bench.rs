@@ -1,0 +1,885 @@
+//! `clusterconsensus-bench`: a 3-node cluster of real `clusterconsensus node` processes on
+//! 127.0.0.1 (redb, fsync on), driven by C concurrent HTTP/1.1 keep-alive clients, side by side
+//! with a 3-member etcd cluster when the `etcd` binary is present.
+//!
+//! Every client has its own connection and submits one key-value set (16-byte key, 100-byte
+//! value) at a time: to us as the seed's `{"chg":[...]}` on `/_clusterc/<id>/submit`, to etcd as
+//! `POST /v3/kv/put` of its JSON gateway. Both answer only once the write is durable on a
+//! majority. The bench installs nothing; `scripts/bench.sh` installs etcd-server and runs the
+//! full comparison.
+//!
+//! Every load loop stops at its deadline; every child process is killed when the bench ends.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+/// Benchmark: our 3-node cluster (and etcd's, when `etcd` is on the PATH) under C concurrent
+/// keep-alive clients, each submitting one 16-byte-key / 100-byte-value set at a time.
+#[derive(Parser, Debug)]
+#[command(name = "clusterconsensus-bench", version, about)]
+struct Args {
+    /// Concurrencies to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128,512")]
+    concurrency: Vec<usize>,
+    /// Measured time per concurrency (e.g. 5s, 500ms, 2m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured load before each measured run.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Concurrency of the extra run with the clients spread over all three nodes (followers
+    /// forward to the master); 0 skips it.
+    #[arg(long, default_value_t = 32)]
+    forward_concurrency: usize,
+    /// Skip etcd even when it is installed.
+    #[arg(long)]
+    no_etcd: bool,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    etcd: String,
+    /// The node binary (default: `clusterconsensus` next to this program).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Where the nodes' (and etcd's) data and logs go; default a fresh directory under the
+    /// system temp dir, removed afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Instead of the comparison: load our cluster for this long (e.g. 10m) and sample each
+    /// node's RSS every --sample, to show it stays flat.
+    #[arg(long, value_parser = parse_duration)]
+    soak: Option<Duration>,
+    /// Concurrency of the soak.
+    #[arg(long, default_value_t = 32)]
+    soak_concurrency: usize,
+    /// Sampling interval of the soak.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    sample: Duration,
+    /// Distinct keys the clients write (the applied state is bounded by this).
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+const CLUSTER: &str = "bench";
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (dir, _temp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!("clusterconsensus-bench-{}", std::process::id()));
+            (d.clone(), Some(TempDir(d)))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let node_bin = match &args.node_bin {
+        Some(b) => b.clone(),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            exe.with_file_name(format!("clusterconsensus{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if !node_bin.is_file() {
+        return Err(format!(
+            "no node binary at {} (cargo build --release --workspace --bins, or --node-bin)",
+            node_bin.display()
+        ));
+    }
+    let machine = machine();
+    eprintln!("machine: {machine}");
+
+    if let Some(soak) = args.soak {
+        return run_soak(&args, &node_bin, &dir, soak, &machine).await;
+    }
+
+    // Both clusters run side by side and each concurrency measures ours, then etcd, so that
+    // a machine whose load changes over time skews both alike. The idle one costs a few
+    // heartbeats.
+    let ours = Ours::start(&node_bin, &dir.join("ours")).await?;
+    eprintln!("our cluster is up; master {}", ours.master);
+    let etcd_bin = which(&args.etcd);
+    let mut etcd_version = Value::Null;
+    let etcd = match (&etcd_bin, args.no_etcd) {
+        (_, true) => {
+            eprintln!("etcd: skipped (--no-etcd)");
+            None
+        }
+        (None, _) => {
+            eprintln!("etcd: no `{}` binary on the PATH; skipped (scripts/bench.sh installs it)", args.etcd);
+            None
+        }
+        (Some(bin), false) => {
+            etcd_version = Value::String(command_line(bin, &["--version"]).lines().next().unwrap_or("").to_string());
+            let etcd = Etcd::start(bin, &dir.join("etcd")).await?;
+            eprintln!("etcd cluster is up; leader {}", etcd.leader);
+            Some(etcd)
+        }
+    };
+    let target = Target::ours();
+    let etcd_target = Target::etcd();
+    let mut our_rows = Vec::new();
+    let mut etcd_rows = Vec::new();
+    for &c in &args.concurrency {
+        let row = measure(&args, "ours", &target, &ours.urls_for(c, false), c, &ours.pids()).await;
+        eprintln!("{}", row_line(&row));
+        our_rows.push(row);
+        if let Some(etcd) = &etcd {
+            let urls = vec![etcd.leader.clone(); c];
+            let row = measure(&args, "etcd", &etcd_target, &urls, c, &etcd.pids()).await;
+            eprintln!("{}", row_line(&row));
+            etcd_rows.push(row);
+        }
+    }
+    let mut forward = None;
+    if args.forward_concurrency > 0 {
+        let c = args.forward_concurrency;
+        let row = measure(&args, "ours-spread", &target, &ours.urls_for(c, true), c, &ours.pids()).await;
+        eprintln!("{}", row_line(&row));
+        forward = Some(row);
+    }
+    drop(ours);
+    drop(etcd);
+
+    // Report.
+    let mut table = String::new();
+    table.push_str(&format!(
+        "{} s per concurrency after {} ms warm-up; 3 nodes on 127.0.0.1, fsync on; {machine}\n\n",
+        args.duration.as_secs_f64(),
+        args.warmup.as_millis()
+    ));
+    table.push_str(&header());
+    for r in our_rows.iter().chain(forward.iter()).chain(etcd_rows.iter()) {
+        table.push_str(&row_line(r));
+        table.push('\n');
+    }
+    let mut ratios = Vec::new();
+    if !etcd_rows.is_empty() {
+        table.push_str("\nours / etcd (throughput: higher is better; p99: lower is better)\n\n");
+        table.push_str("|    C | throughput | p50   | p99   |\n|-----:|-----------:|------:|------:|\n");
+        for o in &our_rows {
+            let Some(e) = etcd_rows.iter().find(|e| e.c == o.c) else { continue };
+            let t = o.per_sec / e.per_sec.max(1e-9);
+            let p50 = o.p50_ms / e.p50_ms.max(1e-9);
+            let p99 = o.p99_ms / e.p99_ms.max(1e-9);
+            table.push_str(&format!("| {:>4} | {t:>9.2}x | {p50:>5.2} | {p99:>5.2} |\n", o.c));
+            ratios.push(json!({"c": o.c, "throughput": t, "p50": p50, "p99": p99}));
+        }
+    }
+    println!("{table}");
+    if let Some(out) = &args.out {
+        let v = json!({
+            "machine": machine,
+            "duration_s": args.duration.as_secs_f64(),
+            "warmup_s": args.warmup.as_secs_f64(),
+            "ours": our_rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "ours_spread": forward.as_ref().map(Row::to_json),
+            "etcd": etcd_rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "etcd_version": etcd_version,
+            "ratio": ratios,
+            "table": table,
+        });
+        std::fs::write(out, serde_json::to_vec_pretty(&v).unwrap_or_default())
+            .map_err(|e| format!("write {}: {e}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload
+// ---------------------------------------------------------------------------------------------
+
+/// How to phrase one write for a system, and how to tell that it succeeded.
+#[derive(Clone)]
+struct Target {
+    path: String,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ours,
+    Etcd,
+}
+
+impl Target {
+    fn ours() -> Target {
+        Target { path: format!("/_clusterc/{CLUSTER}/submit"), kind: Kind::Ours }
+    }
+    fn etcd() -> Target {
+        Target { path: "/v3/kv/put".into(), kind: Kind::Etcd }
+    }
+
+    fn body(&self, key: &str, value: &str) -> Bytes {
+        match self.kind {
+            Kind::Ours => {
+                let change = format!(r#"{{"op":"set","key":"{key}","value":"{value}"}}"#);
+                Bytes::from(serde_json::to_vec(&json!({ "chg": [change] })).unwrap_or_default())
+            }
+            Kind::Etcd => Bytes::from(format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                base64(key.as_bytes()),
+                base64(value.as_bytes())
+            )),
+        }
+    }
+
+    fn ok(&self, status: hyper::StatusCode, body: &[u8]) -> bool {
+        if status != hyper::StatusCode::OK {
+            return false;
+        }
+        match self.kind {
+            Kind::Ours => body.starts_with(br#"{"fail":false"#),
+            Kind::Etcd => body.starts_with(br#"{"header""#),
+        }
+    }
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct ClientResult {
+    ok: u64,
+    errors: u64,
+    lat_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+/// One measured run.
+struct Row {
+    system: String,
+    c: usize,
+    committed: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    first_error: Option<String>,
+    /// Per node: CPU seconds during the measured run, peak RSS (MiB) during it, RSS at its end.
+    nodes: Vec<(f64, f64, f64)>,
+}
+
+impl Row {
+    fn to_json(&self) -> Value {
+        json!({
+            "system": self.system, "c": self.c, "committed": self.committed,
+            "per_sec": self.per_sec, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
+            "p999_ms": self.p999_ms, "errors": self.errors, "first_error": self.first_error,
+            "nodes": self.nodes.iter().map(|(cpu, peak, rss)| json!({
+                "cpu_s": cpu, "peak_rss_mib": peak, "rss_mib": rss
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn header() -> String {
+    "| system      |    C | changes/s | p50 ms | p99 ms | p99.9 ms | errors | CPU s per node     | peak RSS MiB per node |\n\
+     |-------------|-----:|----------:|-------:|-------:|---------:|-------:|--------------------|-----------------------|\n"
+        .to_string()
+}
+
+fn row_line(r: &Row) -> String {
+    let cpu: Vec<String> = r.nodes.iter().map(|n| format!("{:.2}", n.0)).collect();
+    let rss: Vec<String> = r.nodes.iter().map(|n| format!("{:.1}", n.1)).collect();
+    format!(
+        "| {:<11} | {:>4} | {:>9.0} | {:>6.2} | {:>6.2} | {:>8.2} | {:>6} | {:<18} | {:<21} |",
+        r.system,
+        r.c,
+        r.per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        r.p999_ms,
+        r.errors,
+        cpu.join(" / "),
+        rss.join(" / ")
+    )
+}
+
+/// Runs `c` clients (client i talks to `urls[i]`) for warm-up + duration and measures the
+/// writes that started after the warm-up and finished before the deadline.
+async fn measure(args: &Args, system: &str, target: &Target, urls: &[String], c: usize, pids: &[u32]) -> Row {
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let deadline = measure_from + args.duration;
+    let mut handles = Vec::with_capacity(c);
+    for (i, url) in urls.iter().enumerate().take(c) {
+        let target = target.clone();
+        let url = url.clone();
+        let keys = args.keys;
+        handles.push(tokio::spawn(async move {
+            client_loop(i as u64, keys, &url, &target, measure_from, deadline).await
+        }));
+    }
+    // Start counting CPU and peak RSS at the end of the warm-up.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(measure_from)).await;
+    for &p in pids {
+        reset_peak_rss(p);
+    }
+    let before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let mut all = ClientResult::default();
+    for h in handles {
+        if let Ok(r) = h.await {
+            all.ok += r.ok;
+            all.errors += r.errors;
+            all.lat_us.extend(r.lat_us);
+            if all.first_error.is_none() {
+                all.first_error = r.first_error;
+            }
+        }
+    }
+    let nodes = pids
+        .iter()
+        .zip(before)
+        .map(|(&p, b)| (cpu_seconds(p) - b, peak_rss_mib(p), rss_mib(p)))
+        .collect();
+    all.lat_us.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        if all.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * all.lat_us.len() as f64).ceil() as usize).clamp(1, all.lat_us.len()) - 1;
+        all.lat_us[i] as f64 / 1000.0
+    };
+    Row {
+        system: system.to_string(),
+        c,
+        committed: all.ok,
+        per_sec: all.ok as f64 / args.duration.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        errors: all.errors,
+        first_error: all.first_error,
+        nodes,
+    }
+}
+
+/// One client: one keep-alive connection, one write at a time until the deadline. Reconnects
+/// after a failure.
+async fn client_loop(
+    client: u64,
+    keys: u64,
+    url: &str,
+    target: &Target,
+    measure_from: Instant,
+    deadline: Instant,
+) -> ClientResult {
+    let mut res = ClientResult::default();
+    let (addr, host) = match parse_http(url) {
+        Ok(a) => a,
+        Err(e) => {
+            res.errors += 1;
+            res.first_error = Some(e);
+            return res;
+        }
+    };
+    let value = "v".repeat(100);
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut n: u64 = 0;
+    while Instant::now() < deadline {
+        n += 1;
+        let key = format!("key-{:012}", (client.wrapping_mul(1_000_003).wrapping_add(n)) % keys);
+        let body = target.body(&key, &value);
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
+            match tokio::time::timeout_at(deadline.into(), connect(addr)).await {
+                Ok(Ok(s)) => sender = Some(s),
+                Ok(Err(e)) => {
+                    note_error(&mut res, Instant::now() >= measure_from, e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        let s = sender.as_mut().expect("connected above");
+        let req = hyper::Request::post(target.path.as_str())
+            .header(hyper::header::HOST, host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .expect("a valid request");
+        let t0 = Instant::now();
+        let exchange = async {
+            s.ready().await.map_err(|e| e.to_string())?;
+            let r = s.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = r.status();
+            let body = r.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        // A write still unanswered at the deadline is neither counted nor waited for long.
+        let outcome = tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), exchange).await;
+        let t1 = Instant::now();
+        let counted = t0 >= measure_from && t1 <= deadline;
+        match outcome {
+            Ok(Ok((status, body))) if target.ok(status, &body) => {
+                if counted {
+                    res.ok += 1;
+                    res.lat_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            Ok(Ok((status, body))) => {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                note_error(&mut res, counted, format!("HTTP {status}: {text}"));
+            }
+            Ok(Err(e)) => {
+                sender = None;
+                note_error(&mut res, counted, e);
+            }
+            Err(_) => break,
+        }
+    }
+    res
+}
+
+fn note_error(res: &mut ClientResult, counted: bool, e: String) {
+    if counted {
+        res.errors += 1;
+        res.first_error.get_or_insert(e);
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// `http://host:port` to a socket address and the Host header.
+fn parse_http(url: &str) -> Result<(SocketAddr, String), String> {
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http:// URL: {url}"))?
+        .trim_end_matches('/');
+    let addr = host
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("not an IP:port URL {url}: {e}"))?;
+    Ok((addr, host.to_string()))
+}
+
+fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+    for ch in b.chunks(3) {
+        let n = (ch[0] as u32) << 16 | (*ch.get(1).unwrap_or(&0) as u32) << 8 | *ch.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= ch.len() {
+                s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clusters
+// ---------------------------------------------------------------------------------------------
+
+/// Child processes, stopped when dropped: SIGTERM (a node under a profiler writes its
+/// profile), then SIGKILL for whatever still runs after 5 s.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.0 {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Ours {
+    _children: Children,
+    /// Node URLs and process ids, master first.
+    urls: Vec<String>,
+    pids: Vec<u32>,
+    master: String,
+}
+
+impl Ours {
+    /// Three nodes on free ports; the first bootstraps and adds the other two.
+    async fn start(bin: &Path, dir: &Path) -> Result<Ours, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut children = Children(Vec::new());
+        let mut urls = Vec::new();
+        for i in [2, 3, 1] {
+            let mut cmd = Command::new(bin);
+            cmd.arg("node")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--cluster")
+                .arg(CLUSTER)
+                .arg("--data-dir")
+                .arg(dir.join(format!("node{i}")));
+            if i == 1 {
+                cmd.arg("--bootstrap");
+                for u in &urls {
+                    cmd.arg("--peer").arg(u);
+                }
+            }
+            let out = dir.join(format!("node{i}.out"));
+            let child = cmd
+                .stdout(file(&out)?)
+                .stderr(file(&dir.join(format!("node{i}.log")))?)
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start {}: {e}", bin.display()))?;
+            children.0.push(child);
+            urls.push(wait_listening(&out, &mut children).await?);
+        }
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let master = loop {
+            if Instant::now() > deadline {
+                return Err(format!("our cluster did not form within 30 s (logs in {})", dir.display()));
+            }
+            let mut master = None;
+            let mut all = true;
+            for u in &urls {
+                let v = get_json(&http, &format!("{u}/_clusterc/{CLUSTER}/status")).await;
+                let members = v.as_ref().and_then(|v| v["members"].as_array().map(|m| m.len()));
+                all &= members == Some(3);
+                if v.as_ref().is_some_and(|v| v["serving"].as_bool() == Some(true)) {
+                    master = Some(u.clone());
+                }
+            }
+            if let (true, Some(m)) = (all, master) {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Master first: CPU and RSS columns read master / follower / follower.
+        let mut nodes: Vec<(String, u32)> =
+            urls.into_iter().zip(children.0.iter().map(|c| c.id())).collect();
+        nodes.sort_by_key(|(u, _)| *u != master);
+        let (urls, pids) = nodes.into_iter().unzip();
+        Ok(Ours { _children: children, urls, pids, master })
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.pids.clone()
+    }
+
+    fn urls_for(&self, c: usize, spread: bool) -> Vec<String> {
+        (0..c)
+            .map(|i| if spread { self.urls[i % self.urls.len()].clone() } else { self.master.clone() })
+            .collect()
+    }
+}
+
+struct Etcd {
+    _children: Children,
+    pids: Vec<u32>,
+    leader: String,
+}
+
+impl Etcd {
+    async fn start(bin: &Path, dir: &Path) -> Result<Etcd, String> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let client = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+        let peer = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
+        let initial = (0..3).map(|i| format!("e{i}={}", peer(i))).collect::<Vec<_>>().join(",");
+        let mut children = Children(Vec::new());
+        for i in 0..3 {
+            let child = Command::new(bin)
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("e{i}")))
+                .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
+                .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
+                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "clusterconsensus-bench"])
+                .stdout(Stdio::null())
+                .stderr(file(&dir.join(format!("e{i}.log")))?)
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start {}: {e}", bin.display()))?;
+            children.0.push(child);
+        }
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("etcd did not form within 30 s (logs in {})", dir.display()));
+            }
+            for c in &mut children.0 {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Err(format!("an etcd member exited ({st}); logs in {}", dir.display()));
+                }
+            }
+            for i in 0..3 {
+                let v = post_json(&http, &format!("{}/v3/maintenance/status", client(i)), "{}").await;
+                let Some(v) = v else { continue };
+                let me = v["header"]["member_id"].as_str().map(str::to_string);
+                let leader = v["leader"].as_str().map(str::to_string);
+                if me.is_some() && me == leader {
+                    // The gateway works end to end once a put goes through.
+                    let put = format!(r#"{{"key":"{}","value":"{}"}}"#, base64(b"warm"), base64(b"up"));
+                    if post_json(&http, &format!("{}/v3/kv/put", client(i)), &put).await.is_some() {
+                        let mut pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
+                        pids.swap(0, i); // leader first, like ours
+                        return Ok(Etcd { _children: children, pids, leader: client(i) });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.pids.clone()
+    }
+}
+
+type Http = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn get_json(http: &Http, url: &str) -> Option<Value> {
+    let req = hyper::Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    exchange_json(http, req).await
+}
+
+async fn post_json(http: &Http, url: &str, body: &str) -> Option<Value> {
+    let req = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .ok()?;
+    exchange_json(http, req).await
+}
+
+async fn exchange_json(http: &Http, req: hyper::Request<Full<Bytes>>) -> Option<Value> {
+    let fut = async {
+        let r = http.request(req).await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let b = r.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&b).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+}
+
+/// Waits for `listening on URL` in a node's stdout file.
+async fn wait_listening(out: &Path, children: &mut Children) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(out) {
+            if let Some(u) = s.lines().find_map(|l| l.strip_prefix("listening on ")) {
+                return Ok(u.trim().to_string());
+            }
+        }
+        if let Some(Ok(Some(st))) = children.0.last_mut().map(|c| c.try_wait()) {
+            return Err(format!("a node exited at start ({st}); see {}", out.with_extension("log").display()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no 'listening on' line in {} within 10 s", out.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn file(p: &Path) -> Result<File, String> {
+    File::create(p).map_err(|e| format!("create {}: {e}", p.display()))
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    if bin.contains('/') {
+        return Some(PathBuf::from(bin)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
+
+fn command_line(bin: &Path, args: &[&str]) -> String {
+    Command::new(bin)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+/// utime + stime of a process, in seconds (clock ticks of 1/100 s, as on every Linux we run).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+fn status_kib(pid: u32, field: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0.0;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmHWM:") / 1024.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:") / 1024.0
+}
+
+/// Resets VmHWM to the current RSS, so the peak covers only what follows.
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_default();
+    format!("{cores} cores ({model}), {os}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Soak
+// ---------------------------------------------------------------------------------------------
+
+async fn run_soak(args: &Args, bin: &Path, dir: &Path, soak: Duration, machine: &str) -> Result<(), String> {
+    let ours = Ours::start(bin, &dir.join("soak")).await?;
+    let pids = ours.pids();
+    let c = args.soak_concurrency;
+    let target = Target::ours();
+    let urls = ours.urls_for(c, false);
+    let start = Instant::now();
+    let deadline = start + soak;
+    let mut handles = Vec::new();
+    for (i, url) in urls.into_iter().enumerate() {
+        let target = target.clone();
+        let keys = args.keys;
+        handles.push(tokio::spawn(async move {
+            client_loop(i as u64, keys, &url, &target, start, deadline).await
+        }));
+    }
+    let master_http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut samples = Vec::new();
+    println!("|   t s |   commit | RSS MiB per node (master first) |");
+    println!("|------:|---------:|---------------------------------|");
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        let commit = get_json(&master_http, &format!("{}/_clusterc/{CLUSTER}/status", ours.master))
+            .await
+            .and_then(|v| v["commit"].as_u64())
+            .unwrap_or(0);
+        let rss: Vec<f64> = pids.iter().map(|&p| rss_mib(p)).collect();
+        let shown: Vec<String> = rss.iter().map(|r| format!("{r:.1}")).collect();
+        println!("| {t:>5.0} | {commit:>8} | {:<31} |", shown.join(" / "));
+        samples.push(json!({"t_s": t, "commit": commit, "rss_mib": rss}));
+        if Instant::now() >= deadline {
+            break;
+        }
+        let next = (Instant::now() + args.sample).min(deadline);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let (mut ok, mut errors) = (0, 0);
+    for h in handles {
+        if let Ok(r) = h.await {
+            ok += r.ok;
+            errors += r.errors;
+        }
+    }
+    println!("soak: {ok} writes committed, {errors} errors, {:.0}/s, C = {c}; {machine}", ok as f64 / soak.as_secs_f64());
+    if let Some(out) = &args.out {
+        let v = json!({"machine": machine, "c": c, "duration_s": soak.as_secs_f64(), "committed": ok,
+                       "errors": errors, "keys": args.keys, "samples": samples});
+        std::fs::write(out, serde_json::to_vec_pretty(&v).unwrap_or_default())
+            .map_err(|e| format!("write {}: {e}", out.display()))?;
+    }
+    drop(ours);
+    Ok(())
+}
