@@ -15,13 +15,29 @@ export const BINARY = process.env.CLUSTERCONSENSUS_BIN ?? join(TARGET, "debug", 
 export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 const started = new Set(); // process groups to kill on exit
-process.on("exit", () => {
+const temps = new Set(); // directories to remove on exit
+function killStarted() {
   for (const pid of started) {
     try {
       process.kill(-pid, "SIGKILL");
     } catch {}
   }
-});
+  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+}
+const tempDir = (prefix) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  temps.add(dir);
+  return dir;
+};
+process.on("exit", killStarted);
+// `timeout` (scripts/test-web.sh) ends a run with SIGTERM, which skips "exit" handlers: the
+// servers we started are in their own process groups, so kill them here.
+for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"]) {
+  process.on(sig, () => {
+    killStarted();
+    process.exit(128 + { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 }[sig]);
+  });
+}
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -102,7 +118,7 @@ export function run(cmd, args, opts = {}) {
 export async function startDemo({ cluster = "cluster1" } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build --workspace --bins first`);
   const base = await freePorts(3);
-  const data = mkdtempSync(join(tmpdir(), "cc-web-demo-"));
+  const data = tempDir("cc-web-demo-");
   const proc = run(BINARY, ["demo", "--base-port", String(base), "--cluster", cluster, "--data-dir", data, "--www", join(ROOT, "www")]);
   await eventually("the demo cluster to come up", () => {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw fatal(`${BINARY} demo exited with ${proc.child.exitCode}:\n${proc.output()}`);
@@ -154,7 +170,7 @@ export async function startDemo({ cluster = "cluster1" } = {}) {
 /** Headless Debian chromium with a fresh profile. */
 export async function startBrowser() {
   const { chromium } = await import("playwright-core");
-  const profile = mkdtempSync(join(tmpdir(), "cc-web-chromium-"));
+  const profile = tempDir("cc-web-chromium-");
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
