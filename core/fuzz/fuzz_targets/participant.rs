@@ -28,7 +28,11 @@ enum Start0 {
     Fresh,
     Bootstrap,
     /// A joined member of {a, b, c} at this commit, with this promise.
-    Member { commit: u8, promised: u8, staged: bool },
+    Member {
+        commit: u8,
+        promised: u8,
+        staged: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -63,27 +67,80 @@ enum Answer {
     /// The answer a healthy peer at `commit` gives (a vote, an accept, success).
     Yes { commit: u8 },
     /// A refusal with a code, maybe a higher instance.
-    No { code: Code, instance: Option<u8>, commit: Option<u8> },
+    No {
+        code: Code,
+        instance: Option<u8>,
+        commit: Option<u8>,
+    },
     /// The call failed in transport.
     Transport { connect: bool },
     /// A vote carrying a staged slot.
-    Staged { instance: u8, seq: u8, change: u8, commit: u8 },
+    Staged {
+        instance: u8,
+        seq: u8,
+        change: u8,
+        commit: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
 enum Action {
-    Prepare { instance: u8, master: u8, seq: Option<u8> },
-    Accept { instance: u8, seq: u8, changes: u8, master: Option<u8> },
-    AddMember { instance: u8, seq: u8, mem: u8, master: Option<u8> },
-    RmMember { instance: u8, seq: u8, mem: u8, master: Option<u8> },
-    Start { instance: u8, seq: u8, master: u8, participants: u8, snap: u8 },
-    Submit { changes: u8, forwarded: bool, bad: bool },
-    MembersAdd { mem: u8, version: Option<u8>, forwarded: bool },
-    MembersRemove { mem: u8, version: Option<u8>, forwarded: bool },
-    ReadIndex { forwarded: bool },
+    Prepare {
+        instance: u8,
+        master: u8,
+        seq: Option<u8>,
+    },
+    Accept {
+        instance: u8,
+        seq: u8,
+        changes: u8,
+        master: Option<u8>,
+    },
+    AddMember {
+        instance: u8,
+        seq: u8,
+        mem: u8,
+        master: Option<u8>,
+    },
+    RmMember {
+        instance: u8,
+        seq: u8,
+        mem: u8,
+        master: Option<u8>,
+    },
+    Start {
+        instance: u8,
+        seq: u8,
+        master: u8,
+        participants: u8,
+        snap: u8,
+    },
+    Submit {
+        changes: u8,
+        forwarded: bool,
+        bad: bool,
+    },
+    MembersAdd {
+        mem: u8,
+        version: Option<u8>,
+        forwarded: bool,
+    },
+    MembersRemove {
+        mem: u8,
+        version: Option<u8>,
+        forwarded: bool,
+    },
+    ReadIndex {
+        forwarded: bool,
+    },
     Read,
-    Respond { which: u8, answer: Answer },
-    Tick { ms: u16 },
+    Respond {
+        which: u8,
+        answer: Answer,
+    },
+    Tick {
+        ms: u16,
+    },
     Persisted,
     StartElection,
 }
@@ -93,7 +150,12 @@ fn addr(i: u8) -> String {
 }
 
 fn change(i: u8) -> String {
-    format!(r#"{{"op":"set","key":"k{}","value":"{i}","client":"c{}","req":{}}}"#, i % 4, i % 3, 1 + i / 3)
+    format!(
+        r#"{{"op":"set","key":"k{}","value":"{i}","client":"c{}","req":{}}}"#,
+        i % 4,
+        i % 3,
+        1 + i / 3
+    )
 }
 
 fn changes(n: u8) -> Vec<String> {
@@ -118,14 +180,23 @@ impl Host {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Persist(p) => {
-                    assert!(self.persist.is_none(), "a second persist while {:?} is outstanding", self.persist);
+                    assert!(
+                        self.persist.is_none(),
+                        "a second persist while {:?} is outstanding",
+                        self.persist
+                    );
                     self.persist = Some(p.id);
                 }
                 Output::Send(s) => {
                     self.sends.insert(s.id, s.request);
                 }
                 Output::Reply(r) => {
-                    assert!(self.open.remove(&r.id), "reply to {} which is not open (answered before: {})", r.id, self.answered.contains(&r.id));
+                    assert!(
+                        self.open.remove(&r.id),
+                        "reply to {} which is not open (answered before: {})",
+                        r.id,
+                        self.answered.contains(&r.id)
+                    );
                     self.answered.insert(r.id);
                 }
                 Output::Event(_) => {}
@@ -136,7 +207,11 @@ impl Host {
 
     fn check(&mut self) {
         let c = self.node.commit();
-        assert!(c >= self.commit, "commit went back from {} to {c}", self.commit);
+        assert!(
+            c >= self.commit,
+            "commit went back from {} to {c}",
+            self.commit
+        );
         self.commit = c;
         if let Some(s) = self.node.staged() {
             assert_eq!(s.seq, c + 1, "staged {s:?} at commit {c}");
@@ -151,7 +226,11 @@ impl Host {
     }
 
     fn respond(&mut self, which: u8, answer: Answer) {
-        let Some((&id, _)) = self.sends.iter().nth(which as usize % self.sends.len().max(1)) else {
+        let Some((&id, _)) = self
+            .sends
+            .iter()
+            .nth(which as usize % self.sends.len().max(1))
+        else {
             return;
         };
         let req = self.sends.remove(&id).unwrap();
@@ -165,7 +244,11 @@ impl Host {
         let inst = instance_of(&req);
         let res: Result<Response, Error> = match answer {
             Answer::Transport { connect } => Err(Error::new(
-                if connect { ErrorCode::Connect } else { ErrorCode::Call },
+                if connect {
+                    ErrorCode::Connect
+                } else {
+                    ErrorCode::Call
+                },
                 "fuzz: transport",
             )),
             Answer::Yes { commit } => Ok(match &req {
@@ -175,11 +258,22 @@ impl Host {
                     seq: Some(u64::from(commit)),
                     staged: None,
                 }),
-                Request::Accept(_) => Response::Accept(AcceptResult { accepted: true, err: None, instance: None }),
-                Request::ReadIndex(_) => Response::Fail(FailResult { seq: Some(u64::from(commit)), ..FailResult::ok() }),
+                Request::Accept(_) => Response::Accept(AcceptResult {
+                    accepted: true,
+                    err: None,
+                    instance: None,
+                }),
+                Request::ReadIndex(_) => Response::Fail(FailResult {
+                    seq: Some(u64::from(commit)),
+                    ..FailResult::ok()
+                }),
                 _ => Response::Fail(FailResult::ok()),
             }),
-            Answer::No { code, instance, commit } => {
+            Answer::No {
+                code,
+                instance,
+                commit,
+            } => {
                 let mut e = Error::new(code.code(), "fuzz: refused");
                 if let Some(i) = instance {
                     e = e.with_instance(u64::from(i));
@@ -190,7 +284,12 @@ impl Host {
                 }
                 Ok(r)
             }
-            Answer::Staged { instance, seq, change: ch, commit } => Ok(match &req {
+            Answer::Staged {
+                instance,
+                seq,
+                change: ch,
+                commit,
+            } => Ok(match &req {
                 Request::Prepare(_) => Response::Prepare(PrepareResult {
                     accepted_instance: inst,
                     err: None,
@@ -215,7 +314,11 @@ fn initial(start: &Start0) -> Participant<KvStore> {
     cfg.max_queued = 8;
     match start {
         Start0::Fresh | Start0::Bootstrap => Participant::new(cfg, KvStore::new()).unwrap(),
-        Start0::Member { commit, promised, staged } => {
+        Start0::Member {
+            commit,
+            promised,
+            staged,
+        } => {
             let commit = u64::from(*commit);
             let members: Vec<String> = ADDRS[..3].iter().map(|s| s.to_string()).collect();
             let hard = HardState {
@@ -235,7 +338,10 @@ fn initial(start: &Start0) -> Participant<KvStore> {
             };
             let stored = Stored {
                 hard: Some(hard),
-                snapshot: Some(clusterconsensus::Snapshot { seq: commit, data: "{}".into() }),
+                snapshot: Some(clusterconsensus::Snapshot {
+                    seq: commit,
+                    data: "{}".into(),
+                }),
                 entries: vec![],
             };
             match Participant::restore(cfg.clone(), KvStore::new(), stored, 0) {
@@ -266,30 +372,55 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
     for a in actions.into_iter().take(400) {
         let m = |i: Option<u8>| i.map(|i| Member::new(addr(i)));
         match a {
-            Action::Prepare { instance, master, seq } => h.request(Request::Prepare(Prepare {
+            Action::Prepare {
+                instance,
+                master,
+                seq,
+            } => h.request(Request::Prepare(Prepare {
                 instance: u64::from(instance),
                 master: Member::new(addr(master)),
                 seq: seq.map(u64::from),
             })),
-            Action::Accept { instance, seq, changes: c, master } => h.request(Request::Accept(Accept {
+            Action::Accept {
+                instance,
+                seq,
+                changes: c,
+                master,
+            } => h.request(Request::Accept(Accept {
                 instance: u64::from(instance),
                 seq: u64::from(seq),
                 chg: changes(c),
                 master: m(master),
             })),
-            Action::AddMember { instance, seq, mem, master } => h.request(Request::AddMember(MemberChange {
+            Action::AddMember {
+                instance,
+                seq,
+                mem,
+                master,
+            } => h.request(Request::AddMember(MemberChange {
                 instance: u64::from(instance),
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
             })),
-            Action::RmMember { instance, seq, mem, master } => h.request(Request::RmMember(MemberChange {
+            Action::RmMember {
+                instance,
+                seq,
+                mem,
+                master,
+            } => h.request(Request::RmMember(MemberChange {
                 instance: u64::from(instance),
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
             })),
-            Action::Start { instance, seq, master, participants, snap } => {
+            Action::Start {
+                instance,
+                seq,
+                master,
+                participants,
+                snap,
+            } => {
                 let parts: Vec<Member> = (0..5u8)
                     .filter(|i| participants & (1 << i) != 0)
                     .map(|i| Member::new(addr(i)))
@@ -310,24 +441,38 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                     version: None,
                 }))
             }
-            Action::Submit { changes: c, forwarded, bad } => {
+            Action::Submit {
+                changes: c,
+                forwarded,
+                bad,
+            } => {
                 let mut chg = changes(c);
                 if bad {
                     chg.push("not a change".into());
                 }
                 h.request(Request::Submit(Submit { chg, forwarded }))
             }
-            Action::MembersAdd { mem, version, forwarded } => h.request(Request::MembersAdd(AdminMember {
+            Action::MembersAdd {
+                mem,
+                version,
+                forwarded,
+            } => h.request(Request::MembersAdd(AdminMember {
                 addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
             })),
-            Action::MembersRemove { mem, version, forwarded } => h.request(Request::MembersRemove(AdminMember {
+            Action::MembersRemove {
+                mem,
+                version,
+                forwarded,
+            } => h.request(Request::MembersRemove(AdminMember {
                 addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
             })),
-            Action::ReadIndex { forwarded } => h.request(Request::ReadIndex(ReadIndex { forwarded })),
+            Action::ReadIndex { forwarded } => {
+                h.request(Request::ReadIndex(ReadIndex { forwarded }))
+            }
             Action::Read => {
                 let id = h.next_req;
                 h.next_req += 1;
