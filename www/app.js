@@ -1,13 +1,24 @@
 // The dashboard's entry point: loads the wasm package, then shows one of two modes, chosen by
 // the URL hash (#live, #sim). Without a hash: live mode if the page comes from a cluster node,
 // else the simulation (e.g. on a plain static host).
-import init, { Client, Simulation } from "./pkg/clusterconsensus_wasm.js";
 import { createLive } from "./live.js";
 import { createSim } from "./sim.js";
 
 const $ = (id) => document.getElementById(id);
 
-await init();
+// Imported dynamically so that a missing package gets a message instead of a blank page.
+let pkg;
+try {
+  pkg = await import("./pkg/clusterconsensus_wasm.js");
+  await pkg.default();
+} catch (e) {
+  document.querySelector("main").innerHTML =
+    `<div class="live-connect"><p><b>The WebAssembly package is not built.</b> Run
+    <code>scripts/build-wasm.sh</code> in the repository (it writes <code>www/pkg/</code>), then reload.</p>
+    <p class="small">${String(e.message ?? e).replace(/</g, "&lt;")}</p></div>`;
+  throw e;
+}
+const { Client, Simulation } = pkg;
 
 const live = createLive({ Client, conn: $("conn") });
 const sim = createSim({ Simulation, conn: $("conn") });

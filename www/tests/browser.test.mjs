@@ -3,7 +3,7 @@
 // target/screenshots/. Run by scripts/test-web.sh (`node --test www/tests/`).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startDemo, startBrowser, screenshot, eventually, sleep } from "./harness.mjs";
+import { startDemo, startBrowser, screenshot, eventually, sleep, serveStatic } from "./harness.mjs";
 
 let demo, browser, page;
 let killed = null; // the node the failover test kills
@@ -211,6 +211,25 @@ test("simulation: submit, partition by dragging, drop a message, rewind", { time
   assert.ok(st.horizon > min);
   assert.ok(st.nodes.every((n) => n.up && !("k" in n.data)), "back before the crash and the submit");
   await screenshot(page, "sim-rewound");
+});
+
+test("static host: plain files open the simulation, and ?node= shows a cluster on another origin", { timeout: 60_000 }, async () => {
+  const host = await serveStatic();
+  try {
+    await page.goto(`${host.url}/`);
+    await page.waitForSelector("body[data-ready=true]");
+    assert.equal(await page.evaluate(() => window.dashboard.mode), "sim", "no cluster here: simulation");
+    await page.waitForSelector("#sim-ring .snode");
+    // The nodes answer CORS, so the same files can watch the demo from this other origin.
+    await page.goto(`${host.url}/?node=${encodeURIComponent(alive())}&cluster=${demo.cluster}#live`);
+    const c = await eventually("the demo's cards", async () => {
+      const c = await cards();
+      return c.length === 3 && c.filter((n) => n.master).length === 1 ? c : null;
+    }, 15_000);
+    assert.deepEqual(c.map((n) => n.addr).sort(), [...demo.urls].sort());
+  } finally {
+    await host.stop();
+  }
 });
 
 test("screenshots of both modes for a person to look at (docs/dashboard.png comes from here)", { timeout: 60_000 }, async () => {

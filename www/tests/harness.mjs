@@ -4,6 +4,9 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { readFile, stat } from "node:fs/promises";
+import { extname } from "node:path";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -209,4 +212,24 @@ export async function screenshot(page, name) {
   const path = join(SCREENSHOTS, `${name}.png`);
   await page.screenshot({ path });
   return path;
+}
+
+/** A plain static file server for www/ on a free port (the "any static host" case). */
+export async function serveStatic() {
+  const types = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".png": "image/png" };
+  const www = join(ROOT, "www");
+  const srv = createHttpServer(async (req, res) => {
+    let file = join(www, decodeURIComponent(new URL(req.url, "http://x").pathname));
+    if (!file.startsWith(www)) return res.writeHead(403).end();
+    try {
+      if ((await stat(file)).isDirectory()) file = join(file, "index.html");
+      const body = await readFile(file);
+      res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  const port = await freePorts(1);
+  await new Promise((r) => srv.listen(port, "127.0.0.1", r));
+  return { url: `http://127.0.0.1:${port}`, stop: () => new Promise((r) => srv.close(r)) };
 }
