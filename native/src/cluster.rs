@@ -18,7 +18,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use clusterconsensus::wire::{Request, Response};
+use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::{
     Error, ErrorCode, Event, KvStore, Output, Participant, Payload, Persist, RequestId,
 };
@@ -99,6 +99,7 @@ impl Cluster {
             Store::Disk { .. } => Some(spawn_writer(&id, store.clone(), tx.clone())),
         };
         let task = Task {
+            lanes: BTreeMap::new(),
             node: participant,
             writer,
             client,
@@ -170,7 +171,44 @@ fn spawn_writer(cluster: &str, store: Arc<Store>, tx: mpsc::Sender<Input>) -> st
     wtx
 }
 
+/// A master-to-follower call waiting in its peer's lane.
+struct Outgoing {
+    url: String,
+    method: Method,
+    body: Vec<u8>,
+    id: u64,
+    queued: Instant,
+}
+
+/// Sends the master's accepts, membership accepts and starts to one peer one at a time, in the
+/// order the core emitted them. Concurrent calls would travel on different pooled connections
+/// and could arrive out of order: seq S+1 before S is a gap at the follower, and the master
+/// answers a gap with a `start` carrying the whole state. Under load that turned into a start
+/// every few commits. Calls that waited in the lane longer than the call timeout fail without
+/// being sent (`ERR_CALL`, as a timeout would): the core re-sends what still matters at its
+/// next tick, so a dead peer's lane cannot build up a backlog.
+async fn lane(client: HttpClient, tx: mpsc::Sender<Input>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(o) = rx.recv().await {
+        let res = if o.queued.elapsed() > client.timeout() {
+            Err(Error::new(
+                ErrorCode::Call,
+                format!("{}: not sent, queued behind slower calls past the timeout", o.url),
+            ))
+        } else {
+            client.call(&o.url, o.method, o.body).await
+        };
+        if let Err(e) = &res {
+            debug!("{} failed: {e}", o.method.path());
+        }
+        if tx.send(Input::Response { id: o.id, res }).await.is_err() {
+            return;
+        }
+    }
+}
+
 struct Task {
+    /// One ordered lane per peer for the accept family (see [`lane`]).
+    lanes: BTreeMap<String, mpsc::UnboundedSender<Outgoing>>,
     node: Participant<KvStore>,
     /// The writer thread (`None` for `--memory`: nothing to wait for).
     writer: Option<std_mpsc::Sender<Persist>>,
@@ -252,9 +290,19 @@ impl Task {
                             body
                         }
                     };
+                    let id = send.id;
+                    if matches!(
+                        method,
+                        Method::Accept | Method::AddMember | Method::RmMember | Method::Start
+                    ) {
+                        let lane = self.lane(&send.to);
+                        let queued = Instant::now();
+                        // Fails only when the lane task is gone (shutting down).
+                        let _ = lane.send(Outgoing { url, method, body, id, queued });
+                        continue;
+                    }
                     let client = self.client.clone();
                     let tx = self.tx.clone();
-                    let id = send.id;
                     tokio::spawn(async move {
                         let res = client.call(&url, method, body).await;
                         if let Err(e) = &res {
@@ -273,6 +321,16 @@ impl Task {
                 Output::Event(e) => self.log_event(e),
             }
         }
+    }
+
+    /// The ordered lane to `peer`, started on first use.
+    fn lane(&mut self, peer: &str) -> &mpsc::UnboundedSender<Outgoing> {
+        if !self.lanes.contains_key(peer) {
+            let (ltx, lrx) = mpsc::unbounded_channel();
+            tokio::spawn(lane(self.client.clone(), self.tx.clone(), lrx));
+            self.lanes.insert(peer.to_string(), ltx);
+        }
+        &self.lanes[peer]
     }
 
     fn log_event(&self, e: Event) {
