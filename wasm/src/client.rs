@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `submit(changes)` | `POST submit` | `{"chg": [...]}` ([`Submit`]), answer [`FailResult`] |
 //! | `status()` | `GET status` | the node's status object, returned as is |
-//! | `get(key)` | `GET kv/<key>` | `{"key","value"}`, or `404` for a missing key (`null`) |
+//! | `get(key, consistent?)` | `GET kv/<key>` (`?consistent=true`) | `{"key","value"}`, or `404` for a missing key (`null`) |
 //! | `kv()` | `GET kv` | `{"commit", "data": {...}}`, the node's whole key-value state |
 //! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`] |
 //! | `removeMember(addr, version?)` | `POST members/remove` | same |
@@ -36,6 +36,8 @@ pub struct Client {
     base: String,
     cluster: String,
     timeout_ms: u32,
+    /// Sent as `Authorization: Bearer <token>` when set (nodes started with `--token-file`).
+    token: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -69,6 +71,14 @@ impl Client {
         self.timeout_ms = ms;
     }
 
+    /// The cluster's shared secret, for nodes started with `--token-file`: every call then
+    /// carries `Authorization: Bearer <token>` (without it, writes are refused with
+    /// `ERR_DENIED`). `null` or `undefined` stops sending it. There is no getter, on purpose.
+    #[wasm_bindgen(js_name = setToken)]
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token.filter(|t| !t.is_empty());
+    }
+
     /// Submits a batch of changes (opaque strings; for the key-value app,
     /// `{"op":"set","key":K,"value":V}`). Resolves once the batch is committed.
     pub fn submit(&self, changes: Vec<String>) -> js_sys::Promise {
@@ -99,12 +109,17 @@ impl Client {
         })
     }
 
-    /// The value of `key` in the key-value app on this node, or `null` if it has none. Reads
-    /// the node's applied state: a follower may lag its master by one heartbeat.
-    pub fn get(&self, key: String) -> js_sys::Promise {
+    /// The value of `key` in the key-value app, or `null` if there is none. By default it
+    /// reads the node's applied state, which on a follower may lag its master by a heartbeat;
+    /// `get(key, true)` asks for a linearizable read (`?consistent=true`: the node first learns
+    /// the master's commit index and waits until it has applied it).
+    pub fn get(&self, key: String, consistent: Option<bool>) -> js_sys::Promise {
         let this = self.clone();
         promise(async move {
-            let path = format!("kv/{}", String::from(js_sys::encode_uri_component(&key)));
+            let mut path = format!("kv/{}", String::from(js_sys::encode_uri_component(&key)));
+            if consistent == Some(true) {
+                path.push_str("?consistent=true");
+            }
             let (status, text) = this.call("GET", &path, None).await?;
             Ok(match kv_value(status, &text)? {
                 Some(v) => JsValue::from_str(&v),
@@ -151,6 +166,7 @@ impl Client {
             base: base_url.trim_end_matches('/').to_string(),
             cluster: cluster_id.to_string(),
             timeout_ms: 10_000,
+            token: None,
         })
     }
 
@@ -180,7 +196,14 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> Result<(u16, String), Error> {
-        host::fetch(&self.url(path), method, body, self.timeout_ms).await
+        host::fetch(
+            &self.url(path),
+            method,
+            body,
+            self.token.as_deref(),
+            self.timeout_ms,
+        )
+        .await
     }
 }
 
@@ -293,6 +316,7 @@ cfg_if::cfg_if! {
                 url: &str,
                 method: &str,
                 body: Option<String>,
+                token: Option<&str>,
                 timeout_ms: u32,
             ) -> Result<(u16, String), Error> {
                 let global = js_sys::global();
@@ -301,12 +325,15 @@ cfg_if::cfg_if! {
                     .map_err(|_| Error::new(ErrorCode::Call, "this host has no global fetch"))?;
                 let init = js_sys::Object::new();
                 put(&init, "method", &method.into());
+                let headers = js_sys::Object::new();
+                if let Some(token) = token {
+                    put(&headers, "authorization", &format!("Bearer {token}").into());
+                }
                 if let Some(body) = body {
-                    let headers = js_sys::Object::new();
                     put(&headers, "content-type", &"application/json".into());
-                    put(&init, "headers", &headers);
                     put(&init, "body", &body.into());
                 }
+                put(&init, "headers", &headers);
                 if let Some(signal) = timeout_signal(timeout_ms) {
                     put(&init, "signal", &signal);
                 }
@@ -374,6 +401,7 @@ cfg_if::cfg_if! {
                 url: &str,
                 _method: &str,
                 _body: Option<String>,
+                _token: Option<&str>,
                 _timeout_ms: u32,
             ) -> Result<(u16, String), Error> {
                 Err(Error::new(

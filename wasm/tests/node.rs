@@ -23,7 +23,8 @@ export function stub_fetch(status, body) {
   calls = [];
   globalThis.fetch = async (url, init) => {
     calls.push({ url: String(url), method: init?.method, body: init?.body ?? null,
-                 contentType: init?.headers?.["content-type"] ?? null, signal: !!init?.signal });
+                 contentType: init?.headers?.["content-type"] ?? null,
+                 authorization: init?.headers?.["authorization"] ?? null, signal: !!init?.signal });
     return new Response(body, { status, headers: { "content-type": "application/json" } });
   };
 }
@@ -85,6 +86,7 @@ async fn submit_posts_the_seed_json_and_resolves_on_success() {
     assert_eq!(call["method"], "POST");
     assert_eq!(call["contentType"], "application/json");
     assert_eq!(call["signal"], true, "a timeout signal is attached");
+    assert_eq!(call["authorization"], Value::Null, "no token, no header");
     let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
     assert_eq!(body, serde_json::json!({"chg": ["c1", "c2"]}));
 }
@@ -168,7 +170,9 @@ async fn reads_status_values_and_missing_keys() {
     assert_eq!(get(&st, "commit").as_f64(), Some(4.0));
 
     stub_fetch(200, r#"{"key":"a b","value":"1"}"#);
-    let v = JsFuture::from(client().get("a b".into())).await.unwrap();
+    let v = JsFuture::from(client().get("a b".into(), None))
+        .await
+        .unwrap();
     let call = to_json(&last_call());
     assert_eq!(v.as_string().as_deref(), Some("1"));
     assert_eq!(
@@ -178,9 +182,21 @@ async fn reads_status_values_and_missing_keys() {
     assert_eq!(call["method"], "GET");
 
     stub_fetch(404, r#"{"code":"ERR_STATE","err":"no key \"zz\""}"#);
-    let v = JsFuture::from(client().get("zz".into())).await.unwrap();
-    restore_fetch();
+    let v = JsFuture::from(client().get("zz".into(), None))
+        .await
+        .unwrap();
     assert!(v.is_null());
+
+    stub_fetch(200, r#"{"key":"a","value":"2"}"#);
+    JsFuture::from(client().get("a".into(), Some(true)))
+        .await
+        .unwrap();
+    let call = to_json(&last_call());
+    restore_fetch();
+    assert_eq!(
+        call["url"],
+        "http://cluster.test:9001/_clusterc/demo/kv/a?consistent=true"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -213,6 +229,28 @@ async fn membership_calls_carry_the_version() {
         call["url"],
         "http://cluster.test:9001/_clusterc/demo/members/remove"
     );
+}
+
+#[wasm_bindgen_test]
+async fn a_token_is_sent_as_a_bearer_header_and_a_refusal_is_denied() {
+    let mut c = client();
+    c.set_token(Some("0123456789abcdef-secret".into()));
+    stub_fetch(
+        401,
+        r#"{"code":"ERR_DENIED","err":"missing or wrong token"}"#,
+    );
+    let (code, _) = rejection(c.submit(vec!["c".into()])).await;
+    let call = to_json(&last_call());
+    assert_eq!(code, "ERR_DENIED");
+    assert_eq!(call["authorization"], "Bearer 0123456789abcdef-secret");
+    assert_eq!(call["contentType"], "application/json");
+
+    stub_fetch(200, r#"{"cluster":"demo"}"#);
+    c.set_token(None);
+    JsFuture::from(c.status()).await.unwrap();
+    let call = to_json(&last_call());
+    restore_fetch();
+    assert_eq!(call["authorization"], Value::Null);
 }
 
 #[wasm_bindgen_test]

@@ -61,6 +61,8 @@ test("node: the same package in plain Node 20 submits and reads back", { timeout
   initSync({ module: readFileSync(join(ROOT, "www/pkg/clusterconsensus_wasm_bg.wasm")) });
   const c = new Client(demo.urls[1], demo.cluster);
   await c.submit([JSON.stringify({ op: "set", key: "from-node", value: "20" })]);
+  // A linearizable read sees the write at once, on every node (no waiting for a heartbeat).
+  for (const u of demo.urls) assert.equal(await new Client(u, demo.cluster).get("from-node", true), "20", u);
   for (const u of demo.urls) {
     const cu = new Client(u, demo.cluster);
     await eventually(`from-node on ${u}`, async () => (await cu.get("from-node")) === "20", 5_000);

@@ -1,10 +1,11 @@
 // An edge worker (Cloudflare workerd) that talks to a clusterconsensus cluster with the wasm
-// Client. Configured by two bindings: CLUSTER_URL (any member's base URL) and CLUSTER_ID.
+// Client. Configured by two bindings: CLUSTER_URL (any member's base URL) and CLUSTER_ID, and
+// optionally CLUSTER_TOKEN for nodes started with --token-file.
 //
 //   POST /set?key=K&value=V   submits {"op":"set","key":K,"value":V}; answers
 //                             {"submitted": <change>, "status": <the node's status>} once it
 //                             committed, or {"code": "ERR_...", "error": "..."} with 503/400/502
-//   GET  /get?key=K           {"key": K, "value": V | null}
+//   GET  /get?key=K           {"key": K, "value": V | null}, a linearizable read
 //   GET  /status              the node's status
 //
 // The wasm module is imported as a compiled WebAssembly.Module (workerd's `wasm` module type),
@@ -28,6 +29,7 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     const client = new Client(env.CLUSTER_URL, env.CLUSTER_ID);
+    if (env.CLUSTER_TOKEN) client.setToken(env.CLUSTER_TOKEN);
     try {
       if (url.pathname === "/set") {
         if (request.method !== "POST") return json(405, { error: "use POST" });
@@ -40,7 +42,7 @@ export default {
       }
       if (url.pathname === "/get") {
         const key = url.searchParams.get("key") ?? "";
-        return json(200, { key, value: await client.get(key) });
+        return json(200, { key, value: await client.get(key, true) });
       }
       if (url.pathname === "/status" || url.pathname === "/") {
         return json(200, await client.status());
