@@ -3,8 +3,7 @@
 # http://127.0.0.1:9001/. Builds the wasm package for the dashboard first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-if [ -x scripts/build-wasm.sh ]; then
-  scripts/build-wasm.sh
-fi
+# Only what the dashboard needs (the wasm target, wasm-bindgen-cli, the package in www/pkg/),
+# not the browsers and npm packages of the tests.
+scripts/build-wasm.sh
 exec cargo run --release -p clusterconsensus-native -- demo "$@"
