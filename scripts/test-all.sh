@@ -11,6 +11,7 @@ cargo build --workspace --bins
 if [ -x scripts/test-web.sh ]; then
   scripts/test-web.sh
 fi
+scripts/fuzz.sh 30
 cargo test --workspace 2>&1 | tee target/cargo-test.log
 grep -h '^simulation' target/cargo-test.log || true
 # One countable closing line for every cargo test binary of the workspace.

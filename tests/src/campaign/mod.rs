@@ -18,7 +18,7 @@ pub mod checker;
 pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -245,13 +245,17 @@ impl NodeProc {
         self.child.is_some()
     }
 
-    /// Starts the process with `extra` arguments (only the first start bootstraps).
+    /// Starts the process with `extra` arguments (only the first start bootstraps). Its logs
+    /// go straight to `node.log` (no pipe that could fill up and stall it); its listening
+    /// address is read from the "serving" line there.
     pub fn spawn(&mut self, extra: &[String]) {
+        let path = self.dir.join("node.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("node.log"))
+            .open(&path)
             .expect("open node log");
+        let from = log.metadata().map(|m| m.len()).unwrap_or(0) as usize;
         let mut cmd = Command::new(node_binary());
         cmd.arg("node")
             .arg("--listen")
@@ -271,33 +275,26 @@ impl NodeProc {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::from(log));
         let mut child = cmd.spawn().expect("spawn clusterconsensus node");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut log = log;
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log, "{line}");
-                if let Some(rest) = line.split(" listen=").nth(1) {
-                    if let Some(t) = tx.take() {
-                        let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                    }
-                }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let listen = loop {
+            let text = std::fs::read(&path).unwrap_or_default();
+            let fresh = String::from_utf8_lossy(text.get(from..).unwrap_or(&[])).into_owned();
+            if let Some(l) = fresh.lines().find_map(|l| l.split(" listen=").nth(1)) {
+                break l.split_whitespace().next().unwrap_or("").to_string();
             }
-        });
-        let listen = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "node {} did not start; log:\n{}",
                     self.index,
                     self.log_tail(30)
-                )
-            });
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let addr: SocketAddr = listen.parse().expect("listen address");
         *self.direct.lock().unwrap() = format!("http://{addr}");
         *self.proxy.target.lock().unwrap() = Some(addr);
