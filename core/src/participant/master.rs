@@ -223,12 +223,17 @@ impl<S: StateMachine> Participant<S> {
             self.become_removed();
             return;
         }
-        // Propose the next batch before answering: its accept goes out without waiting for
-        // this commit to be durable; the answers wait for it.
-        self.try_propose_next(now);
+        // The batch is chosen: a majority holds it durably (our own vote counted only once our
+        // staged copy was durable), and any later master recovers it. So the answers do not
+        // wait for our record of the commit, and neither does the next batch's accept.
         for w in f.waiters {
-            self.reply(w, Response::Fail(FailResult::ok()));
+            let r = crate::output::Reply {
+                id: w,
+                response: Response::Fail(FailResult::ok()),
+            };
+            self.outputs.push_back(crate::output::Output::Reply(r));
         }
+        self.try_propose_next(now);
         if self.leader.as_ref().is_some_and(|l| l.inflight.is_none()) {
             // Nothing else to send: let the followers learn the commit now.
             self.broadcast(now);

@@ -1242,8 +1242,9 @@ fn master_answers_a_submit_only_after_a_majority_holds_it() {
         outs,
         vec![
             committed(3, changes(&[&k])),
-            persist_full(pid + 1, hard, vec![entry], None),
+            // Chosen: answered without waiting for the master's own record of the commit.
             reply(100, ok()),
+            persist_full(pid + 1, hard, vec![entry], None),
             send(m + 2, B, hb.clone()),
             send(m + 3, C, hb),
         ]
@@ -1308,10 +1309,10 @@ fn master_batches_queued_submits_into_the_next_accept() {
         outs,
         vec![
             committed(3, changes(&[&c1])),
+            reply(100, ok()),
             send(m + 2, B, batch.clone()),
             send(m + 3, C, batch),
             persist_full(pid, hard, vec![entry], None),
-            reply(100, ok()),
         ]
     );
     // Both batched submits are answered by one decision.
@@ -1335,8 +1336,8 @@ fn master_bounds_a_batch_by_max_batch() {
     }
     let outs = respond(&mut a, 20, m, accepted());
     let batch = accept(1, 4, vec![c[1].clone(), c[2].clone()], Some(A));
-    assert_eq!(outs[1], send(m + 2, B, batch.clone()));
-    assert_eq!(outs[2], send(m + 3, C, batch));
+    assert_eq!(outs[2], send(m + 2, B, batch.clone()));
+    assert_eq!(outs[3], send(m + 3, C, batch));
 }
 
 #[test]
