@@ -31,6 +31,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `NodeArgs` is large next to the others; the enum is parsed once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a node: serve one or more clusters over HTTP, durable under --data-dir.

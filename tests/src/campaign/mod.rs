@@ -527,7 +527,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -540,16 +540,16 @@ impl Rng {
         if hi <= lo {
             lo
         } else {
-            lo + self.next() % (hi - lo)
+            lo + self.next_u64() % (hi - lo)
         }
     }
 
     pub fn chance(&mut self, per_cent: u64) -> bool {
-        self.next() % 100 < per_cent
+        self.next_u64() % 100 < per_cent
     }
 
     pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[(self.next() % v.len() as u64) as usize]
+        v[(self.next_u64() % v.len() as u64) as usize]
     }
 }
 
@@ -774,7 +774,7 @@ pub fn run(cfg: &Config) -> Report {
         let master = cluster.master();
         let dur = rng.range(1000, 5000);
         let others = |m: usize| (0..n).filter(move |&i| i != m);
-        let kind = rng.next() % 11;
+        let kind = rng.next_u64() % 11;
         let name: &'static str = match kind {
             0 | 1 => {
                 // A random minority against the rest (symmetric).
