@@ -8,11 +8,13 @@ export CARGO_TERM_COLOR=never
 
 scripts/setup.sh
 cargo build --workspace --bins
-if [ -x scripts/test-web.sh ]; then
-  scripts/test-web.sh
-fi
-scripts/fuzz.sh 30
-cargo test --workspace 2>&1 | tee target/cargo-test.log
+# Every suite runs even when an earlier one failed (all failures show in one run); the exit
+# status is non-zero if any did.
+status=0
+scripts/test-web.sh || status=1
+scripts/fuzz.sh 30 || status=1
+cargo test --workspace 2>&1 | tee target/cargo-test.log || status=1
 grep -h '^simulation' target/cargo-test.log || true
 # One countable closing line for every cargo test binary of the workspace.
 grep -h '^test result:' target/cargo-test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i}'
+exit $status
