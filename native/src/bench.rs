@@ -109,7 +109,8 @@ async fn run(args: Args) -> Result<(), String> {
     let (dir, _temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let d = std::env::temp_dir().join(format!("clusterconsensus-bench-{}", std::process::id()));
+            let d =
+                std::env::temp_dir().join(format!("clusterconsensus-bench-{}", std::process::id()));
             (d.clone(), Some(TempDir(d)))
         }
     };
@@ -147,11 +148,20 @@ async fn run(args: Args) -> Result<(), String> {
             None
         }
         (None, _) => {
-            eprintln!("etcd: no `{}` binary on the PATH; skipped (scripts/bench.sh installs it)", args.etcd);
+            eprintln!(
+                "etcd: no `{}` binary on the PATH; skipped (scripts/bench.sh installs it)",
+                args.etcd
+            );
             None
         }
         (Some(bin), false) => {
-            etcd_version = Value::String(command_line(bin, &["--version"]).lines().next().unwrap_or("").to_string());
+            etcd_version = Value::String(
+                command_line(bin, &["--version"])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            );
             let etcd = Etcd::start(bin, &dir.join("etcd")).await?;
             eprintln!("etcd cluster is up; leader {}", etcd.leader);
             Some(etcd)
@@ -162,7 +172,15 @@ async fn run(args: Args) -> Result<(), String> {
     let mut our_rows = Vec::new();
     let mut etcd_rows = Vec::new();
     for &c in &args.concurrency {
-        let row = measure(&args, "ours", &target, &ours.urls_for(c, false), c, &ours.pids()).await;
+        let row = measure(
+            &args,
+            "ours",
+            &target,
+            &ours.urls_for(c, false),
+            c,
+            &ours.pids(),
+        )
+        .await;
         eprintln!("{}", row_line(&row));
         our_rows.push(row);
         if let Some(etcd) = &etcd {
@@ -175,7 +193,15 @@ async fn run(args: Args) -> Result<(), String> {
     let mut forward = None;
     if args.forward_concurrency > 0 {
         let c = args.forward_concurrency;
-        let row = measure(&args, "ours-spread", &target, &ours.urls_for(c, true), c, &ours.pids()).await;
+        let row = measure(
+            &args,
+            "ours-spread",
+            &target,
+            &ours.urls_for(c, true),
+            c,
+            &ours.pids(),
+        )
+        .await;
         eprintln!("{}", row_line(&row));
         forward = Some(row);
     }
@@ -190,20 +216,31 @@ async fn run(args: Args) -> Result<(), String> {
         args.warmup.as_millis()
     ));
     table.push_str(&header());
-    for r in our_rows.iter().chain(forward.iter()).chain(etcd_rows.iter()) {
+    for r in our_rows
+        .iter()
+        .chain(forward.iter())
+        .chain(etcd_rows.iter())
+    {
         table.push_str(&row_line(r));
         table.push('\n');
     }
     let mut ratios = Vec::new();
     if !etcd_rows.is_empty() {
         table.push_str("\nours / etcd (throughput: higher is better; p99: lower is better)\n\n");
-        table.push_str("|    C | throughput | p50   | p99   |\n|-----:|-----------:|------:|------:|\n");
+        table.push_str(
+            "|    C | throughput | p50   | p99   |\n|-----:|-----------:|------:|------:|\n",
+        );
         for o in &our_rows {
-            let Some(e) = etcd_rows.iter().find(|e| e.c == o.c) else { continue };
+            let Some(e) = etcd_rows.iter().find(|e| e.c == o.c) else {
+                continue;
+            };
             let t = o.per_sec / e.per_sec.max(1e-9);
             let p50 = o.p50_ms / e.p50_ms.max(1e-9);
             let p99 = o.p99_ms / e.p99_ms.max(1e-9);
-            table.push_str(&format!("| {:>4} | {t:>9.2}x | {p50:>5.2} | {p99:>5.2} |\n", o.c));
+            table.push_str(&format!(
+                "| {:>4} | {t:>9.2}x | {p50:>5.2} | {p99:>5.2} |\n",
+                o.c
+            ));
             ratios.push(json!({"c": o.c, "throughput": t, "p50": p50, "p99": p99}));
         }
     }
@@ -246,10 +283,16 @@ enum Kind {
 
 impl Target {
     fn ours() -> Target {
-        Target { path: format!("/_clusterc/{CLUSTER}/submit"), kind: Kind::Ours }
+        Target {
+            path: format!("/_clusterc/{CLUSTER}/submit"),
+            kind: Kind::Ours,
+        }
     }
     fn etcd() -> Target {
-        Target { path: "/v3/kv/put".into(), kind: Kind::Etcd }
+        Target {
+            path: "/v3/kv/put".into(),
+            kind: Kind::Etcd,
+        }
     }
 
     fn body(&self, key: &str, value: &str) -> Bytes {
@@ -339,7 +382,14 @@ fn row_line(r: &Row) -> String {
 
 /// Runs `c` clients (client i talks to `urls[i]`) for warm-up + duration and measures the
 /// writes that started after the warm-up and finished before the deadline.
-async fn measure(args: &Args, system: &str, target: &Target, urls: &[String], c: usize, pids: &[u32]) -> Row {
+async fn measure(
+    args: &Args,
+    system: &str,
+    target: &Target,
+    urls: &[String],
+    c: usize,
+    pids: &[u32],
+) -> Row {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let deadline = measure_from + args.duration;
@@ -420,7 +470,10 @@ async fn client_loop(
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         n += 1;
-        let key = format!("key-{:012}", (client.wrapping_mul(1_000_003).wrapping_add(n)) % keys);
+        let key = format!(
+            "key-{:012}",
+            (client.wrapping_mul(1_000_003).wrapping_add(n)) % keys
+        );
         let body = target.body(&key, &value);
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             match tokio::time::timeout_at(deadline.into(), connect(addr)).await {
@@ -444,18 +497,25 @@ async fn client_loop(
             s.ready().await.map_err(|e| e.to_string())?;
             let r = s.send_request(req).await.map_err(|e| e.to_string())?;
             let status = r.status();
-            let body = r.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let body = r
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
             Ok::<_, String>((status, body))
         };
         // A write still unanswered at the deadline is neither counted nor waited for long.
-        let outcome = tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), exchange).await;
+        let outcome =
+            tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), exchange).await;
         let t1 = Instant::now();
         let counted = t0 >= measure_from && t1 <= deadline;
         match outcome {
             Ok(Ok((status, body))) if target.ok(status, &body) => {
                 if counted {
                     res.ok += 1;
-                    res.lat_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                    res.lat_us
+                        .push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
             Ok(Ok((status, body))) => {
@@ -507,7 +567,9 @@ fn base64(b: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
     for ch in b.chunks(3) {
-        let n = (ch[0] as u32) << 16 | (*ch.get(1).unwrap_or(&0) as u32) << 8 | *ch.get(2).unwrap_or(&0) as u32;
+        let n = (ch[0] as u32) << 16
+            | (*ch.get(1).unwrap_or(&0) as u32) << 8
+            | *ch.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= ch.len() {
                 s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -530,7 +592,10 @@ struct Children(Vec<Child>);
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &self.0 {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.0 {
@@ -590,20 +655,28 @@ impl Ours {
             children.0.push(child);
             urls.push(wait_listening(&out, &mut children).await?);
         }
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
         let deadline = Instant::now() + Duration::from_secs(30);
         let master = loop {
             if Instant::now() > deadline {
-                return Err(format!("our cluster did not form within 30 s (logs in {})", dir.display()));
+                return Err(format!(
+                    "our cluster did not form within 30 s (logs in {})",
+                    dir.display()
+                ));
             }
             let mut master = None;
             let mut all = true;
             for u in &urls {
                 let v = get_json(&http, &format!("{u}/_clusterc/{CLUSTER}/status")).await;
-                let members = v.as_ref().and_then(|v| v["members"].as_array().map(|m| m.len()));
+                let members = v
+                    .as_ref()
+                    .and_then(|v| v["members"].as_array().map(|m| m.len()));
                 all &= members == Some(3);
-                if v.as_ref().is_some_and(|v| v["serving"].as_bool() == Some(true)) {
+                if v.as_ref()
+                    .is_some_and(|v| v["serving"].as_bool() == Some(true))
+                {
                     master = Some(u.clone());
                 }
             }
@@ -613,11 +686,18 @@ impl Ours {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         // Master first: CPU and RSS columns read master / follower / follower.
-        let mut nodes: Vec<(String, u32)> =
-            urls.into_iter().zip(children.0.iter().map(|c| c.id())).collect();
+        let mut nodes: Vec<(String, u32)> = urls
+            .into_iter()
+            .zip(children.0.iter().map(|c| c.id()))
+            .collect();
         nodes.sort_by_key(|(u, _)| *u != master);
         let (urls, pids) = nodes.into_iter().unzip();
-        Ok(Ours { _children: children, urls, pids, master })
+        Ok(Ours {
+            _children: children,
+            urls,
+            pids,
+            master,
+        })
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -626,7 +706,13 @@ impl Ours {
 
     fn urls_for(&self, c: usize, spread: bool) -> Vec<String> {
         (0..c)
-            .map(|i| if spread { self.urls[i % self.urls.len()].clone() } else { self.master.clone() })
+            .map(|i| {
+                if spread {
+                    self.urls[i % self.urls.len()].clone()
+                } else {
+                    self.master.clone()
+                }
+            })
             .collect()
     }
 }
@@ -644,16 +730,34 @@ impl Etcd {
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect::<Result<_, _>>()?;
         let client = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
         let peer = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
-        let initial = (0..3).map(|i| format!("e{i}={}", peer(i))).collect::<Vec<_>>().join(",");
+        let initial = (0..3)
+            .map(|i| format!("e{i}={}", peer(i)))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut children = Children(Vec::new());
         for i in 0..3 {
             let child = Command::new(bin)
                 .args(["--name", &format!("e{i}")])
                 .arg("--data-dir")
                 .arg(dir.join(format!("e{i}")))
-                .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
-                .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
-                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+                .args([
+                    "--listen-client-urls",
+                    &client(i),
+                    "--advertise-client-urls",
+                    &client(i),
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer(i),
+                    "--initial-advertise-peer-urls",
+                    &peer(i),
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                ])
                 .args(["--initial-cluster-token", "clusterconsensus-bench"])
                 .stdout(Stdio::null())
                 .stderr(file(&dir.join(format!("e{i}.log")))?)
@@ -662,30 +766,49 @@ impl Etcd {
                 .map_err(|e| format!("start {}: {e}", bin.display()))?;
             children.0.push(child);
         }
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if Instant::now() > deadline {
-                return Err(format!("etcd did not form within 30 s (logs in {})", dir.display()));
+                return Err(format!(
+                    "etcd did not form within 30 s (logs in {})",
+                    dir.display()
+                ));
             }
             for c in &mut children.0 {
                 if let Ok(Some(st)) = c.try_wait() {
-                    return Err(format!("an etcd member exited ({st}); logs in {}", dir.display()));
+                    return Err(format!(
+                        "an etcd member exited ({st}); logs in {}",
+                        dir.display()
+                    ));
                 }
             }
             for i in 0..3 {
-                let v = post_json(&http, &format!("{}/v3/maintenance/status", client(i)), "{}").await;
+                let v =
+                    post_json(&http, &format!("{}/v3/maintenance/status", client(i)), "{}").await;
                 let Some(v) = v else { continue };
                 let me = v["header"]["member_id"].as_str().map(str::to_string);
                 let leader = v["leader"].as_str().map(str::to_string);
                 if me.is_some() && me == leader {
                     // The gateway works end to end once a put goes through.
-                    let put = format!(r#"{{"key":"{}","value":"{}"}}"#, base64(b"warm"), base64(b"up"));
-                    if post_json(&http, &format!("{}/v3/kv/put", client(i)), &put).await.is_some() {
+                    let put = format!(
+                        r#"{{"key":"{}","value":"{}"}}"#,
+                        base64(b"warm"),
+                        base64(b"up")
+                    );
+                    if post_json(&http, &format!("{}/v3/kv/put", client(i)), &put)
+                        .await
+                        .is_some()
+                    {
                         let mut pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
                         pids.swap(0, i); // leader first, like ours
-                        return Ok(Etcd { _children: children, pids, leader: client(i) });
+                        return Ok(Etcd {
+                            _children: children,
+                            pids,
+                            leader: client(i),
+                        });
                     }
                 }
             }
@@ -698,10 +821,15 @@ impl Etcd {
     }
 }
 
-type Http = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type Http = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 async fn get_json(http: &Http, url: &str) -> Option<Value> {
-    let req = hyper::Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
     exchange_json(http, req).await
 }
 
@@ -722,7 +850,10 @@ async fn exchange_json(http: &Http, req: hyper::Request<Full<Bytes>>) -> Option<
         let b = r.into_body().collect().await.ok()?.to_bytes();
         serde_json::from_slice(&b).ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Waits for `listening on URL` in a node's stdout file.
@@ -735,10 +866,16 @@ async fn wait_listening(out: &Path, children: &mut Children) -> Result<String, S
             }
         }
         if let Some(Ok(Some(st))) = children.0.last_mut().map(|c| c.try_wait()) {
-            return Err(format!("a node exited at start ({st}); see {}", out.with_extension("log").display()));
+            return Err(format!(
+                "a node exited at start ({st}); see {}",
+                out.with_extension("log").display()
+            ));
         }
         if Instant::now() > deadline {
-            return Err(format!("no 'listening on' line in {} within 10 s", out.display()));
+            return Err(format!(
+                "no 'listening on' line in {} within 10 s",
+                out.display()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -816,11 +953,21 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
         .unwrap_or_default();
     format!("{cores} cores ({model}), {os}")
 }
@@ -829,7 +976,13 @@ fn machine() -> String {
 // Soak
 // ---------------------------------------------------------------------------------------------
 
-async fn run_soak(args: &Args, bin: &Path, dir: &Path, soak: Duration, machine: &str) -> Result<(), String> {
+async fn run_soak(
+    args: &Args,
+    bin: &Path,
+    dir: &Path,
+    soak: Duration,
+    machine: &str,
+) -> Result<(), String> {
     let ours = Ours::start(bin, &dir.join("soak")).await?;
     let pids = ours.pids();
     let c = args.soak_concurrency;
@@ -845,17 +998,21 @@ async fn run_soak(args: &Args, bin: &Path, dir: &Path, soak: Duration, machine: 
             client_loop(i as u64, keys, &url, &target, start, deadline).await
         }));
     }
-    let master_http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+    let master_http =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
     let mut samples = Vec::new();
     println!("|   t s |   commit | RSS MiB per node (master first) |");
     println!("|------:|---------:|---------------------------------|");
     loop {
         let t = start.elapsed().as_secs_f64();
-        let commit = get_json(&master_http, &format!("{}/_clusterc/{CLUSTER}/status", ours.master))
-            .await
-            .and_then(|v| v["commit"].as_u64())
-            .unwrap_or(0);
+        let commit = get_json(
+            &master_http,
+            &format!("{}/_clusterc/{CLUSTER}/status", ours.master),
+        )
+        .await
+        .and_then(|v| v["commit"].as_u64())
+        .unwrap_or(0);
         let rss: Vec<f64> = pids.iter().map(|&p| rss_mib(p)).collect();
         let shown: Vec<String> = rss.iter().map(|r| format!("{r:.1}")).collect();
         println!("| {t:>5.0} | {commit:>8} | {:<31} |", shown.join(" / "));
@@ -873,7 +1030,10 @@ async fn run_soak(args: &Args, bin: &Path, dir: &Path, soak: Duration, machine: 
             errors += r.errors;
         }
     }
-    println!("soak: {ok} writes committed, {errors} errors, {:.0}/s, C = {c}; {machine}", ok as f64 / soak.as_secs_f64());
+    println!(
+        "soak: {ok} writes committed, {errors} errors, {:.0}/s, C = {c}; {machine}",
+        ok as f64 / soak.as_secs_f64()
+    );
     if let Some(out) = &args.out {
         let v = json!({"machine": machine, "c": c, "duration_s": soak.as_secs_f64(), "committed": ok,
                        "errors": errors, "keys": args.keys, "samples": samples});

@@ -108,6 +108,9 @@ impl<S: StateMachine> Participant<S> {
                 // A higher promise: stand down; the next election goes above it (rule 2).
                 self.stand_down(now);
             }
+            // Not collapsed into the guard: an insert is no condition, and a second ERR_STATE
+            // from the same member must not fall through to the arms below.
+            #[allow(clippy::collapsible_match)]
             Some(e) if e.code == ErrorCode::State => {
                 // Unjoined (its `start` was lost with the master that added it, trap F):
                 // start it with our committed state, then ask again. A removed node refuses

@@ -171,9 +171,8 @@ impl Checker {
     pub fn state_at(&self, seq: u64) -> Option<KvStore> {
         let mut kv = KvStore::new();
         for s in 1..=seq {
-            match self.chosen.get(&s)? {
-                Payload::Changes(c) => c.iter().for_each(|ch| kv.apply(s, ch)),
-                _ => {}
+            if let Payload::Changes(c) = self.chosen.get(&s)? {
+                c.iter().for_each(|ch| kv.apply(s, ch));
             }
         }
         Some(kv)
