@@ -35,7 +35,11 @@ impl HttpClient {
     }
 
     /// Sends `auth` on every call; `https://` addresses are verified with `tls`.
-    pub fn with_security(timeout: Duration, auth: Option<HeaderValue>, tls: rustls::ClientConfig) -> HttpClient {
+    pub fn with_security(
+        timeout: Duration,
+        auth: Option<HeaderValue>,
+        tls: rustls::ClientConfig,
+    ) -> HttpClient {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(timeout));
@@ -49,7 +53,11 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
             .build(conn);
-        HttpClient { client, timeout, auth }
+        HttpClient {
+            client,
+            timeout,
+            auth,
+        }
     }
 
     /// The time limit of one exchange.
@@ -121,7 +129,10 @@ impl HttpClient {
             // Not a protocol answer (the peer does not host the cluster, refused the body, ...):
             // to the core this call failed.
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-            return Err(Error::new(ErrorCode::Call, format!("{url}: HTTP {status}: {text}")));
+            return Err(Error::new(
+                ErrorCode::Call,
+                format!("{url}: HTTP {status}: {text}"),
+            ));
         }
         Response::decode(method, &body)
     }

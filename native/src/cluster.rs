@@ -61,10 +61,14 @@ pub enum Input {
         res: Result<Response, Error>,
     },
     /// Make this fresh node master of a one-member cluster.
-    Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
+    Bootstrap {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     Inspect(Inspect),
     /// The writer thread made the `Persist` with this id durable.
-    Persisted { id: u64 },
+    Persisted {
+        id: u64,
+    },
 }
 
 /// The handle the HTTP server and the bootstrap flow use to reach a cluster's task.
@@ -147,7 +151,11 @@ impl Cluster {
 /// The writer thread: applies each `Persist` as one durable transaction, in order, and reports
 /// it back to the task. A storage failure stops the process: without durable storage the node
 /// could break promises it made, so it must not go on half-alive.
-fn spawn_writer(cluster: &str, store: Arc<Store>, tx: mpsc::Sender<Input>) -> std_mpsc::Sender<Persist> {
+fn spawn_writer(
+    cluster: &str,
+    store: Arc<Store>,
+    tx: mpsc::Sender<Input>,
+) -> std_mpsc::Sender<Persist> {
     let (wtx, wrx) = std_mpsc::channel::<Persist>();
     let name = cluster.to_string();
     let spawned = std::thread::Builder::new()
@@ -165,7 +173,10 @@ fn spawn_writer(cluster: &str, store: Arc<Store>, tx: mpsc::Sender<Input>) -> st
             }
         });
     if let Err(e) = spawned {
-        error!(cluster, "cannot start the storage writer thread, stopping: {e}");
+        error!(
+            cluster,
+            "cannot start the storage writer thread, stopping: {e}"
+        );
         std::process::exit(1);
     }
     wtx
@@ -187,12 +198,19 @@ struct Outgoing {
 /// every few commits. Calls that waited in the lane longer than the call timeout fail without
 /// being sent (`ERR_CALL`, as a timeout would): the core re-sends what still matters at its
 /// next tick, so a dead peer's lane cannot build up a backlog.
-async fn lane(client: HttpClient, tx: mpsc::Sender<Input>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn lane(
+    client: HttpClient,
+    tx: mpsc::Sender<Input>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
     while let Some(o) = rx.recv().await {
         let res = if o.queued.elapsed() > client.timeout() {
             Err(Error::new(
                 ErrorCode::Call,
-                format!("{}: not sent, queued behind slower calls past the timeout", o.url),
+                format!(
+                    "{}: not sent, queued behind slower calls past the timeout",
+                    o.url
+                ),
             ))
         } else {
             client.call(&o.url, o.method, o.body).await
@@ -268,7 +286,10 @@ impl Task {
                 Output::Persist(p) => match &self.writer {
                     Some(w) => {
                         if w.send(p).is_err() {
-                            error!(cluster = self.node.cluster(), "storage writer is gone, stopping");
+                            error!(
+                                cluster = self.node.cluster(),
+                                "storage writer is gone, stopping"
+                            );
                             std::process::exit(1);
                         }
                     }
@@ -298,7 +319,13 @@ impl Task {
                         let lane = self.lane(&send.to);
                         let queued = Instant::now();
                         // Fails only when the lane task is gone (shutting down).
-                        let _ = lane.send(Outgoing { url, method, body, id, queued });
+                        let _ = lane.send(Outgoing {
+                            url,
+                            method,
+                            body,
+                            id,
+                            queued,
+                        });
                         continue;
                     }
                     let client = self.client.clone();
@@ -419,7 +446,10 @@ async fn wait_until_up(client: &HttpClient, peer: &str, cluster: &str) {
             Ok((s, _)) if s.is_success() => return,
             Ok((s, _)) => {
                 if attempt.is_multiple_of(25) {
-                    warn!(cluster, peer, "peer answers HTTP {s} for this cluster; waiting");
+                    warn!(
+                        cluster,
+                        peer, "peer answers HTTP {s} for this cluster; waiting"
+                    );
                 }
             }
             Err(e) => {

@@ -34,14 +34,18 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
     let (dir, _temp) = match &a.data_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let d = std::env::temp_dir().join(format!("clusterconsensus-demo-{}", std::process::id()));
+            let d =
+                std::env::temp_dir().join(format!("clusterconsensus-demo-{}", std::process::id()));
             (d.clone(), Some(TempDir(d)))
         }
     };
     let ports: Vec<u16> = (0..3)
         .map(|i| a.base_port.checked_add(i).ok_or("--base-port too high"))
         .collect::<Result<_, _>>()?;
-    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
     let mut children = Children(Vec::new());
     // Followers first; the first node bootstraps and adds them (it waits until they answer).
     for i in [1, 2, 0] {
@@ -74,7 +78,9 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
         }
         for c in &mut children.0 {
             if let Ok(Some(st)) = c.try_wait() {
-                return Err(format!("a node exited ({st}); is a port in use? (--base-port)"));
+                return Err(format!(
+                    "a node exited ({st}); is a port in use? (--base-port)"
+                ));
             }
         }
         if formed(&client, &urls, &a.cluster).await {
@@ -85,7 +91,11 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
 
     let pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
     println!();
-    println!("demo cluster {:?} is up, data in {}", a.cluster, dir.display());
+    println!(
+        "demo cluster {:?} is up, data in {}",
+        a.cluster,
+        dir.display()
+    );
     for (i, u) in urls.iter().enumerate() {
         // children were started in the order node2, node3, node1
         let pid = pids[(i + 2) % 3];

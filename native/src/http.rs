@@ -70,7 +70,10 @@ fn wants_consistent(query: Option<&str>) -> bool {
     })
 }
 
-pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<HttpResponse, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path().to_string();
     let res = match path.strip_prefix("/_clusterc/") {
         Some(rest) => {
@@ -100,7 +103,11 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
             return method_not_allowed("GET, HEAD, OPTIONS");
         }
         let consistent = sub != "status" && wants_consistent(req.uri().query());
-        let access = if consistent { Access::Protected } else { Access::Read };
+        let access = if consistent {
+            Access::Protected
+        } else {
+            Access::Read
+        };
         if let Some(denied) = check_auth(shared, &req, access) {
             return denied;
         }
@@ -137,14 +144,22 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
             None => return overloaded(),
         },
     };
-    let body = match tokio::time::timeout(shared.body_timeout, read_body(req.into_body(), shared.max_body)).await {
+    let body = match tokio::time::timeout(
+        shared.body_timeout,
+        read_body(req.into_body(), shared.max_body),
+    )
+    .await
+    {
         Ok(Ok(b)) => b,
         Ok(Err(res)) => return res,
         Err(_) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::Call,
-                &format!("the body did not arrive within {} ms", shared.body_timeout.as_millis()),
+                &format!(
+                    "the body did not arrive within {} ms",
+                    shared.body_timeout.as_millis()
+                ),
             )
         }
     };
@@ -154,12 +169,20 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     };
     match cluster.call(request).await {
         Ok(answer) => json(StatusCode::OK, answer.encode()),
-        Err(gone) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::State, &gone.to_string()),
+        Err(gone) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::State,
+            &gone.to_string(),
+        ),
     }
 }
 
 /// `None` if the caller may go on; else the 401 to answer.
-fn check_auth(shared: &Shared, req: &hyper::Request<Incoming>, access: Access) -> Option<HttpResponse> {
+fn check_auth(
+    shared: &Shared,
+    req: &hyper::Request<Incoming>,
+    access: Access,
+) -> Option<HttpResponse> {
     let auth = shared.auth.as_ref()?;
     if access == Access::Read && !shared.auth_reads {
         return None;
@@ -199,10 +222,22 @@ async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
             Ok(()) => return None,
             Err(e) => e,
         },
-        Ok(other) => clusterconsensus::Error::new(ErrorCode::Call, format!("unexpected answer {other:?}")),
-        Err(gone) => return Some(error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::State, &gone.to_string())),
+        Ok(other) => {
+            clusterconsensus::Error::new(ErrorCode::Call, format!("unexpected answer {other:?}"))
+        }
+        Err(gone) => {
+            return Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::State,
+                &gone.to_string(),
+            ))
+        }
     };
-    Some(error(StatusCode::SERVICE_UNAVAILABLE, err.code, &format!("consistent read refused: {}", err.message)))
+    Some(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        err.code,
+        &format!("consistent read refused: {}", err.message),
+    ))
 }
 
 /// `status`, `kv` and `kv/<key>`: reads of the local state (not linearizable: a follower may
@@ -220,14 +255,16 @@ async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
             .await
     } else if sub == "kv" {
         cluster
-            .inspect(|p, _| {
-                Ok(serde_json::json!({"commit": p.commit(), "data": p.state().data}))
-            })
+            .inspect(|p, _| Ok(serde_json::json!({"commit": p.commit(), "data": p.state().data})))
             .await
     } else {
         let raw = &sub["kv/".len()..];
         let Some(key) = percent_decode(raw) else {
-            return error(StatusCode::BAD_REQUEST, ErrorCode::Encoding, "bad percent-encoding in key");
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Encoding,
+                "bad percent-encoding in key",
+            );
         };
         cluster
             .inspect(move |p, _| match p.state().get(&key) {
@@ -238,8 +275,16 @@ async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
     };
     match answer {
         Ok(Ok(v)) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Ok(Err(key)) => error(StatusCode::NOT_FOUND, ErrorCode::State, &format!("no key {key:?}")),
-        Err(gone) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::State, &gone.to_string()),
+        Ok(Err(key)) => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::State,
+            &format!("no key {key:?}"),
+        ),
+        Err(gone) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::State,
+            &gone.to_string(),
+        ),
     }
 }
 
@@ -293,7 +338,11 @@ async fn static_file(www: &Path, method: &Method, path: &str) -> HttpResponse {
         return method_not_allowed("GET, HEAD");
     }
     let Some(decoded) = percent_decode(path) else {
-        return error(StatusCode::BAD_REQUEST, ErrorCode::Encoding, "bad percent-encoding in path");
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Encoding,
+            "bad percent-encoding in path",
+        );
     };
     let mut file = www.to_path_buf();
     for seg in decoded.split('/').filter(|s| !s.is_empty()) {
@@ -305,7 +354,11 @@ async fn static_file(www: &Path, method: &Method, path: &str) -> HttpResponse {
     }
     let head = method == Method::HEAD;
     let found = tokio::task::spawn_blocking(move || {
-        let file = if file.is_dir() { file.join("index.html") } else { file };
+        let file = if file.is_dir() {
+            file.join("index.html")
+        } else {
+            file
+        };
         std::fs::read(&file).ok().map(|b| (content_type(&file), b))
     })
     .await
@@ -314,7 +367,11 @@ async fn static_file(www: &Path, method: &Method, path: &str) -> HttpResponse {
     match found {
         Some((ctype, bytes)) => {
             let len = bytes.len();
-            let body = if head { Bytes::new() } else { Bytes::from(bytes) };
+            let body = if head {
+                Bytes::new()
+            } else {
+                Bytes::from(bytes)
+            };
             let mut res = hyper::Response::new(Full::new(body));
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
@@ -381,8 +438,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
 fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     let mut res = hyper::Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -415,13 +474,19 @@ fn preflight() -> HttpResponse {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("content-type, authorization"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     res
 }
 
 /// A dashboard served from another origin may call every cluster endpoint.
 fn add_cors(h: &mut hyper::HeaderMap) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
 }
 
 #[cfg(test)]

@@ -252,7 +252,10 @@ struct GetArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -355,8 +358,8 @@ async fn status(a: StatusArgs) -> Result<(), String> {
             String::from_utf8_lossy(&body)
         ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("status from {url}: not JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("status from {url}: not JSON: {e}"))?;
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
 }
@@ -368,7 +371,9 @@ async fn get(a: GetArgs) -> Result<(), String> {
         .key
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();

@@ -57,14 +57,22 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening socket: {e}"))?;
-    let scheme = if opts.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if opts.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let advertise = match &opts.advertise {
         Some(a) => trim_addr(a),
         None => {
             // The host as written (so `localhost` stays `localhost`), the port as bound (so
             // `:0` becomes the real one).
             let host = opts.listen.rsplit_once(':').map_or("", |(h, _)| h);
-            let host = if host.is_empty() { local.ip().to_string() } else { host.to_string() };
+            let host = if host.is_empty() {
+                local.ip().to_string()
+            } else {
+                host.to_string()
+            };
             if local.ip().is_unspecified() {
                 warn!("listening on {local}: pass --advertise with an address the peers can reach");
             }
@@ -93,7 +101,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
             return Err(format!("cluster {id:?} given twice"));
         }
         let cfg = config(&opts, id, &advertise);
-        cfg.validate().map_err(|e| format!("cluster {id:?}: {}", e.message))?;
+        cfg.validate()
+            .map_err(|e| format!("cluster {id:?}: {}", e.message))?;
         let store = match &opts.data_dir {
             Some(dir) => Store::open(dir, id)?,
             None => Store::Memory,
@@ -129,7 +138,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
         } else {
             info!(cluster = %id, "unjoined: waiting for a start from a master");
         }
-        clusters.insert(id.clone(), Cluster::spawn(participant, store, client.clone()));
+        clusters.insert(
+            id.clone(),
+            Cluster::spawn(participant, store, client.clone()),
+        );
     }
 
     let peers: Vec<String> = opts.peers.iter().map(|p| trim_addr(p)).collect();

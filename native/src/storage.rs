@@ -43,11 +43,13 @@ impl Store {
     pub fn open(dir: &Path, cluster: &str) -> Result<Store, String> {
         std::fs::create_dir_all(dir).map_err(|e| err(&format!("create {}", dir.display()), e))?;
         let path = dir.join(format!("{cluster}.redb"));
-        let db = Database::create(&path).map_err(|e| err(&format!("open {}", path.display()), e))?;
+        let db =
+            Database::create(&path).map_err(|e| err(&format!("open {}", path.display()), e))?;
         // Create the tables once so that reads of a fresh file find them.
         let tx = db.begin_write().map_err(|e| err("begin", e))?;
         tx.open_table(META).map_err(|e| err("meta table", e))?;
-        tx.open_table(ENTRIES).map_err(|e| err("entries table", e))?;
+        tx.open_table(ENTRIES)
+            .map_err(|e| err("entries table", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
         Ok(Store::Disk { db, path })
     }
@@ -68,12 +70,16 @@ impl Store {
         let meta = tx.open_table(META).map_err(|e| err("meta table", e))?;
         let mut stored = Stored::default();
         if let Some(v) = meta.get("hard").map_err(|e| err("read hard state", e))? {
-            stored.hard = Some(serde_json::from_slice(v.value()).map_err(|e| err("hard state", e))?);
+            stored.hard =
+                Some(serde_json::from_slice(v.value()).map_err(|e| err("hard state", e))?);
         }
         if let Some(v) = meta.get("snapshot").map_err(|e| err("read snapshot", e))? {
-            stored.snapshot = Some(serde_json::from_slice(v.value()).map_err(|e| err("snapshot", e))?);
+            stored.snapshot =
+                Some(serde_json::from_slice(v.value()).map_err(|e| err("snapshot", e))?);
         }
-        let entries = tx.open_table(ENTRIES).map_err(|e| err("entries table", e))?;
+        let entries = tx
+            .open_table(ENTRIES)
+            .map_err(|e| err("entries table", e))?;
         for row in entries.iter().map_err(|e| err("read entries", e))? {
             let (seq, payload) = row.map_err(|e| err("read entry", e))?;
             let payload = serde_json::from_slice(payload.value())
@@ -97,7 +103,9 @@ impl Store {
             .map_err(|e| err("durability", e))?;
         {
             let mut meta = tx.open_table(META).map_err(|e| err("meta table", e))?;
-            let mut entries = tx.open_table(ENTRIES).map_err(|e| err("entries table", e))?;
+            let mut entries = tx
+                .open_table(ENTRIES)
+                .map_err(|e| err("entries table", e))?;
             if let Some(s) = &p.snapshot {
                 let v = serde_json::to_vec(s).map_err(|e| err("encode snapshot", e))?;
                 meta.insert("snapshot", v.as_slice())
@@ -152,15 +160,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut model = Stored::default();
         let steps = vec![
-            Persist { id: 1, hard: hard(0), entries: vec![], snapshot: None },
-            Persist { id: 2, hard: hard(2), entries: vec![entry(1), entry(2)], snapshot: None },
+            Persist {
+                id: 1,
+                hard: hard(0),
+                entries: vec![],
+                snapshot: None,
+            },
+            Persist {
+                id: 2,
+                hard: hard(2),
+                entries: vec![entry(1), entry(2)],
+                snapshot: None,
+            },
             Persist {
                 id: 3,
                 hard: hard(4),
                 entries: vec![entry(4)],
-                snapshot: Some(Snapshot { seq: 3, data: "{}".into() }),
+                snapshot: Some(Snapshot {
+                    seq: 3,
+                    data: "{}".into(),
+                }),
             },
-            Persist { id: 4, hard: hard(5), entries: vec![entry(5)], snapshot: None },
+            Persist {
+                id: 4,
+                hard: hard(5),
+                entries: vec![entry(5)],
+                snapshot: None,
+            },
         ];
         {
             let store = Store::open(&dir, "c1").unwrap();
@@ -173,7 +199,10 @@ mod tests {
         }
         let store = Store::open(&dir, "c1").unwrap();
         assert_eq!(store.load().unwrap(), model);
-        assert_eq!(model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(
+            model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -126,7 +126,10 @@ impl Node {
             cmd.arg("--cluster").arg(c);
         }
         cmd.args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -184,9 +187,8 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let before = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.spawn(port, &args)
-            }));
+            let res =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(port, &args)));
             if res.is_ok() {
                 break;
             }
@@ -194,7 +196,11 @@ impl Node {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let fresh = log.get(before as usize..).unwrap_or("");
             if Instant::now() > deadline || !fresh.contains("cannot listen") {
-                panic!("restart of {} failed; log:\n{}", self.name, self.log_tail(40));
+                panic!(
+                    "restart of {} failed; log:\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -204,7 +210,10 @@ impl Node {
     /// Sends SIGTERM and waits (up to 10 s) for the process to exit; its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let code = wait_exit(&mut c, Duration::from_secs(10));
         if code.is_none() {
             let _ = c.kill();
@@ -230,7 +239,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("---- log of {} ({}) ----\n{}", self.name, self.url, self.log_tail(60));
+            eprintln!(
+                "---- log of {} ({}) ----\n{}",
+                self.name,
+                self.url,
+                self.log_tail(60)
+            );
         }
     }
 }
@@ -251,7 +265,12 @@ impl Cluster {
         let dir = TempDir::new(tag);
         let mut nodes = Vec::new();
         for i in 1..n {
-            nodes.push(Node::start(dir.path(), &format!("node{}", i + 1), ids, args));
+            nodes.push(Node::start(
+                dir.path(),
+                &format!("node{}", i + 1),
+                ids,
+                args,
+            ));
         }
         let mut first = args.to_vec();
         first.push("--bootstrap".into());
@@ -268,7 +287,8 @@ impl Cluster {
         for id in &c.ids {
             wait_for(Duration::from_secs(20), "the cluster to form", || {
                 let all = c.nodes.iter().all(|nd| {
-                    status(&nd.url, id).is_some_and(|s| s["members"].as_array().map(Vec::len) == Some(n))
+                    status(&nd.url, id)
+                        .is_some_and(|s| s["members"].as_array().map(Vec::len) == Some(n))
                 });
                 (all && c.master(id).is_some()).then_some(())
             });
@@ -317,7 +337,10 @@ pub struct Answer {
 impl Answer {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("answer is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -335,14 +358,20 @@ pub fn http(method: &str, url: &str, body: &[u8]) -> Result<Answer, String> {
     http_timeout(method, url, body, Duration::from_secs(10))
 }
 
-pub fn http_timeout(method: &str, url: &str, body: &[u8], timeout: Duration) -> Result<Answer, String> {
+pub fn http_timeout(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, String> {
     let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let addr: std::net::SocketAddr = hostport.parse().map_err(|e| format!("{hostport}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
     s.set_read_timeout(Some(timeout)).unwrap();
     s.set_write_timeout(Some(timeout)).unwrap();
     let head = format!(
@@ -350,10 +379,12 @@ pub fn http_timeout(method: &str, url: &str, body: &[u8], timeout: Duration) -> 
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).map_err(|e| format!("send {url}: {e}"))?;
+    s.write_all(head.as_bytes())
+        .map_err(|e| format!("send {url}: {e}"))?;
     s.write_all(body).map_err(|e| format!("send {url}: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read {url}: {e}"))?;
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read {url}: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -382,7 +413,13 @@ pub fn cluster_url(node: &str, id: &str, what: &str) -> String {
 
 /// `GET status`, or `None` if the node does not answer 200.
 pub fn status(node: &str, id: &str) -> Option<Value> {
-    let a = http_timeout("GET", &cluster_url(node, id, "status"), b"", Duration::from_secs(3)).ok()?;
+    let a = http_timeout(
+        "GET",
+        &cluster_url(node, id, "status"),
+        b"",
+        Duration::from_secs(3),
+    )
+    .ok()?;
     (a.status == 200).then(|| a.json())
 }
 
@@ -391,7 +428,11 @@ pub fn submit(node: &str, id: &str, changes: &[String]) -> Result<Value, String>
     let body = serde_json::to_vec(&json!({ "chg": changes })).unwrap();
     let a = http("POST", &cluster_url(node, id, "submit"), &body)?;
     if a.status != 200 {
-        return Err(format!("HTTP {}: {}", a.status, String::from_utf8_lossy(&a.body)));
+        return Err(format!(
+            "HTTP {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
     }
     Ok(a.json())
 }
@@ -413,21 +454,41 @@ pub fn set(key: &str, value: &str) -> String {
 
 /// `GET kv`: the node's whole key-value state (`{"commit", "data"}`).
 pub fn kv_all(node: &str, id: &str) -> Option<Value> {
-    let a = http_timeout("GET", &cluster_url(node, id, "kv"), b"", Duration::from_secs(3)).ok()?;
+    let a = http_timeout(
+        "GET",
+        &cluster_url(node, id, "kv"),
+        b"",
+        Duration::from_secs(3),
+    )
+    .ok()?;
     (a.status == 200).then(|| a.json())
 }
 
 /// `GET kv/<key>`: the value, or `None` (404 or no answer).
 pub fn kv_get(node: &str, id: &str, key: &str) -> Option<String> {
-    let a = http_timeout("GET", &cluster_url(node, id, &format!("kv/{key}")), b"", Duration::from_secs(3)).ok()?;
+    let a = http_timeout(
+        "GET",
+        &cluster_url(node, id, &format!("kv/{key}")),
+        b"",
+        Duration::from_secs(3),
+    )
+    .ok()?;
     (a.status == 200).then(|| a.json()["value"].as_str().unwrap_or_default().to_string())
 }
 
 /// Posts to an admin or protocol path and returns the 200 answer's JSON.
 pub fn post_json(node: &str, id: &str, what: &str, body: &Value) -> Result<Value, String> {
-    let a = http("POST", &cluster_url(node, id, what), body.to_string().as_bytes())?;
+    let a = http(
+        "POST",
+        &cluster_url(node, id, what),
+        body.to_string().as_bytes(),
+    )?;
     if a.status != 200 {
-        return Err(format!("HTTP {}: {}", a.status, String::from_utf8_lossy(&a.body)));
+        return Err(format!(
+            "HTTP {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
     }
     Ok(a.json())
 }

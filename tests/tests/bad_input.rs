@@ -13,7 +13,11 @@ const CONFORMANCE: &str = include_str!(concat!(
 /// Every node's whole key-value state and commit index, once they agree.
 fn settled_state(c: &Cluster) -> Value {
     wait_for(Duration::from_secs(5), "all nodes to agree", || {
-        let all: Vec<Value> = c.nodes.iter().filter_map(|n| kv_all(&n.url, "c1")).collect();
+        let all: Vec<Value> = c
+            .nodes
+            .iter()
+            .filter_map(|n| kv_all(&n.url, "c1"))
+            .collect();
         (all.len() == c.nodes.len() && all.iter().all(|s| *s == all[0])).then(|| all[0].clone())
     })
 }
@@ -23,7 +27,12 @@ fn bad_inputs_get_http_errors_and_change_nothing() {
     let c = Cluster::start("bad", 3, &["c1"], &[]);
     let m = c.master("c1").unwrap();
     for i in 0..3 {
-        submit_ok(&c.nodes[i].url, "c1", &[set(&format!("k{i}"), &format!("v{i}"))]).unwrap();
+        submit_ok(
+            &c.nodes[i].url,
+            "c1",
+            &[set(&format!("k{i}"), &format!("v{i}"))],
+        )
+        .unwrap();
     }
     let before = settled_state(&c);
     assert_eq!(before["data"]["k2"], "v2");
@@ -39,19 +48,31 @@ fn bad_inputs_get_http_errors_and_change_nothing() {
             let url = cluster_url(&node.url, "c1", method);
             let a = http(http_method, &url, raw.as_bytes()).unwrap();
             let note = case["note"].as_str().unwrap_or("");
-            assert_eq!(a.status as u64, case["http_status"].as_u64().unwrap(), "{note} on {url}");
+            assert_eq!(
+                a.status as u64,
+                case["http_status"].as_u64().unwrap(),
+                "{note} on {url}"
+            );
             let body = a.json();
             if let Some(code) = case["code"].as_str() {
                 assert_eq!(body["code"], code, "{note}: {body}");
             }
             // Every error body is {"code","err"}.
-            assert!(body["code"].as_str().is_some_and(|c| c.starts_with("ERR_")), "{note}: {body}");
+            assert!(
+                body["code"].as_str().is_some_and(|c| c.starts_with("ERR_")),
+                "{note}: {body}"
+            );
             assert!(body["err"].is_string(), "{note}: {body}");
         }
     }
 
     // Unknown cluster: 404 with an error body.
-    let a = http("POST", &cluster_url(&c.nodes[m].url, "nosuch", "submit"), b"{\"chg\":[]}").unwrap();
+    let a = http(
+        "POST",
+        &cluster_url(&c.nodes[m].url, "nosuch", "submit"),
+        b"{\"chg\":[]}",
+    )
+    .unwrap();
     assert_eq!(a.status, 404);
     assert!(a.json()["err"].is_string());
     // Wrong methods on the read endpoints.
@@ -67,15 +88,25 @@ fn bad_inputs_get_http_errors_and_change_nothing() {
         b
     };
     for i in [m, (m + 1) % 3] {
-        let a = http_timeout("POST", &cluster_url(&c.nodes[i].url, "c1", "submit"), &big, Duration::from_secs(60))
-            .unwrap();
+        let a = http_timeout(
+            "POST",
+            &cluster_url(&c.nodes[i].url, "c1", "submit"),
+            &big,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert_eq!(a.status, 413);
         assert_eq!(a.json()["code"], "ERR_ENCODING");
     }
 
     // Changes the key-value app cannot parse: refused by the core with ERR_ENCODING, in a 200
     // protocol answer, before anything is replicated; through the master and a follower.
-    for change in ["chg1", "{}", r#"{"op":"set","key":"a"}"#, r#"{"op":"put","key":"a","value":"1"}"#] {
+    for change in [
+        "chg1",
+        "{}",
+        r#"{"op":"set","key":"a"}"#,
+        r#"{"op":"put","key":"a","value":"1"}"#,
+    ] {
         for i in [m, (m + 2) % 3] {
             let v = submit(&c.nodes[i].url, "c1", &[set("ok", "1"), change.to_string()]).unwrap();
             assert_eq!(v["fail"], true, "{change}: {v}");
@@ -86,7 +117,13 @@ fn bad_inputs_get_http_errors_and_change_nothing() {
     let v = post_json(&c.nodes[m].url, "c1", "members/add", &json!({"addr": ""})).unwrap();
     assert_eq!(v["err"]["code"], "ERR_ENCODING", "{v}");
     // A peer's accept from a stale instance: refused, nothing changes.
-    let v = post_json(&c.nodes[(m + 1) % 3].url, "c1", "accept", &json!({"instance": 0, "seq": 1, "chg": ["junk"]})).unwrap();
+    let v = post_json(
+        &c.nodes[(m + 1) % 3].url,
+        "c1",
+        "accept",
+        &json!({"instance": 0, "seq": 1, "chg": ["junk"]}),
+    )
+    .unwrap();
     assert_eq!(v["accepted"], false, "{v}");
 
     // Still serving, nothing changed.

@@ -59,10 +59,14 @@ fn repeated_master_kills_under_concurrent_writers() {
             (acked.lock().unwrap().len() >= before + 10).then_some(())
         });
         c.nodes[m].kill();
-        wait_for(Duration::from_secs(10), &format!("writes after kill {round}"), || {
-            let n = acked.lock().unwrap().len();
-            (n >= before + 20).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(10),
+            &format!("writes after kill {round}"),
+            || {
+                let n = acked.lock().unwrap().len();
+                (n >= before + 20).then_some(())
+            },
+        );
         c.nodes[m].restart();
     }
     stop.store(true, Ordering::Relaxed);
@@ -72,15 +76,26 @@ fn repeated_master_kills_under_concurrent_writers() {
 
     let m = c.wait_master("c1", Duration::from_secs(10));
     submit_ok(&urls[m], "c1", &[set("done", "1")]).unwrap();
-    let state = wait_for(Duration::from_secs(10), "every node to have the final state", || {
-        let all: Vec<Value> = urls.iter().filter_map(|u| kv_all(u, "c1")).collect();
-        (all.len() == 3 && all[0]["data"]["done"] == "1" && all.iter().all(|s| *s == all[0]))
-            .then(|| all[0].clone())
-    });
+    let state = wait_for(
+        Duration::from_secs(10),
+        "every node to have the final state",
+        || {
+            let all: Vec<Value> = urls.iter().filter_map(|u| kv_all(u, "c1")).collect();
+            (all.len() == 3 && all[0]["data"]["done"] == "1" && all.iter().all(|s| *s == all[0]))
+                .then(|| all[0].clone())
+        },
+    );
     let data = state["data"].as_object().unwrap();
     let acked = acked.lock().unwrap().clone();
-    eprintln!("{} writes acknowledged over {ROUNDS} master kills", acked.len());
+    eprintln!(
+        "{} writes acknowledged over {ROUNDS} master kills",
+        acked.len()
+    );
     for (w, req) in &acked {
-        assert_eq!(data.get(&format!("w{w}-{req}")), Some(&json!(req.to_string())), "lost w{w}-{req}");
+        assert_eq!(
+            data.get(&format!("w{w}-{req}")),
+            Some(&json!(req.to_string())),
+            "lost w{w}-{req}"
+        );
     }
 }

@@ -7,9 +7,11 @@ use clusterconsensus_tests::*;
 
 fn readable_everywhere(c: &Cluster, id: &str, key: &str, value: &str) {
     for n in &c.nodes {
-        wait_for(Duration::from_secs(5), &format!("{key}={value} on {}", n.name), || {
-            (kv_get(&n.url, id, key).as_deref() == Some(value)).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(5),
+            &format!("{key}={value} on {}", n.name),
+            || (kv_get(&n.url, id, key).as_deref() == Some(value)).then_some(()),
+        );
     }
 }
 
@@ -31,7 +33,14 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     let mut members: Vec<String> = c.urls();
     members.sort();
     assert_eq!(fst["members"], json!(members));
-    for field in ["instance", "commit", "version", "staged", "peers", "last_master_contact_ms"] {
+    for field in [
+        "instance",
+        "commit",
+        "version",
+        "staged",
+        "peers",
+        "last_master_contact_ms",
+    ] {
         assert!(fst.get(field).is_some(), "status has {field}: {fst}");
     }
 
@@ -47,7 +56,12 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
 
     // The client subcommands.
     let (code, out, err) = run_cli(&[
-        "submit", "--node", &c.nodes[f].url, "--cluster", "c1", &set("d", "4"),
+        "submit",
+        "--node",
+        &c.nodes[f].url,
+        "--cluster",
+        "c1",
+        &set("d", "4"),
     ]);
     assert_eq!(code, 0, "submit: {out} {err}");
     readable_everywhere(&c, "c1", "d", "4");
@@ -56,7 +70,14 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     let v: Value = serde_json::from_str(&out).expect("status prints JSON");
     assert_eq!(v["cluster"], "c1");
     // Failures: exit code 2 and a message.
-    let (code, _, err) = run_cli(&["submit", "--node", &c.nodes[f].url, "--cluster", "c1", "not a change"]);
+    let (code, _, err) = run_cli(&[
+        "submit",
+        "--node",
+        &c.nodes[f].url,
+        "--cluster",
+        "c1",
+        "not a change",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("ERR_ENCODING"), "{err}");
     let (code, _, err) = run_cli(&["status", "--node", &c.nodes[f].url, "--cluster", "nosuch"]);
@@ -75,7 +96,11 @@ fn dashboard_files_and_cors() {
     std::fs::create_dir_all(www.path().join("pkg")).unwrap();
     std::fs::write(www.path().join("pkg/core_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let dir = TempDir::new("www-node");
-    let args = vec!["--www".to_string(), www.path().display().to_string(), "--bootstrap".into()];
+    let args = vec![
+        "--www".to_string(),
+        www.path().display().to_string(),
+        "--bootstrap".into(),
+    ];
     let n = Node::start(dir.path(), "solo", &["c1"], &args);
     wait_for(Duration::from_secs(5), "one-member master", || {
         status(&n.url, "c1").filter(|s| s["serving"] == json!(true))
@@ -89,10 +114,19 @@ fn dashboard_files_and_cors() {
     ] {
         let a = http("GET", &format!("{}{path}", n.url), b"").unwrap();
         assert_eq!(a.status, 200, "{path}");
-        assert!(a.header("content-type").unwrap().starts_with(ctype), "{path}: {:?}", a.headers);
+        assert!(
+            a.header("content-type").unwrap().starts_with(ctype),
+            "{path}: {:?}",
+            a.headers
+        );
         assert_eq!(a.body, body, "{path}");
     }
-    for path in ["/nope.js", "/../Cargo.toml", "/%2e%2e/Cargo.toml", "/pkg/%2e%2e/%2e%2e/x"] {
+    for path in [
+        "/nope.js",
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/pkg/%2e%2e/%2e%2e/x",
+    ] {
         let a = http("GET", &format!("{}{path}", n.url), b"").unwrap();
         assert_eq!(a.status, 404, "{path}");
     }
@@ -102,11 +136,22 @@ fn dashboard_files_and_cors() {
         let a = http("OPTIONS", &cluster_url(&n.url, "c1", what), b"").unwrap();
         assert!(a.status == 204 || a.status == 200, "{what}: {}", a.status);
         assert_eq!(a.header("access-control-allow-origin"), Some("*"), "{what}");
-        assert!(a.header("access-control-allow-methods").unwrap().contains("POST"));
-        assert!(a.header("access-control-allow-headers").unwrap().contains("content-type"));
+        assert!(a
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST"));
+        assert!(a
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("content-type"));
     }
     let body = json!({"chg": [set("k", "v")]}).to_string();
-    let a = http("POST", &cluster_url(&n.url, "c1", "submit"), body.as_bytes()).unwrap();
+    let a = http(
+        "POST",
+        &cluster_url(&n.url, "c1", "submit"),
+        body.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.header("access-control-allow-origin"), Some("*"));
     let a = http("GET", &cluster_url(&n.url, "c1", "kv/k"), b"").unwrap();
@@ -119,7 +164,12 @@ fn two_clusters_in_the_same_three_processes_stay_independent() {
     let c = Cluster::start("two", 3, &["alpha", "beta"], &[]);
     let urls = c.urls();
     submit_ok(&urls[1], "alpha", &[set("x", "from-alpha")]).unwrap();
-    submit_ok(&urls[2], "beta", &[set("x", "from-beta"), set("y", "only-beta")]).unwrap();
+    submit_ok(
+        &urls[2],
+        "beta",
+        &[set("x", "from-beta"), set("y", "only-beta")],
+    )
+    .unwrap();
     readable_everywhere(&c, "alpha", "x", "from-alpha");
     readable_everywhere(&c, "beta", "x", "from-beta");
     readable_everywhere(&c, "beta", "y", "only-beta");
@@ -148,7 +198,12 @@ fn two_clusters_in_the_same_three_processes_stay_independent() {
 #[test]
 fn sigterm_stops_a_node_cleanly_and_it_resumes_from_its_data() {
     let dir = TempDir::new("term");
-    let mut n = Node::start(dir.path(), "solo", &["c1", "c2"], &["--bootstrap".to_string()]);
+    let mut n = Node::start(
+        dir.path(),
+        "solo",
+        &["c1", "c2"],
+        &["--bootstrap".to_string()],
+    );
     for id in ["c1", "c2"] {
         wait_for(Duration::from_secs(5), "one-member master", || {
             status(&n.url, id).filter(|s| s["serving"] == json!(true))
@@ -159,11 +214,26 @@ fn sigterm_stops_a_node_cleanly_and_it_resumes_from_its_data() {
 
     // Startup failures: exit code 2 and a clear message.
     let data = n.data_dir.display().to_string();
-    let other = ["node", "--listen", "127.0.0.1:0", "--cluster", "c1", "--data-dir", &data];
+    let other = [
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster",
+        "c1",
+        "--data-dir",
+        &data,
+    ];
     let (code, _, err) = run_cli(&other);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("belongs to the member"), "{err}");
-    let (code, _, err) = run_cli(&["node", "--listen", "127.0.0.1:0", "--cluster", "a/b", "--memory"]);
+    let (code, _, err) = run_cli(&[
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster",
+        "a/b",
+        "--memory",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cluster id"), "{err}");
     let (code, _, err) = run_cli(&["node", "--listen", "127.0.0.1:0", "--cluster", "c1"]);
@@ -173,13 +243,22 @@ fn sigterm_stops_a_node_cleanly_and_it_resumes_from_its_data() {
     n.restart();
     let url = n.url.clone();
     for id in ["c1", "c2"] {
-        wait_for(Duration::from_secs(10), "the restarted node to be master again", || {
-            status(&url, id).filter(|s| s["serving"] == json!(true))
-        });
+        wait_for(
+            Duration::from_secs(10),
+            "the restarted node to be master again",
+            || status(&url, id).filter(|s| s["serving"] == json!(true)),
+        );
     }
     assert_eq!(kv_get(&url, "c1", "kept").as_deref(), Some("yes"));
     assert_eq!(kv_get(&url, "c2", "kept"), None);
-    let (code, _, err) = run_cli(&["node", "--listen", &format!("127.0.0.1:{}", n.port), "--cluster", "c1", "--memory"]);
+    let (code, _, err) = run_cli(&[
+        "node",
+        "--listen",
+        &format!("127.0.0.1:{}", n.port),
+        "--cluster",
+        "c1",
+        "--memory",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot listen"), "{err}");
 }

@@ -17,37 +17,65 @@ fn a_fourth_node_is_added_gets_the_state_submits_and_is_removed() {
 
     // Sent to a follower, the add is forwarded to the master; answered once committed.
     let version = status(&c.nodes[m].url, "c1").unwrap()["version"].clone();
-    let v = post_json(&c.nodes[f].url, "c1", "members/add", &json!({"addr": fourth.url, "version": version}))
-        .unwrap();
+    let v = post_json(
+        &c.nodes[f].url,
+        "c1",
+        "members/add",
+        &json!({"addr": fourth.url, "version": version}),
+    )
+    .unwrap();
     assert_eq!(v, json!({"fail": false, "err": null}));
     for n in &c.nodes {
         let st = status(&n.url, "c1").unwrap();
-        assert!(st["members"].as_array().unwrap().contains(&json!(fourth.url)), "{st}");
+        assert!(
+            st["members"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(fourth.url)),
+            "{st}"
+        );
     }
 
     // It gets the snapshot, follows the master, and can submit.
     wait_for(Duration::from_secs(10), "the new member to join", || {
         status(&fourth.url, "c1").filter(|s| s["role"] == "participant" && s["master"].is_string())
     });
-    wait_for(Duration::from_secs(5), "the snapshot on the new member", || {
-        kv_get(&fourth.url, "c1", "old4").map(|_| ())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the snapshot on the new member",
+        || kv_get(&fourth.url, "c1", "old4").map(|_| ()),
+    );
     submit_ok(&fourth.url, "c1", &[set("from4", "1")]).unwrap();
     for n in c.nodes.iter().map(|n| &n.url).chain([&fourth.url]) {
-        wait_for(Duration::from_secs(5), "from4 everywhere", || kv_get(n, "c1", "from4").map(|_| ()));
+        wait_for(Duration::from_secs(5), "from4 everywhere", || {
+            kv_get(n, "c1", "from4").map(|_| ())
+        });
     }
 
     // A request made against an old member-list version is refused.
-    let v = post_json(&c.nodes[m].url, "c1", "members/remove", &json!({"addr": fourth.url, "version": version}))
-        .unwrap();
+    let v = post_json(
+        &c.nodes[m].url,
+        "c1",
+        "members/remove",
+        &json!({"addr": fourth.url, "version": version}),
+    )
+    .unwrap();
     assert_eq!(v["err"]["code"], "ERR_SEQUENCE", "{v}");
 
     // Remove it: it learns of its removal and reports `removed`.
-    let v = post_json(&c.nodes[m].url, "c1", "members/remove", &json!({"addr": fourth.url})).unwrap();
+    let v = post_json(
+        &c.nodes[m].url,
+        "c1",
+        "members/remove",
+        &json!({"addr": fourth.url}),
+    )
+    .unwrap();
     assert_eq!(v, json!({"fail": false, "err": null}));
-    wait_for(Duration::from_secs(10), "the fourth node to report removed", || {
-        status(&fourth.url, "c1").filter(|s| s["role"] == "removed")
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the fourth node to report removed",
+        || status(&fourth.url, "c1").filter(|s| s["role"] == "removed"),
+    );
     let mut three = c.urls();
     three.sort();
     for n in &c.nodes {
