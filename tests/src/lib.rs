@@ -464,6 +464,14 @@ pub fn kv_all(node: &str, id: &str) -> Option<Value> {
     (a.status == 200).then(|| a.json())
 }
 
+/// Every node's whole key-value state of cluster `id` (and commit index), once they all agree.
+pub fn settled_state(c: &Cluster, id: &str) -> Value {
+    wait_for(Duration::from_secs(5), "all nodes to agree", || {
+        let all: Vec<Value> = c.nodes.iter().filter_map(|n| kv_all(&n.url, id)).collect();
+        (all.len() == c.nodes.len() && all.iter().all(|s| *s == all[0])).then(|| all[0].clone())
+    })
+}
+
 /// `GET kv/<key>`: the value, or `None` (404 or no answer).
 pub fn kv_get(node: &str, id: &str, key: &str) -> Option<String> {
     let a = http_timeout(

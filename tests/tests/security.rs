@@ -22,18 +22,6 @@ fn call(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16, Value
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-/// Every node's state once they agree.
-fn settled(c: &Cluster) -> Value {
-    wait_for(Duration::from_secs(5), "all nodes to agree", || {
-        let all: Vec<Value> = c
-            .nodes
-            .iter()
-            .filter_map(|n| kv_all(&n.url, "c1"))
-            .collect();
-        (all.len() == c.nodes.len() && all.iter().all(|s| *s == all[0])).then(|| all[0].clone())
-    })
-}
-
 #[test]
 fn without_the_token_every_protected_call_gets_401_and_changes_nothing() {
     let tokdir = TempDir::new("token");
@@ -49,7 +37,7 @@ fn without_the_token_every_protected_call_gets_401_and_changes_nothing() {
         &json!({"chg": [set("a", "1")]}).to_string(),
     );
     assert_eq!((s, &v["fail"]), (200, &json!(false)), "{v}");
-    let before = settled(&c);
+    let before = settled_state(&c, "c1");
     let instance = status(&c.nodes[m].url, "c1").unwrap()["instance"]
         .as_u64()
         .unwrap();
@@ -100,7 +88,7 @@ fn without_the_token_every_protected_call_gets_401_and_changes_nothing() {
 
     // Nothing changed: same state everywhere, same master, same instance, same members.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(settled(&c), before);
+    assert_eq!(settled_state(&c, "c1"), before);
     assert_eq!(c.master("c1"), Some(m));
     let st = status(&c.nodes[m].url, "c1").unwrap();
     assert_eq!(st["instance"].as_u64(), Some(instance));
@@ -305,7 +293,7 @@ fn slow_clients_and_too_many_connections_are_cut_off() {
     let args: Vec<String> = [
         "--bootstrap",
         "--header-timeout-ms",
-        "600",
+        "2000",
         "--body-timeout-ms",
         "600",
         "--max-connections",
@@ -319,12 +307,16 @@ fn slow_clients_and_too_many_connections_are_cut_off() {
     });
     let addr = n.url.strip_prefix("http://").unwrap().to_string();
 
-    // Slowloris: half a request head, then nothing. Closed after the header timeout.
+    // Slowloris: half a request head, then nothing. Closed by the header timeout (2 s); the
+    // bounds are far apart so that a loaded machine cannot blur them.
     let mut slow = TcpStream::connect(&addr).unwrap();
     slow.write_all(b"POST /_clusterc/c1/submit HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let took = closed_within(&mut slow, Duration::from_secs(5)).expect("a slow head is cut off");
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    let took = closed_within(&mut slow, Duration::from_secs(15)).expect("a slow head is cut off");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "{took:?}: before the header timeout"
+    );
 
     // A body that stops halfway: 408 after the body timeout, nothing committed.
     let mut slow = TcpStream::connect(&addr).unwrap();
@@ -350,10 +342,13 @@ fn slow_clients_and_too_many_connections_are_cut_off() {
     let mut extra = TcpStream::connect(&addr).unwrap();
     let took =
         closed_within(&mut extra, Duration::from_secs(5)).expect("the extra connection is closed");
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?}: not at once, but by the header timeout"
+    );
     for s in &mut idle {
         assert!(
-            closed_within(s, Duration::from_secs(5)).is_some(),
+            closed_within(s, Duration::from_secs(15)).is_some(),
             "an idle connection is closed"
         );
     }
