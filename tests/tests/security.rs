@@ -421,11 +421,8 @@ fn overload_is_refused_at_once_with_err_state() {
         &json!({"chg": [set("x", "1")]}).to_string(),
     );
     assert_eq!((s, v["code"].as_str()), (503, Some("ERR_STATE")), "{v}");
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    // At once, not after the 4-5 s the waiting submits take (kept far apart for loaded machines).
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     for w in waiting {
         let _ = w.join();
     }
