@@ -364,6 +364,20 @@ pub fn http_timeout(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer, String> {
+    http_request(method, url, None, body, timeout)
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`), with an optional bearer
+/// token, bounded by `timeout` in all. `Err` for a transport failure. The one raw client of the
+/// tests (the campaign's clients use it too).
+pub fn http_request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let deadline = Instant::now() + timeout;
     let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -372,10 +386,16 @@ pub fn http_timeout(
     let addr: std::net::SocketAddr = hostport.parse().map_err(|e| format!("{hostport}: {e}"))?;
     let mut s =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.set_write_timeout(Some(timeout)).unwrap();
+    let left = |d: Instant| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    s.set_write_timeout(Some(left(deadline))).ok();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n{auth}\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -383,8 +403,18 @@ pub fn http_timeout(
         .map_err(|e| format!("send {url}: {e}"))?;
     s.write_all(body).map_err(|e| format!("send {url}: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read {url}: {e}"))?;
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("{url}: no answer within {timeout:?}"));
+        }
+        s.set_read_timeout(Some(left(deadline))).ok();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read {url}: {e}")),
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -18,8 +18,7 @@ pub mod checker;
 pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,54 +133,7 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let deadline = Instant::now() + timeout;
-    let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr: SocketAddr = hostport.parse().map_err(|e| format!("{hostport}: {e}"))?;
-    let mut s =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {url}: {e}"))?;
-    let left = |d: Instant| {
-        d.saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    s.set_write_timeout(Some(left(deadline))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n{auth}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .map_err(|e| format!("send {url}: {e}"))?;
-    s.write_all(body).map_err(|e| format!("send {url}: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        if Instant::now() >= deadline {
-            return Err(format!("{url}: no answer within {timeout:?}"));
-        }
-        s.set_read_timeout(Some(left(deadline))).ok();
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("read {url}: {e}")),
-        }
-    }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{url}: no HTTP head"))?;
-    let status = String::from_utf8_lossy(&raw[..split])
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|c| c.parse().ok()))
-        .ok_or_else(|| format!("{url}: bad status line"))?;
-    Ok((status, raw[split + 4..].to_vec()))
+    crate::http_request(method, url, token, body, timeout).map(|a| (a.status, a.body))
 }
 
 fn json_of(body: &[u8]) -> Value {
