@@ -123,7 +123,6 @@ enum Origin {
 struct Open {
     origin: Origin,
     to: usize,
-    to_incarnation: u64,
     method: Method,
 }
 
@@ -685,7 +684,6 @@ impl Sim {
             Open {
                 origin: Origin::Client { op },
                 to: i,
-                to_incarnation: self.nodes[i].incarnation,
                 method: req.method(),
             },
         );
@@ -902,7 +900,6 @@ impl Sim {
             Open {
                 origin: Origin::Inject,
                 to: i,
-                to_incarnation: self.nodes[i].incarnation,
                 method: req.method(),
             },
         );
@@ -1067,7 +1064,6 @@ impl Sim {
                     Open {
                         origin,
                         to: m.to,
-                        to_incarnation: self.nodes[m.to].incarnation,
                         method: m.method,
                     },
                 );
@@ -1185,7 +1181,6 @@ impl Sim {
             return self.checker.violation(self.now, msg);
         };
         debug_assert_eq!(o.to, i);
-        let _ = o.to_incarnation;
         match o.origin {
             Origin::Client { op } => {
                 let r = match &response {
