@@ -14,6 +14,10 @@ pub struct Config {
     pub self_addr: String,
     /// How often a master sends heartbeats (and re-sends an accept not yet acknowledged).
     pub heartbeat_ms: u64,
+    /// How long a master with nothing more to propose waits before it tells its followers of
+    /// a commit with an empty accept (a new batch within that time carries the news instead).
+    /// Capped at `heartbeat_ms`; 0 sends it at once.
+    pub commit_notice_ms: u64,
     /// Election timeouts are drawn uniformly from `[election_min_ms, election_max_ms)`.
     /// A master that hears from no majority for `election_min_ms` steps down, and a voter that
     /// heard from a live master less than `election_min_ms` ago refuses to vote.
@@ -38,6 +42,7 @@ impl Config {
             cluster: cluster.into(),
             self_addr: self_addr.into(),
             heartbeat_ms: 100,
+            commit_notice_ms: 5,
             election_min_ms: 1000,
             election_max_ms: 2000,
             max_batch: 4096,

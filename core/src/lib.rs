@@ -20,7 +20,9 @@
 //! let mut drain = |node: &mut Participant<KvStore>, now: u64| {
 //!     while let Some(out) = node.poll_output() {
 //!         match out {
-//!             // MUST be durable before anything polled after it is acted on.
+//!             // Write it durably, then report it. Until then `poll_output` hands out only
+//!             // outputs that do not depend on it, so a host that writes in the background
+//!             // (as the native host does) acts on each output as it comes.
 //!             Output::Persist(p) => {
 //!                 disk.apply(&p); // write + fsync, as one transaction
 //!                 node.persisted(now, p.id);

@@ -22,7 +22,8 @@ pub type MessageId = u64;
 pub enum Output {
     /// Write this durably (fsync). Until the host calls
     /// [`Participant::persisted`](crate::Participant::persisted) with its id, `poll_output`
-    /// returns nothing more: every later output may depend on it.
+    /// returns only outputs that do not depend on it (a master's proposal, answers to a batch a
+    /// majority already holds), then nothing.
     Persist(Persist),
     /// POST `request` to `to` + `/_clusterc/<cluster>/` + `request.method().path()`, then call
     /// `handle_response` with `id` exactly once: with the decoded answer, or with an error

@@ -9,9 +9,9 @@
 //!
 //! Persists go to a dedicated writer thread (one per cluster) that does the redb write and the
 //! fsync, so the task never blocks the runtime and keeps feeding inputs to the core while the
-//! disk works. The core withholds every output behind a `Persist` until `persisted`, so this
-//! changes no ordering; it is what makes group commit work: submits that arrive during one fsync
-//! queue in the core and all go out in the next accept.
+//! disk works. The core withholds every output that depends on a `Persist` until `persisted`,
+//! so this changes no ordering that matters; it is what makes group commit work: submits that
+//! arrive during one fsync queue in the core and all go out in the next accept.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
@@ -275,9 +275,10 @@ impl Task {
         }
     }
 
-    /// Carries out every output, in order. A `Persist` goes to the writer thread; the core
-    /// hands out nothing after it until `Input::Persisted` comes back, so nothing polled after
-    /// it is acted on before it is durable.
+    /// Carries out every output, in order. A `Persist` goes to the writer thread; until
+    /// `Input::Persisted` comes back the core hands out only outputs that do not depend on it
+    /// (a master's next accept, the answers to a chosen batch), so those go out while the disk
+    /// works.
     fn drain(&mut self) {
         // The master sends the same accept to every follower: encode it once.
         let mut last: Option<(clusterconsensus::Request, Vec<u8>)> = None;

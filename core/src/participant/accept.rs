@@ -69,7 +69,7 @@ impl<S: StateMachine> Participant<S> {
                 .clone()
                 .filter(|s| s.seq == commit + 1 && s.instance == instance)
             {
-                self.commit_entry(now, s.seq, s.payload);
+                self.commit_entry(now, s.seq, s.payload, false);
                 if self.role == Role::Removed {
                     return self.reply_err(id, method, not_member_error(Role::Removed));
                 }

@@ -129,7 +129,11 @@ pub struct Participant<S: StateMachine> {
     commits_since_snapshot: u64,
 
     // Output queue and durability barrier.
-    outputs: VecDeque<Output>,
+    /// Each output with whether it may go ahead of a Persist still in progress (it depends on
+    /// no write: a master's proposal, the answers to a chosen batch).
+    outputs: VecDeque<(Output, bool)>,
+    /// How many outputs in `outputs` may go ahead.
+    early: usize,
     dirty: bool,
     pending_entries: Vec<Entry>,
     pending_snapshot: Option<Snapshot>,
@@ -227,6 +231,7 @@ impl<S: StateMachine> Participant<S> {
             forward_failures: 0,
             commits_since_snapshot: 0,
             outputs: VecDeque::new(),
+            early: 0,
             dirty: false,
             pending_entries: Vec::new(),
             pending_snapshot: None,
@@ -601,14 +606,22 @@ impl<S: StateMachine> Participant<S> {
     // Outputs
     // -----------------------------------------------------------------------------------------
 
-    /// The next obligation, or `None`. After an [`Output::Persist`], returns `None` until
-    /// [`persisted`](Self::persisted) is called with its id. Poll until `None` after every
-    /// input.
+    /// The next obligation, or `None`. After an [`Output::Persist`], returns only outputs that
+    /// do not depend on it (a master's proposal to its followers, the answers to a batch a
+    /// majority already holds) until [`persisted`](Self::persisted) is called with its id.
+    /// Poll until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.blocked_on.is_some() {
+        let (out, early) = if self.blocked_on.is_none() {
+            self.outputs.pop_front()?
+        } else if self.early > 0 {
+            let i = self.outputs.iter().position(|(_, early)| *early)?;
+            self.outputs.remove(i)?
+        } else {
             return None;
+        };
+        if early {
+            self.early -= 1;
         }
-        let out = self.outputs.pop_front()?;
         if let Output::Persist(p) = &out {
             self.blocked_on = Some(p.id);
         }
@@ -655,18 +668,25 @@ impl<S: StateMachine> Participant<S> {
             self.durable_waiting.push((id, d));
         }
         self.dirty = false;
-        self.outputs.push_back(Output::Persist(Persist {
+        let p = Persist {
             id,
             hard: self.hard.clone(),
             entries: core::mem::take(&mut self.pending_entries),
             snapshot: self.pending_snapshot.take(),
-        }));
+        };
+        self.outputs.push_back((Output::Persist(p), false));
     }
 
     /// Queues an output that depends on the state changed so far: flushes first.
     fn push(&mut self, out: Output) {
         self.flush();
-        self.outputs.push_back(out);
+        self.outputs.push_back((out, false));
+    }
+
+    /// Queues an output that depends on no write (see [`send_early`](Self::send_early)).
+    fn push_early(&mut self, out: Output) {
+        self.early += 1;
+        self.outputs.push_back((out, true));
     }
 
     fn reply(&mut self, id: RequestId, response: Response) {
@@ -678,7 +698,7 @@ impl<S: StateMachine> Participant<S> {
     }
 
     fn event(&mut self, e: Event) {
-        self.outputs.push_back(Output::Event(e));
+        self.outputs.push_back((Output::Event(e), false));
     }
 
     /// Sends `request` to `to`, after everything changed so far is durable.
@@ -687,15 +707,26 @@ impl<S: StateMachine> Participant<S> {
         self.send_now(to, request, pending)
     }
 
-    /// Sends without waiting for state changed since the last flush to be durable. Only for
-    /// requests that do not depend on it (a master's proposal does not depend on its own
-    /// staged copy: its own vote is counted only once that is durable).
+    /// Sends after the writes already queued (everything changed before the last flush).
     fn send_now(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
         let id = self.next_msg;
         self.next_msg += 1;
         self.outstanding.insert(id, (to.clone(), pending));
         self.outputs
-            .push_back(Output::Send(Send { id, to, request }));
+            .push_back((Output::Send(Send { id, to, request }), false));
+        id
+    }
+
+    /// Sends at once, ahead of every write not yet durable. Only for requests that depend on
+    /// none: a master's proposal at `commit + 1` depends on its promise (durable before it won)
+    /// and on the slot at `commit` being chosen (a majority holds it durably, our own vote
+    /// counted only once durable), not on its own staged copy or its record of the commit.
+    /// etcd's raft does the same: a leader sends its appends in parallel with its own write.
+    fn send_early(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
+        let id = self.next_msg;
+        self.next_msg += 1;
+        self.outstanding.insert(id, (to.clone(), pending));
+        self.push_early(Output::Send(Send { id, to, request }));
         id
     }
 
@@ -732,7 +763,9 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// Applies the entry at `commit + 1`: the one step by which every role commits.
-    fn commit_entry(&mut self, now: u64, seq: u64, payload: Payload) {
+    /// `chosen_here`: this master counted the majority itself, so the events need not wait for
+    /// any write (they go out ahead of it, before the answers to the batch).
+    fn commit_entry(&mut self, now: u64, seq: u64, payload: Payload, chosen_here: bool) {
         debug_assert_eq!(seq, self.hard.commit + 1);
         match &payload {
             Payload::Changes(chg) => {
@@ -776,12 +809,17 @@ impl<S: StateMachine> Participant<S> {
             Payload::Rm(a) => Some(a.clone()),
             _ => None,
         };
-        self.event(Event::Committed { seq, payload });
-        if membership {
-            self.event(Event::MembersChanged {
-                members: self.hard.members.clone(),
-                version: seq,
-            });
+        let committed = Event::Committed { seq, payload };
+        let changed = membership.then(|| Event::MembersChanged {
+            members: self.hard.members.clone(),
+            version: seq,
+        });
+        for e in core::iter::once(committed).chain(changed) {
+            if chosen_here {
+                self.push_early(Output::Event(e));
+            } else {
+                self.event(e);
+            }
         }
         if let Some(gone) = removed {
             if gone == self.hard.self_addr {

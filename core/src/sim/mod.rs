@@ -1107,15 +1107,10 @@ impl Sim {
         }
     }
 
-    /// Handles every output of node `i` until it has none (or waits for a persist).
+    /// Handles every output of node `i` until it has none. While a persist is in progress the
+    /// core hands out only what does not depend on it.
     fn drain(&mut self, i: usize) {
-        loop {
-            if self.nodes[i].persist.is_some() {
-                break;
-            }
-            let Some(out) = self.nodes[i].p.as_mut().and_then(|p| p.poll_output()) else {
-                break;
-            };
+        while let Some(out) = self.nodes[i].p.as_mut().and_then(|p| p.poll_output()) {
             match out {
                 Output::Persist(p) => {
                     let delay = if self.manual {
