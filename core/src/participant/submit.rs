@@ -5,7 +5,7 @@ use alloc::format;
 
 use super::{Participant, Pending, Role};
 use crate::error::{Error, ErrorCode};
-use crate::output::RequestId;
+use crate::output::{Output, Reply, RequestId};
 use crate::wire::{FailResult, Method, Request, Response, Submit};
 use crate::StateMachine;
 
@@ -52,7 +52,9 @@ impl<S: StateMachine> Participant<S> {
                 } else {
                     Pending::Forward { req: id }
                 };
-                self.send(m, req, pending);
+                // A forward depends on nothing this node writes: it goes ahead of any write in
+                // progress (a follower stages an accept every round trip under load).
+                self.send_early(m, req, pending);
             }
             _ => {
                 let e = match self.role {
@@ -75,7 +77,11 @@ impl<S: StateMachine> Participant<S> {
         match res {
             Ok(Response::Fail(f)) => {
                 self.forward_failures = 0;
-                self.reply(req, Response::Fail(f));
+                // The master's answer, relayed: it depends on no write of this node.
+                self.push_early(Output::Reply(Reply {
+                    id: req,
+                    response: Response::Fail(f),
+                }));
             }
             Ok(_) => {
                 let e = Error::new(ErrorCode::Call, "the master answered with the wrong shape");

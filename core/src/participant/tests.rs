@@ -2386,3 +2386,21 @@ fn a_submit_within_commit_notice_ms_carries_the_commit_instead_of_an_empty_accep
     // The timer is back at the heartbeat: nothing is due at the notice's time.
     assert_eq!(tick(&mut a, 16), vec![]);
 }
+
+#[test]
+fn a_follower_forwards_a_submit_and_relays_the_answer_while_its_write_is_in_progress() {
+    let mut b = follower3();
+    let m = next_msg(&b);
+    let x = set("x", "1");
+    b.handle_request(0, 1, accept(1, 3, vec![x], Some(A)));
+    assert!(matches!(b.poll_output(), Some(Output::Persist(_))));
+    // Its disk is busy with the staged slot; the forward does not wait for it...
+    let k = set("k", "v");
+    b.handle_request(1, 2, submit(vec![k.clone()], false));
+    assert_eq!(b.poll_output(), Some(send(m, A, submit(vec![k], true))));
+    assert_eq!(b.poll_output(), None, "the vote waits for the write");
+    // ...nor does the master's answer, relayed.
+    b.handle_response(2, m, Ok(ok()));
+    assert_eq!(b.poll_output(), Some(reply(2, ok())));
+    assert_eq!(b.poll_output(), None);
+}
