@@ -7,11 +7,11 @@
 //! through the same channel, so each one gets exactly one `handle_response`. One timer is armed
 //! from `poll_timeout`.
 //!
-//! Persists go to a dedicated writer thread (one per cluster) that does the redb write and the
-//! fsync, so the task never blocks the runtime and keeps feeding inputs to the core while the
-//! disk works. The core withholds every output that depends on a `Persist` until `persisted`,
-//! so this changes no ordering that matters; it is what makes group commit work: submits that
-//! arrive during one fsync queue in the core and all go out in the next accept.
+//! Persists go to a dedicated writer thread (one per cluster) that writes the log record and
+//! does the fdatasync, so the task never blocks the runtime and keeps feeding inputs to the core
+//! while the disk works. The core withholds every output that depends on a `Persist` until
+//! `persisted`, so this changes no ordering that matters; it is what makes group commit work:
+//! submits that arrive during one fsync queue in the core and all go out in the next accept.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;

@@ -2,8 +2,8 @@
 //!
 //! The host is thin: HTTP in, core inputs; core outputs, HTTP and disk out. Per cluster one
 //! task owns the `Participant` ([`cluster`]); [`http`] routes requests to it; [`storage`] makes
-//! each `Persist` durable in redb; [`client`] carries the outgoing calls. No protocol decision
-//! lives here.
+//! each `Persist` durable in a write-ahead log; [`client`] carries the outgoing calls. No
+//! protocol decision lives here.
 
 mod auth;
 mod client;
@@ -143,7 +143,7 @@ struct NodeArgs {
     /// from this process, each with its own state and storage.
     #[arg(long = "cluster", value_name = "ID", required = true)]
     clusters: Vec<String>,
-    /// Directory for the durable state: one redb file per cluster, <DIR>/<ID>.redb. With
+    /// Directory for the durable state: one write-ahead log per cluster, <DIR>/<ID>.wal. With
     /// existing data the node resumes as the member it was.
     #[arg(long, value_name = "DIR", required_unless_present = "memory")]
     data_dir: Option<PathBuf>,
