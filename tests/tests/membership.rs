@@ -25,15 +25,20 @@ fn a_fourth_node_is_added_gets_the_state_submits_and_is_removed() {
     )
     .unwrap();
     assert_eq!(v, json!({"fail": false, "err": null}));
-    for n in &c.nodes {
-        let st = status(&n.url, "c1").unwrap();
-        assert!(
+    // Committed: the master lists it now; the followers learn the commit with the next accept
+    // (an idle master sends an empty one after commit_notice_ms).
+    let lists_fourth = |url: &str| {
+        status(url, "c1").filter(|st| {
             st["members"]
                 .as_array()
-                .unwrap()
-                .contains(&json!(fourth.url)),
-            "{st}"
-        );
+                .is_some_and(|m| m.contains(&json!(fourth.url)))
+        })
+    };
+    assert!(lists_fourth(&c.nodes[m].url).is_some());
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(2), "every member to list the 4th", || {
+            lists_fourth(&n.url).map(|_| ())
+        });
     }
 
     // It gets the snapshot, follows the master, and can submit.
