@@ -1,5 +1,5 @@
 //! `clusterconsensus-bench`: a 3-node cluster of real `clusterconsensus node` processes on
-//! 127.0.0.1 (redb, fsync on), driven by C concurrent HTTP/1.1 keep-alive clients, side by side
+//! 127.0.0.1 (write-ahead log, fdatasync on), driven by C concurrent HTTP/1.1 keep-alive clients, side by side
 //! with a 3-member etcd cluster when the `etcd` binary is present.
 //!
 //! Every client has its own connection and submits one key-value set (16-byte key, 100-byte
@@ -399,7 +399,15 @@ async fn measure(
         let url = url.clone();
         let keys = args.keys;
         handles.push(tokio::spawn(async move {
-            client_loop(i as u64, keys, &url, &target, measure_from, deadline).await
+            client_loop(
+                i as u64,
+                Keys::Cycle(keys),
+                &url,
+                &target,
+                measure_from,
+                deadline,
+            )
+            .await
         }));
     }
     // Start counting CPU and peak RSS at the end of the warm-up.
@@ -448,9 +456,18 @@ async fn measure(
 
 /// One client: one keep-alive connection, one write at a time until the deadline. Reconnects
 /// after a failure.
+/// Which keys a client writes.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// Forever, cycling over this many keys.
+    Cycle(u64),
+    /// Each of this many keys once, shared out over `clients` clients; then the client stops.
+    Fill { keys: u64, clients: u64 },
+}
+
 async fn client_loop(
     client: u64,
-    keys: u64,
+    keys: Keys,
     url: &str,
     target: &Target,
     measure_from: Instant,
@@ -470,10 +487,14 @@ async fn client_loop(
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         n += 1;
-        let key = format!(
-            "key-{:012}",
-            (client.wrapping_mul(1_000_003).wrapping_add(n)) % keys
-        );
+        let index = match keys {
+            Keys::Cycle(keys) => (client.wrapping_mul(1_000_003).wrapping_add(n)) % keys,
+            Keys::Fill { keys, clients } => match client + (n - 1) * clients {
+                i if i < keys => i,
+                _ => break,
+            },
+        };
+        let key = format!("key-{index:012}");
         let body = target.body(&key, &value);
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             match tokio::time::timeout_at(deadline.into(), connect(addr)).await {
@@ -988,12 +1009,39 @@ async fn run_soak(
     let c = args.soak_concurrency;
     let target = Target::ours();
     let urls = ours.urls_for(c, false);
+    // Write every key once first, so that the applied state is at its full size before the
+    // first sample: what grows after that is not the state.
+    let fill_start = Instant::now();
+    let mut fill = Vec::new();
+    for (i, url) in urls.iter().cloned().enumerate() {
+        let (target, clients) = (target.clone(), urls.len() as u64);
+        let keys = Keys::Fill {
+            keys: args.keys,
+            clients,
+        };
+        let deadline = fill_start + Duration::from_secs(600);
+        fill.push(tokio::spawn(async move {
+            client_loop(i as u64, keys, &url, &target, fill_start, deadline).await
+        }));
+    }
+    let (mut filled, mut fill_errors) = (0, 0);
+    for h in fill {
+        if let Ok(r) = h.await {
+            filled += r.ok;
+            fill_errors += r.errors;
+        }
+    }
+    println!(
+        "prefill: {filled} of {} keys written in {:.1} s, {fill_errors} errors",
+        args.keys,
+        fill_start.elapsed().as_secs_f64()
+    );
     let start = Instant::now();
     let deadline = start + soak;
     let mut handles = Vec::new();
     for (i, url) in urls.into_iter().enumerate() {
         let target = target.clone();
-        let keys = args.keys;
+        let keys = Keys::Cycle(args.keys);
         handles.push(tokio::spawn(async move {
             client_loop(i as u64, keys, &url, &target, start, deadline).await
         }));
