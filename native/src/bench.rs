@@ -1,6 +1,6 @@
 //! `clusterconsensus-bench`: a 3-node cluster of real `clusterconsensus node` processes on
-//! 127.0.0.1 (write-ahead log, fdatasync on), driven by C concurrent HTTP/1.1 keep-alive clients, side by side
-//! with a 3-member etcd cluster when the `etcd` binary is present.
+//! 127.0.0.1 (write-ahead log, fdatasync on), driven by C concurrent HTTP/1.1 keep-alive
+//! clients, side by side with a 3-member etcd cluster when the `etcd` binary is present.
 //!
 //! Every client has its own connection and submits one key-value set (16-byte key, 100-byte
 //! value) at a time: to us as the seed's `{"chg":[...]}` on `/_clusterc/<id>/submit`, to etcd as
