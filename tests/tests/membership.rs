@@ -36,9 +36,11 @@ fn a_fourth_node_is_added_gets_the_state_submits_and_is_removed() {
     };
     assert!(lists_fourth(&c.nodes[m].url).is_some());
     for n in &c.nodes {
-        wait_for(Duration::from_secs(2), "every member to list the 4th", || {
-            lists_fourth(&n.url).map(|_| ())
-        });
+        wait_for(
+            Duration::from_secs(2),
+            "every member to list the 4th",
+            || lists_fourth(&n.url).map(|_| ()),
+        );
     }
 
     // It gets the snapshot, follows the master, and can submit.
