@@ -3,7 +3,8 @@
 //!
 //! Every message is encoded to JSON and decoded again on arrival, as on the wire. Faults:
 //! drop, delay (and so reorder), duplicate, directed partitions, crash and restart from what
-//! was persisted (a persist completes after a random delay; a crash before that loses it).
+//! was persisted (a persist completes after a random delay; a crash before that loses it),
+//! and crashes armed to hit the middle of a write ([`Sim::crash_mid_write`]).
 //! The safety properties of PROTOCOL.md section 4 are checked after every step (see
 //! [`check`]); violations are recorded, never panicked on, so a browser can show them.
 //!
@@ -164,6 +165,10 @@ enum Ev {
         incarnation: u64,
         mid: MessageId,
     },
+    /// A crash at a chosen time (a paused node is killed too).
+    Crash {
+        node: usize,
+    },
 }
 
 struct Node {
@@ -174,6 +179,9 @@ struct Node {
     timer_generation: u64,
     timer_at: Option<u64>,
     persist: Option<Persist>,
+    /// Crash as soon as a write is in progress and everything released ahead of it is out;
+    /// then, if set, crash the master this many ms later.
+    crash_mid_write: Option<Option<u64>>,
     /// Stopped (SIGSTOP): events for it wait in `deferred` until it resumes.
     paused: bool,
     deferred: Vec<Ev>,
@@ -320,6 +328,7 @@ impl Sim {
                 timer_generation: 0,
                 timer_at: None,
                 persist: None,
+                crash_mid_write: None,
                 paused: false,
                 deferred: Vec::new(),
                 deferred_calls: Vec::new(),
@@ -539,6 +548,7 @@ impl Sim {
             Ev::Timer { node, .. } | Ev::PersistDone { node, .. } | Ev::Fail { node, .. } => {
                 Some(*node)
             }
+            Ev::Crash { .. } => None,
         };
         if let Some(n) = target.filter(|n| self.nodes[*n].paused) {
             self.nodes[n].deferred.push(ev);
@@ -575,6 +585,7 @@ impl Sim {
                     self.drain(node);
                 }
             }
+            Ev::Crash { node } => self.crash(node),
         }
         self.check();
     }
@@ -709,6 +720,7 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.p = None;
         n.persist = None;
+        n.crash_mid_write = None;
         n.paused = false;
         n.incarnation += 1;
         n.timer_generation += 1;
@@ -748,6 +760,21 @@ impl Sim {
             }
         }
         self.checker.on_crash(i);
+    }
+
+    /// Crashes node `i` the next time it has a write in progress, right after everything the
+    /// core released ahead of that write has gone out: the write is lost. This is the window
+    /// where an answer sent before its write is durable breaks a promise, which random crashes
+    /// hit too rarely.
+    ///
+    /// With `then_master_after_ms`, the master of that moment (if another node) crashes that
+    /// long after: a vote sent before its write was durable may then be all that held a chosen
+    /// value.
+    pub fn crash_mid_write(&mut self, i: usize, then_master_after_ms: Option<u64>) {
+        if self.nodes[i].p.is_some() {
+            self.log(|| format!("{i} CRASH ARMED (next write)"));
+            self.nodes[i].crash_mid_write = Some(then_master_after_ms);
+        }
     }
 
     /// Stops node `i` (SIGSTOP): time passes for everyone else; nothing reaches it.
@@ -1166,6 +1193,16 @@ impl Sim {
                 Output::Reply(r) => self.route_reply(i, r.id, r.response),
                 Output::Event(e) => self.on_event(i, e),
             }
+        }
+        if let Some(then) = self.nodes[i]
+            .crash_mid_write
+            .filter(|_| self.nodes[i].persist.is_some())
+        {
+            let master = self.serving_master().filter(|m| *m != i);
+            if let (Some(m), Some(after)) = (master, then) {
+                self.schedule(self.now + after, Ev::Crash { node: m });
+            }
+            return self.crash(i);
         }
         self.rearm(i);
     }

@@ -369,6 +369,21 @@ fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig, pauses: &mut Vec<
             let until = sim.now() + rng.range(300, 3_000);
             pauses.push((until, i));
         }
+        12 if cfg.crashes => {
+            // A crash that loses a write in progress, after what went out ahead of it.
+            match master {
+                Some(m) if rng.range(0, 2) == 0 => {
+                    // Every follower at its next write, and the master soon after the first:
+                    // if a vote went out before its write was durable, it may be all that
+                    // held what the master chose.
+                    let after = rng.range(1, 30);
+                    for i in (0..n).filter(|i| *i != m) {
+                        sim.crash_mid_write(i, Some(after));
+                    }
+                }
+                _ => sim.crash_mid_write(rng.range(0, n as u64) as usize, None),
+            }
+        }
         9 | 10 if cfg.membership => {
             let Some(m) = master else {
                 return;
