@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::client::HttpClient;
 use crate::DemoArgs;
 
@@ -31,6 +32,17 @@ impl Drop for TempDir {
 
 pub async fn run(a: DemoArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    // Read (and checked) here rather than by each node, so that a bad file is one clear error
+    // and not three exited children; absolute, so the banner's commands work from anywhere.
+    let token = match &a.token_file {
+        Some(f) => {
+            let auth = Auth::from_file(f)?;
+            let f = std::fs::canonicalize(f)
+                .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?;
+            Some((f, auth))
+        }
+        None => None,
+    };
     let (dir, _temp) = match &a.data_dir {
         Some(d) => (d.clone(), None),
         None => {
@@ -59,6 +71,12 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
             .arg(dir.join(format!("node{}", i + 1)))
             .arg("--www")
             .arg(&a.www);
+        if let Some((file, _)) = &token {
+            cmd.arg("--token-file").arg(file);
+            if a.auth_reads {
+                cmd.arg("--auth-reads");
+            }
+        }
         if i == 0 {
             cmd.arg("--bootstrap");
             cmd.arg("--peer").arg(&urls[1]).arg("--peer").arg(&urls[2]);
@@ -70,7 +88,15 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
     }
 
     // Wait until every node reports three members and one of them serves as master.
-    let client = HttpClient::new(Duration::from_millis(1000));
+    // With --auth-reads the status page needs the token too.
+    let client = match &token {
+        Some((_, auth)) => HttpClient::with_security(
+            Duration::from_millis(1000),
+            Some(auth.header()),
+            crate::tls::client_config(None)?,
+        ),
+        None => HttpClient::new(Duration::from_millis(1000)),
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if tokio::time::Instant::now() > deadline {
@@ -103,17 +129,56 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
     }
     let c = &a.cluster;
     let n = &urls[1];
+    // The header curl needs for the calls the token protects (`write`), and for reads.
+    let (write, read) = match &token {
+        Some((file, _)) => {
+            let h = format!(
+                " -H \"Authorization: Bearer $(head -n1 {})\"",
+                shell_quote(&file.display().to_string())
+            );
+            let read = if a.auth_reads {
+                h.clone()
+            } else {
+                String::new()
+            };
+            (h, read)
+        }
+        None => (String::new(), String::new()),
+    };
+    if let Some((file, _)) = &token {
+        let what = match a.auth_reads {
+            true => "every call (status and reads too) needs",
+            false => "writes and consistent reads need",
+        };
+        println!();
+        println!("the nodes run with --token-file {}:", file.display());
+        println!("  {what} `Authorization: Bearer <its first line>`.");
+        println!("  The dashboard needs the token too: paste it into its Token field (live mode),");
+        println!("  else its buttons are refused with 401 ERR_DENIED.");
+    }
     println!();
     println!("try:");
-    println!("  curl -s -X POST {n}/_clusterc/{c}/submit -d '{{\"chg\":[\"{{\\\"op\\\":\\\"set\\\",\\\"key\\\":\\\"a\\\",\\\"value\\\":\\\"1\\\"}}\"]}}'");
-    println!("  curl -s {}/_clusterc/{c}/kv/a", urls[2]);
-    println!("  curl -s {}/_clusterc/{c}/status", urls[0]);
+    println!("  curl -s{write} -X POST {n}/_clusterc/{c}/submit -d '{{\"chg\":[\"{{\\\"op\\\":\\\"set\\\",\\\"key\\\":\\\"a\\\",\\\"value\\\":\\\"1\\\"}}\"]}}'");
+    println!("  curl -s{read} {}/_clusterc/{c}/kv/a", urls[2]);
+    println!("  curl -s{read} {}/_clusterc/{c}/status", urls[0]);
     println!("Ctrl-C stops the demo.");
 
     let sig = crate::node::shutdown_signal().await;
     eprintln!("{sig}: stopping the demo");
     drop(children);
     Ok(())
+}
+
+/// `s` as one word for a POSIX shell (for the commands the banner prints).
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@,".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 async fn formed(client: &HttpClient, urls: &[String], cluster: &str) -> bool {
@@ -135,4 +200,18 @@ async fn formed(client: &HttpClient, urls: &[String], cluster: &str) -> bool {
         serving |= v["serving"].as_bool() == Some(true);
     }
     serving
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn banner_paths_are_one_shell_word() {
+        assert_eq!(shell_quote("/tmp/demo/token"), "/tmp/demo/token");
+        assert_eq!(shell_quote("/tmp/my token"), "'/tmp/my token'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_quote("/tmp/$(x)"), "'/tmp/$(x)'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

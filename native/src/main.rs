@@ -190,6 +190,14 @@ struct DemoArgs {
     /// Directory of the dashboard's static files, served by each node at GET /.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../www"))]
     www: PathBuf,
+    /// Start every node with this --token-file: writes (and consistent reads) then need
+    /// `Authorization: Bearer <token>`; paste the token into the dashboard's Token field.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// With --token-file: start every node with --auth-reads (status and plain reads need the
+    /// token too).
+    #[arg(long, requires = "token_file")]
+    auth_reads: bool,
 }
 
 #[derive(Args, Debug)]
