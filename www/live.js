@@ -4,11 +4,17 @@
 // ?cluster=ID, else the first of a few usual ids that the entry node answers for. Members are
 // taken from the statuses (the master's list wins), so added and removed members appear and
 // disappear by themselves. Every POLL_MS each member's status and key-value state are read.
+//
+// Nodes started with --token-file refuse writes without `Authorization: Bearer <token>` (with
+// --auth-reads, status and reads too): the Token field's value goes to every Client through
+// setToken. It is kept in sessionStorage, so it survives a reload and a change of node (both
+// reload the page) but not the tab; never in the URL, where it would end up in history and logs.
 
 const POLL_MS = 500;
 const CALL_MS = 1500;
 const FEED_MAX = 10;
 const CLUSTER_GUESSES = ["cluster1", "demo", "default"];
+const TOKEN_KEY = "clusterconsensus.token";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
@@ -25,6 +31,24 @@ const el = (tag, attrs = {}, ...kids) => {
 };
 const hostOf = (addr) => addr.replace(/^https?:\/\//, "");
 const clock = () => new Date().toLocaleTimeString([], { hour12: false });
+/** A refusal for lack of the right token: 401 with ERR_DENIED (or a bare 401 from a proxy). */
+const isDenied = (e) => e?.code === "ERR_DENIED" || /\bHTTP 401\b/.test(e?.message ?? "");
+
+// sessionStorage can throw (storage disabled, some file:// pages): then the token lasts as long
+// as the page.
+function loadToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+function saveToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {}
+}
 
 export function createLive({ Client, conn }) {
   const params = new URLSearchParams(location.search);
@@ -38,13 +62,21 @@ export function createLive({ Client, conn }) {
     running: false,
     lastPoll: 0,
     fresh: new Map(),     // key -> time it was last submitted here (highlighted)
+    token: loadToken(),   // "" = none
+    actDenied: false,     // the last submit / membership call was refused for the token
   };
 
-  const client = (addr) => {
-    const c = new Client(addr, s.cluster);
+  const client = (addr, cluster = s.cluster) => {
+    const c = new Client(addr, cluster);
     c.timeoutMs = CALL_MS;
+    c.setToken(s.token || null);
     return c;
   };
+
+  /** What to tell the user when a node refused a call for the token. */
+  const tokenHint = () => s.token
+    ? "the nodes refused this token (401 ERR_DENIED): check the Token field, it must be the first line of their --token-file"
+    : "this cluster needs a token (401 ERR_DENIED): enter it in the Token field (nodes started with --token-file)";
 
   /** Finds a node and a cluster id that answers; true if live mode can run. */
   async function discover() {
@@ -54,15 +86,22 @@ export function createLive({ Client, conn }) {
     const guesses = params.get("cluster") ? [params.get("cluster")] : CLUSTER_GUESSES;
     for (const id of guesses) {
       try {
-        const c = new Client(entry, id);
-        c.timeoutMs = CALL_MS;
-        const st = await c.status();
+        const st = await client(entry, id).status();
         s.entry = entry.replace(/\/+$/, "");
         s.cluster = id;
         track(s.entry, st);
         return true;
-      } catch {
-        // not this id, or no node there
+      } catch (e) {
+        // A node checks the cluster id before the token, so a refusal means the cluster is
+        // there but its status needs the token (--auth-reads): show it, with the hint.
+        if (isDenied(e)) {
+          s.entry = entry.replace(/\/+$/, "");
+          s.cluster = id;
+          track(s.entry, null);
+          Object.assign(s.nodes.get(s.entry), { error: e.code ?? "ERR_DENIED", denied: true });
+          return true;
+        }
+        // else: not this id, or no node there
       }
     }
     return false;
@@ -70,7 +109,7 @@ export function createLive({ Client, conn }) {
 
   function track(addr, status) {
     if (!s.nodes.has(addr)) {
-      s.nodes.set(addr, { client: client(addr), status: null, kv: null, ok: false, error: null, since: 0 });
+      s.nodes.set(addr, { client: client(addr), status: null, kv: null, ok: false, error: null, denied: false, since: 0 });
     }
     if (status) Object.assign(s.nodes.get(addr), { status, ok: true });
   }
@@ -78,9 +117,9 @@ export function createLive({ Client, conn }) {
   async function refresh(addr, n) {
     try {
       const [status, kv] = await Promise.all([n.client.status(), n.client.kv()]);
-      Object.assign(n, { status, kv, ok: true, error: null, since: Date.now() });
+      Object.assign(n, { status, kv, ok: true, error: null, denied: false, since: Date.now() });
     } catch (e) {
-      Object.assign(n, { ok: false, error: e.code ?? String(e) });
+      Object.assign(n, { ok: false, error: e.code ?? String(e), denied: isDenied(e) });
     }
   }
 
@@ -145,10 +184,16 @@ export function createLive({ Client, conn }) {
     const addrs = [...s.nodes.keys()].sort();
     box.replaceChildren(...addrs.map((addr, i) => card(addr, s.nodes.get(addr), i, lead?.[0] === addr)));
     const up = addrs.filter((a) => s.nodes.get(a).ok).length;
+    const denied = addrs.some((a) => s.nodes.get(a).denied);
     conn.replaceChildren(
       el("span", { class: `pulse${up ? "" : " bad"}` }),
-      el("span", { text: `${s.cluster} via ${hostOf(s.entry)} · ${up}/${addrs.length} nodes up · ${lead ? "master " + hostOf(lead[0]) : "no master"}` }),
+      el("span", { text: `${s.cluster} via ${hostOf(s.entry)} · ${up}/${addrs.length} nodes up · ${lead ? "master " + hostOf(lead[0]) : "no master"}${denied ? " · token needed" : ""}` }),
     );
+    // Status polling refused (--auth-reads): the same hint as a refused write, above the cards.
+    const banner = $("live-auth");
+    banner.hidden = !denied;
+    if (denied) banner.textContent = `Status refused: ${tokenHint()}.`;
+    $("token-box").classList.toggle("wanted", denied || s.actDenied);
     $("commit-head").textContent = s.seen ? `commit ${s.seen.commit}` : "";
     const feed = $("feed");
     if (s.feed.length) {
@@ -159,7 +204,7 @@ export function createLive({ Client, conn }) {
 
   function card(addr, n, i, isMaster) {
     const st = n.status;
-    const role = !n.ok ? "unreachable" : isMaster ? "master" : st.role === "master" ? "deposed" : st.role;
+    const role = !n.ok ? (n.denied ? "denied" : "unreachable") : isMaster ? "master" : st.role === "master" ? "deposed" : st.role;
     const badgeClass = !n.ok ? "down" : isMaster ? "master" : st.role === "candidate" ? "candidate" : "";
     const staged = st?.staged;
     const stagedText = staged
@@ -175,7 +220,7 @@ export function createLive({ Client, conn }) {
       el("header", {},
         el("span", { class: "dot" }),
         el("span", { class: "name", text: `node ${i + 1}` }),
-        el("span", { class: `badge ${badgeClass}`, text: isMaster ? "★ master" : role === "participant" ? "follower" : role })),
+        el("span", { class: `badge ${badgeClass}`, text: isMaster ? "★ master" : role === "participant" ? "follower" : role === "denied" ? "needs token" : role })),
       el("div", { class: "addr", text: addr, title: addr }),
       el("dl", { class: "facts" },
         fact("instance", st?.instance ?? "–"),
@@ -183,7 +228,7 @@ export function createLive({ Client, conn }) {
         fact("members", st?.members?.length ?? "–")),
       el("div", { class: "staged" }, staged
         ? ["staged ", el("b", { text: `#${staged.seq}` }), ` @ instance ${staged.instance}: ${stagedText}`]
-        : n.ok ? "nothing staged" : `no answer (${n.error ?? "?"})`),
+        : n.ok ? "nothing staged" : n.denied ? `refused: ${s.token ? "wrong token" : "needs the token"} (${n.error})` : `no answer (${n.error ?? "?"})`),
       // The master talks to every member, so its view of reachability is the one worth showing;
       // a follower only hears from its master.
       el("div", { class: "peers" }, !n.ok ? null : isMaster
@@ -222,11 +267,26 @@ export function createLive({ Client, conn }) {
       await f();
       out.className = "result ok";
       out.textContent = `✓ ${what}: committed in ${Math.round(performance.now() - t0)} ms`;
+      s.actDenied = false;
     } catch (e) {
       out.className = "result err";
-      out.textContent = `✕ ${what}: ${e.code ?? "error"} ${e.message ?? e}`;
+      s.actDenied = isDenied(e);
+      // A refused token is the user's to fix, so say how rather than echo the node's message.
+      out.textContent = s.actDenied ? `✕ ${what}: ${tokenHint()}` : `✕ ${what}: ${e.code ?? "error"} ${e.message ?? e}`;
+      out.classList.toggle("denied", s.actDenied);
     }
+    $("token-box").classList.toggle("wanted", s.actDenied || [...s.nodes.values()].some((n) => n.denied));
   }
+
+  const tokenInput = $("token");
+  tokenInput.value = s.token;
+  tokenInput.addEventListener("input", () => {
+    s.token = tokenInput.value.trim();
+    saveToken(s.token);
+    for (const n of s.nodes.values()) n.client.setToken(s.token || null);
+    s.actDenied = false;
+    $("token-box").classList.remove("wanted");
+  });
 
   $("submit-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -275,7 +335,7 @@ export function createLive({ Client, conn }) {
     },
     /** What the UI shows, for tests and the console. */
     snapshot() {
-      return { cluster: s.cluster, entry: s.entry, master: leader()?.[0] ?? null, nodes: [...s.nodes].map(([addr, n]) => ({ addr, ok: n.ok, role: n.status?.role, data: n.kv?.data })) };
+      return { cluster: s.cluster, entry: s.entry, master: leader()?.[0] ?? null, token: Boolean(s.token), nodes: [...s.nodes].map(([addr, n]) => ({ addr, ok: n.ok, denied: n.denied, role: n.status?.role, data: n.kv?.data })) };
     },
   };
 }
