@@ -2,7 +2,7 @@
 // server for www/, workerd, and Debian's chromium through playwright-core. Everything started
 // here is killed by `stop()` (and, as a last resort, when this process exits).
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, mkdirSync, existsSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { createServer as createHttpServer } from "node:http";
 import { readFile, stat } from "node:fs/promises";
@@ -117,12 +117,23 @@ export function run(cmd, args, opts = {}) {
   };
 }
 
-/** `clusterconsensus demo` on free ports. Resolves once it says the cluster is up. */
-export async function startDemo({ cluster = "cluster1" } = {}) {
+/** `clusterconsensus demo` on free ports. Resolves once it says the cluster is up. With `token`
+ * the nodes run with `--token-file` (and `authReads`: `--auth-reads`); `status` and `get` then
+ * send the token, unless called with `{ token: null }`. */
+export async function startDemo({ cluster = "cluster1", token = null, authReads = false } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build --workspace --bins first`);
   const base = await freePorts(3);
   const data = tempDir("cc-web-demo-");
-  const proc = run(BINARY, ["demo", "--base-port", String(base), "--cluster", cluster, "--data-dir", data, "--www", join(ROOT, "www")]);
+  const args = ["demo", "--base-port", String(base), "--cluster", cluster, "--data-dir", data, "--www", join(ROOT, "www")];
+  if (token) {
+    // Beside the nodes' directories (node1/ ...), so it goes when the data does.
+    const file = join(data, "token");
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
+    args.push("--token-file", file);
+    if (authReads) args.push("--auth-reads");
+  }
+  const headers = (t) => (t ? { authorization: `Bearer ${t}` } : {});
+  const proc = run(BINARY, args);
   await eventually("the demo cluster to come up", () => {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw fatal(`${BINARY} demo exited with ${proc.child.exitCode}:\n${proc.output()}`);
     return /is up/.test(proc.output());
@@ -136,13 +147,16 @@ export async function startDemo({ cluster = "cluster1" } = {}) {
     urls,
     pids,
     output: proc.output,
-    async status(url) {
-      const r = await fetch(`${url}/_clusterc/${cluster}/status`, { signal: AbortSignal.timeout(1500) });
+    async status(url, opts = { token }) {
+      const r = await fetch(`${url}/_clusterc/${cluster}/status`, { headers: headers(opts.token), signal: AbortSignal.timeout(1500) });
       return r.json();
     },
-    async get(url, key) {
-      const r = await fetch(`${url}/_clusterc/${cluster}/kv/${encodeURIComponent(key)}`, { signal: AbortSignal.timeout(1500) });
-      return r.status === 200 ? (await r.json()).value : null;
+    /** The node's value of `key`, `null` if it has none; throws on any other answer (a 401). */
+    async get(url, key, opts = { token }) {
+      const r = await fetch(`${url}/_clusterc/${cluster}/kv/${encodeURIComponent(key)}`, { headers: headers(opts.token), signal: AbortSignal.timeout(1500) });
+      if (r.status === 404) return null;
+      if (r.status !== 200) throw new Error(`GET kv/${key} on ${url}: HTTP ${r.status} ${await r.text()}`);
+      return (await r.json()).value;
     },
     /** The address of the node that serves as master, as the nodes report it. */
     async master() {
@@ -193,11 +207,12 @@ export async function startBrowser() {
   context.setDefaultTimeout(15_000);
   return {
     context,
-    async page() {
+    /** A new tab. `expected`: console errors caused on purpose (e.g. /401/), not printed. */
+    async page({ expected = /ERR_CONNECTION_REFUSED/ } = {}) {
       const page = await context.newPage();
       page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
       // A killed node makes fetches fail on purpose; anything else is worth seeing.
-      page.on("console", (m) => m.type() === "error" && !/ERR_CONNECTION_REFUSED/.test(m.text()) && console.error(`console: ${m.text()}`));
+      page.on("console", (m) => m.type() === "error" && !expected.test(m.text()) && console.error(`console: ${m.text()}`));
       return page;
     },
     async stop() {
