@@ -6,7 +6,7 @@
 //! | `prepare`, `accept`, `addmember`, `rmmember`, `start`, `submit`, `members/add`, `members/remove` | POST | 200 + the protocol answer |
 //! | `status` | GET | 200 + the participant's status |
 //! | `kv` | GET | 200 + `{"commit","data"}`: the whole key-value state |
-//! | `kv/<key>` | GET | 200 + `{"key","value"}`, or 404 |
+//! | `kv/<key>` | GET | 200 + `{"key","value"}`, or 404 + `{"key","value":null}` |
 //! | `kv/<key>?consistent=true`, `kv?consistent=true` | GET | the same, linearizable (read index) |
 //! | `readindex` | POST | 200 + `{"fail","err","seq"}` (a follower asks its master) |
 //! | any | OPTIONS | 204 CORS preflight |
@@ -275,10 +275,11 @@ async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
     };
     match answer {
         Ok(Ok(v)) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Ok(Err(key)) => error(
+        // Not an error object: a client tells "no such key" from "no such cluster" (404 with
+        // a code) by the shape alone.
+        Ok(Err(key)) => json(
             StatusCode::NOT_FOUND,
-            ErrorCode::State,
-            &format!("no key {key:?}"),
+            serde_json::to_vec(&serde_json::json!({"key": key, "value": null})).unwrap_or_default(),
         ),
         Err(gone) => error(
             StatusCode::SERVICE_UNAVAILABLE,

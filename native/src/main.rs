@@ -394,7 +394,9 @@ async fn get(a: GetArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("read from {url} failed: {e}"))?;
     let text = String::from_utf8_lossy(&body);
-    if status == hyper::StatusCode::NOT_FOUND && text.contains("no key") {
+    let missing = serde_json::from_slice::<serde_json::Value>(&body)
+        .is_ok_and(|v| v.get("key").is_some() && v["value"].is_null());
+    if status == hyper::StatusCode::NOT_FOUND && missing {
         eprintln!("no key {:?}", a.key);
         std::process::exit(3);
     }

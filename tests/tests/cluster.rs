@@ -52,7 +52,10 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     readable_everywhere(&c, "c1", "c", "3");
     let missing = http("GET", &cluster_url(&c.nodes[f].url, "c1", "kv/nope"), b"").unwrap();
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["code"].is_string());
+    assert_eq!(missing.json(), json!({"key": "nope", "value": null}));
+    let unknown = http("GET", &cluster_url(&c.nodes[f].url, "nope", "kv/a"), b"").unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["code"], "ERR_STATE");
 
     // The client subcommands.
     let (code, out, err) = run_cli(&[
@@ -86,6 +89,18 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     let (code, _, err) = run_cli(&["status", "--node", "http://127.0.0.1:1", "--cluster", "c1"]);
     assert_eq!(code, 2);
     assert!(err.contains("ERR_CONNECT"), "{err}");
+    // `get`: a missing key is exit 3, an unknown cluster an error (exit 2).
+    let get = |cluster: &str, key: &str| {
+        run_cli(&["get", "--node", &c.nodes[f].url, "--cluster", cluster, key])
+    };
+    let (code, out, _) = get("c1", "d");
+    assert_eq!((code, out.trim()), (0, r#"{"key":"d","value":"4"}"#));
+    let (code, _, err) = get("c1", "nope");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no key"), "{err}");
+    let (code, _, err) = get("nosuch", "d");
+    assert_eq!(code, 2);
+    assert!(err.contains("ERR_STATE"), "{err}");
 }
 
 #[test]

@@ -242,11 +242,11 @@ fn kv_value(status: u16, text: &str) -> Result<Option<String>, Error> {
         200..=299 => serde_json::from_str::<Kv>(text)
             .map(|kv| kv.value)
             .map_err(|e| Error::encoding(format!("kv answer is not {{key, value}}: {e}"))),
-        // The native host answers a missing key with 404 `{"code":"ERR_STATE","err":"no key ..."}`
-        // and an unknown cluster id with 404 `ERR_STATE` too; only the text tells them apart.
+        // The native host answers a missing key with 404 `{"key": K, "value": null}` and an
+        // unknown cluster id with 404 and an error code.
         404 => match coded_error(text) {
-            Some(e) if !e.message.starts_with("no key") => Err(e),
-            _ => Ok(None),
+            Some(e) => Err(e),
+            None => Ok(None),
         },
         _ => Err(http_error(status, text)),
     }
@@ -473,10 +473,7 @@ mod tests {
         );
         assert_eq!(kv_value(404, ""), Ok(None));
         assert_eq!(kv_value(404, r#"{"key":"a"}"#), Ok(None));
-        assert_eq!(
-            kv_value(404, r#"{"code":"ERR_STATE","err":"no key \"a\""}"#),
-            Ok(None)
-        );
+        assert_eq!(kv_value(404, r#"{"key":"a","value":null}"#), Ok(None));
         let e = kv_value(
             404,
             r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"x\""}"#,
