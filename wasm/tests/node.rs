@@ -181,11 +181,19 @@ async fn reads_status_values_and_missing_keys() {
     );
     assert_eq!(call["method"], "GET");
 
-    stub_fetch(404, r#"{"code":"ERR_STATE","err":"no key \"zz\""}"#);
+    stub_fetch(404, r#"{"key":"zz","value":null}"#);
     let v = JsFuture::from(client().get("zz".into(), None))
         .await
         .unwrap();
     assert!(v.is_null());
+
+    // An unknown cluster is a 404 too, but with an error code: it rejects.
+    stub_fetch(
+        404,
+        r#"{"code":"ERR_STATE","err":"this node hosts no cluster \"demo\""}"#,
+    );
+    let (code, _) = rejection(client().get("zz".into(), None)).await;
+    assert_eq!(code, "ERR_STATE");
 
     stub_fetch(200, r#"{"key":"a","value":"2"}"#);
     JsFuture::from(client().get("a".into(), Some(true)))
