@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::client::HttpClient;
+use crate::metrics::Metrics;
 use crate::storage::Store;
 
 /// Milliseconds since this process started: the core's `now`, from a monotonic clock.
@@ -65,10 +66,13 @@ pub enum Input {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Inspect(Inspect),
-    /// The writer thread made the `Persist` with this id durable.
+    /// The writer thread made the `Persist` with this id durable, in `took`.
     Persisted {
         id: u64,
+        took: Duration,
     },
+    /// The metrics page (Prometheus text) of this cluster.
+    Metrics(oneshot::Sender<String>),
 }
 
 /// The handle the HTTP server and the bootstrap flow use to reach a cluster's task.
@@ -110,6 +114,7 @@ impl Cluster {
             tx: tx.clone(),
             waiting: BTreeMap::new(),
             next_request: 1,
+            metrics: Metrics::default(),
         };
         tokio::spawn(task.run(rx));
         Cluster { id, tx }
@@ -122,6 +127,13 @@ impl Cluster {
             .send(Input::Request { req, reply })
             .await
             .map_err(gone)?;
+        rx.await.map_err(gone)
+    }
+
+    /// This cluster's metrics, in Prometheus' text format.
+    pub async fn metrics(&self) -> Result<String, Gone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Metrics(reply)).await.map_err(gone)?;
         rx.await.map_err(gone)
     }
 
@@ -162,12 +174,17 @@ fn spawn_writer(
         .name(format!("writer-{cluster}"))
         .spawn(move || {
             for p in wrx {
+                let started = Instant::now();
                 if let Err(e) = store.apply(&p) {
                     error!(cluster = %name, "storage failed, stopping: {e}");
                     std::process::exit(1);
                 }
                 // Fails only when the task is gone (shutting down).
-                if tx.blocking_send(Input::Persisted { id: p.id }).is_err() {
+                let took = started.elapsed();
+                if tx
+                    .blocking_send(Input::Persisted { id: p.id, took })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -236,6 +253,7 @@ struct Task {
     /// Incoming calls waiting for the core's reply, by the request id we gave the core.
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
     next_request: RequestId,
+    metrics: Metrics,
 }
 
 impl Task {
@@ -266,12 +284,23 @@ impl Task {
                 self.waiting.insert(id, reply);
                 self.node.handle_request(now, id, req);
             }
-            Input::Response { id, res } => self.node.handle_response(now, id, res),
+            Input::Response { id, res } => {
+                if res.is_err() {
+                    self.metrics.on_peer_call_failed();
+                }
+                self.node.handle_response(now, id, res)
+            }
             Input::Bootstrap { reply } => {
                 let _ = reply.send(self.node.bootstrap(now));
             }
             Input::Inspect(f) => f(&self.node, now),
-            Input::Persisted { id } => self.node.persisted(now, id),
+            Input::Persisted { id, took } => {
+                self.metrics.on_write(took);
+                self.node.persisted(now, id)
+            }
+            Input::Metrics(reply) => {
+                let _ = reply.send(self.metrics.render(&self.node));
+            }
         }
     }
 
@@ -346,7 +375,10 @@ impl Task {
                         let _ = tx.send(r.response);
                     }
                 }
-                Output::Event(e) => self.log_event(e),
+                Output::Event(e) => {
+                    self.metrics.on_event(&e);
+                    self.log_event(e)
+                }
             }
         }
     }

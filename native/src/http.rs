@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `prepare`, `accept`, `addmember`, `rmmember`, `start`, `submit`, `members/add`, `members/remove` | POST | 200 + the protocol answer |
 //! | `status` | GET | 200 + the participant's status |
+//! | `metrics` | GET | 200 + Prometheus text: commit, instance, role, counters, write latency |
 //! | `kv` | GET | 200 + `{"commit","data"}`: the whole key-value state |
 //! | `kv/<key>` | GET | 200 + `{"key","value"}`, or 404 + `{"key","value":null}` |
 //! | `kv/<key>?consistent=true`, `kv?consistent=true` | GET | the same, linearizable (read index) |
@@ -98,11 +99,11 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     if req.method() == Method::OPTIONS {
         return preflight();
     }
-    if sub == "status" || sub == "kv" || sub.starts_with("kv/") {
+    if sub == "status" || sub == "metrics" || sub == "kv" || sub.starts_with("kv/") {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed("GET, HEAD, OPTIONS");
         }
-        let consistent = sub != "status" && wants_consistent(req.uri().query());
+        let consistent = sub != "status" && sub != "metrics" && wants_consistent(req.uri().query());
         let access = if consistent {
             Access::Protected
         } else {
@@ -243,6 +244,23 @@ async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
 /// `status`, `kv` and `kv/<key>`: reads of the local state (not linearizable: a follower may
 /// lag the master by a heartbeat).
 async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
+    if sub == "metrics" {
+        return match cluster.metrics().await {
+            Ok(text) => {
+                let mut res = hyper::Response::new(Full::new(Bytes::from(text)));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                res
+            }
+            Err(gone) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::State,
+                &gone.to_string(),
+            ),
+        };
+    }
     let answer = if sub == "status" {
         cluster
             .inspect(|p, now| {

@@ -10,6 +10,7 @@ mod client;
 mod cluster;
 mod demo;
 mod http;
+mod metrics;
 mod node;
 mod storage;
 mod tls;

@@ -50,6 +50,34 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     readable_everywhere(&c, "c1", "a", "1");
     readable_everywhere(&c, "c1", "b", "2");
     readable_everywhere(&c, "c1", "c", "3");
+    // The metrics page: the state, the counters and the write latency, per node.
+    let metric = |node: usize, name: &str| -> f64 {
+        let a = http(
+            "GET",
+            &cluster_url(&c.nodes[node].url, "c1", "metrics"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(a.status, 200);
+        assert!(a
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain"));
+        let text = String::from_utf8_lossy(&a.body).into_owned();
+        let prefix = format!("clusterconsensus_{name}{{cluster=\"c1\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        line.and_then(|l| l[prefix.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let commit = status(&c.nodes[m].url, "c1").unwrap()["commit"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(metric(m, "commit_index"), commit);
+    assert_eq!((metric(m, "is_master"), metric(f, "is_master")), (1.0, 0.0));
+    assert_eq!(metric(m, "members"), 3.0);
+    assert!(metric(m, "committed_changes_total") >= 3.0);
+    assert!(metric(f, "write_seconds_count") >= metric(f, "committed_entries_total"));
+
     let missing = http("GET", &cluster_url(&c.nodes[f].url, "c1", "kv/nope"), b"").unwrap();
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json(), json!({"key": "nope", "value": null}));
