@@ -3,7 +3,7 @@
 // target/screenshots/. Run by scripts/test-web.sh (`node --test www/tests/`).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startDemo, startBrowser, screenshot, eventually, sleep, serveStatic } from "./harness.mjs";
+import { startDemo, startBrowser, screenshot, eventually, sleep, serveStatic, liveCards } from "./harness.mjs";
 
 let demo, browser, page;
 let killed = null; // the node the failover test kills
@@ -20,16 +20,8 @@ after(async () => {
   await demo?.stop();
 }, { timeout: 30_000 });
 
-/** What the live view shows: per card, its address, role and key-value pairs. */
-const cards = () =>
-  page.$$eval(".node-card", (els) =>
-    els.map((e) => ({
-      addr: e.dataset.addr,
-      role: e.dataset.role,
-      reachable: e.dataset.reachable === "true",
-      master: e.classList.contains("is-master"),
-      kv: Object.fromEntries([...e.querySelectorAll(".kv li[data-key]")].map((li) => [li.dataset.key, li.querySelector(".v").textContent])),
-    })));
+/** What the live view shows, per card (see `liveCards` in the harness). */
+const cards = () => liveCards(page);
 
 test("live: the dashboard served by a node shows 3 nodes and exactly one master", { timeout: 60_000 }, async () => {
   await page.goto(`${demo.urls[1]}/`); // no hash: a node's page opens in live mode

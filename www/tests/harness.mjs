@@ -222,6 +222,18 @@ export async function startBrowser() {
   };
 }
 
+/** What the dashboard's live view shows: per node card, its address, role, reachability,
+ *  whether it is the master, and its key-value pairs. */
+export const liveCards = (page) =>
+  page.$$eval(".node-card", (els) =>
+    els.map((e) => ({
+      addr: e.dataset.addr,
+      role: e.dataset.role,
+      reachable: e.dataset.reachable === "true",
+      master: e.classList.contains("is-master"),
+      kv: Object.fromEntries([...e.querySelectorAll(".kv li[data-key]")].map((li) => [li.dataset.key, li.querySelector(".v").textContent])),
+    })));
+
 export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   const path = join(SCREENSHOTS, `${name}.png`);

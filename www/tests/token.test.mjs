@@ -6,7 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startDemo, startBrowser, screenshot, eventually } from "./harness.mjs";
+import { startDemo, startBrowser, screenshot, eventually, liveCards } from "./harness.mjs";
 
 const TOKEN_KEY = "clusterconsensus.token"; // the dashboard's sessionStorage key
 
@@ -22,16 +22,8 @@ after(async () => {
   await browser?.stop();
 }, { timeout: 30_000 });
 
-/** What the live view shows: per card, its address, role and key-value pairs. */
-const cards = () =>
-  page.$$eval(".node-card", (els) =>
-    els.map((e) => ({
-      addr: e.dataset.addr,
-      role: e.dataset.role,
-      reachable: e.dataset.reachable === "true",
-      master: e.classList.contains("is-master"),
-      kv: Object.fromEntries([...e.querySelectorAll(".kv li[data-key]")].map((li) => [li.dataset.key, li.querySelector(".v").textContent])),
-    })));
+/** What the live view shows, per card (see `liveCards` in the harness). */
+const cards = () => liveCards(page);
 
 const threeWithMaster = async () => {
   const c = await cards();
