@@ -441,16 +441,21 @@ pub fn cluster_url(node: &str, id: &str, what: &str) -> String {
     format!("{node}/_clusterc/{id}/{what}")
 }
 
-/// `GET status`, or `None` if the node does not answer 200.
-pub fn status(node: &str, id: &str) -> Option<Value> {
+/// `GET <what>` below the cluster's path, within 3 s: the JSON of a 200, else `None`.
+fn get_json(node: &str, id: &str, what: &str) -> Option<Value> {
     let a = http_timeout(
         "GET",
-        &cluster_url(node, id, "status"),
+        &cluster_url(node, id, what),
         b"",
         Duration::from_secs(3),
     )
     .ok()?;
     (a.status == 200).then(|| a.json())
+}
+
+/// `GET status`, or `None` if the node does not answer 200.
+pub fn status(node: &str, id: &str) -> Option<Value> {
+    get_json(node, id, "status")
 }
 
 /// `POST submit {"chg": changes}`; the JSON answer of a 200, else `Err`.
@@ -484,14 +489,7 @@ pub fn set(key: &str, value: &str) -> String {
 
 /// `GET kv`: the node's whole key-value state (`{"commit", "data"}`).
 pub fn kv_all(node: &str, id: &str) -> Option<Value> {
-    let a = http_timeout(
-        "GET",
-        &cluster_url(node, id, "kv"),
-        b"",
-        Duration::from_secs(3),
-    )
-    .ok()?;
-    (a.status == 200).then(|| a.json())
+    get_json(node, id, "kv")
 }
 
 /// Every node's whole key-value state of cluster `id` (and commit index), once they all agree.
