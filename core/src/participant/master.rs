@@ -228,11 +228,7 @@ impl<S: StateMachine> Participant<S> {
         // no write of ours (neither our record of the commit nor a staged copy still in
         // progress), and neither does the next batch's accept.
         for w in f.waiters {
-            let r = crate::output::Reply {
-                id: w,
-                response: Response::Fail(FailResult::ok()),
-            };
-            self.push_early(crate::output::Output::Reply(r));
+            self.reply_early(w, Response::Fail(FailResult::ok()));
         }
         self.try_propose_next(now);
         let wait = self.cfg.commit_notice_ms.min(self.cfg.heartbeat_ms);

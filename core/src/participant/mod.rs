@@ -693,6 +693,11 @@ impl<S: StateMachine> Participant<S> {
         self.push(Output::Reply(Reply { id, response }));
     }
 
+    /// Answers ahead of any write in progress: only for answers that depend on none.
+    fn reply_early(&mut self, id: RequestId, response: Response) {
+        self.push_early(Output::Reply(Reply { id, response }));
+    }
+
     fn reply_err(&mut self, id: RequestId, method: Method, err: Error) {
         self.reply(id, crate::wire::response_error(method, err));
     }
@@ -709,12 +714,7 @@ impl<S: StateMachine> Participant<S> {
 
     /// Sends after the writes already queued (everything changed before the last flush).
     fn send_now(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
-        let id = self.next_msg;
-        self.next_msg += 1;
-        self.outstanding.insert(id, (to.clone(), pending));
-        self.outputs
-            .push_back((Output::Send(Send { id, to, request }), false));
-        id
+        self.queue_send(to, request, pending, false)
     }
 
     /// Sends at once, ahead of every write not yet durable. Only for requests that depend on
@@ -723,10 +723,26 @@ impl<S: StateMachine> Participant<S> {
     /// counted only once durable), not on its own staged copy or its record of the commit.
     /// etcd's raft does the same: a leader sends its appends in parallel with its own write.
     fn send_early(&mut self, to: String, request: Request, pending: Pending) -> MessageId {
+        self.queue_send(to, request, pending, true)
+    }
+
+    /// Numbers an outgoing request, remembers what its answer is for, and queues it.
+    fn queue_send(
+        &mut self,
+        to: String,
+        request: Request,
+        pending: Pending,
+        early: bool,
+    ) -> MessageId {
         let id = self.next_msg;
         self.next_msg += 1;
         self.outstanding.insert(id, (to.clone(), pending));
-        self.push_early(Output::Send(Send { id, to, request }));
+        let out = Output::Send(Send { id, to, request });
+        if early {
+            self.push_early(out);
+        } else {
+            self.outputs.push_back((out, false));
+        }
         id
     }
 

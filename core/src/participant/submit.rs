@@ -5,7 +5,7 @@ use alloc::format;
 
 use super::{Participant, Pending, Role};
 use crate::error::{Error, ErrorCode};
-use crate::output::{Output, Reply, RequestId};
+use crate::output::RequestId;
 use crate::wire::{FailResult, Method, Request, Response, Submit};
 use crate::StateMachine;
 
@@ -78,10 +78,7 @@ impl<S: StateMachine> Participant<S> {
             Ok(Response::Fail(f)) => {
                 self.forward_failures = 0;
                 // The master's answer, relayed: it depends on no write of this node.
-                self.push_early(Output::Reply(Reply {
-                    id: req,
-                    response: Response::Fail(f),
-                }));
+                self.reply_early(req, Response::Fail(f));
             }
             Ok(_) => {
                 let e = Error::new(ErrorCode::Call, "the master answered with the wrong shape");
