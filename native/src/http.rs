@@ -103,7 +103,8 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed("GET, HEAD, OPTIONS");
         }
-        let consistent = sub != "status" && sub != "metrics" && wants_consistent(req.uri().query());
+        // Only key-value reads can be linearizable; status and metrics describe this node.
+        let consistent = sub.starts_with("kv") && wants_consistent(req.uri().query());
         let access = if consistent {
             Access::Protected
         } else {
