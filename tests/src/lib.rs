@@ -460,16 +460,7 @@ pub fn status(node: &str, id: &str) -> Option<Value> {
 
 /// `POST submit {"chg": changes}`; the JSON answer of a 200, else `Err`.
 pub fn submit(node: &str, id: &str, changes: &[String]) -> Result<Value, String> {
-    let body = serde_json::to_vec(&json!({ "chg": changes })).unwrap();
-    let a = http("POST", &cluster_url(node, id, "submit"), &body)?;
-    if a.status != 200 {
-        return Err(format!(
-            "HTTP {}: {}",
-            a.status,
-            String::from_utf8_lossy(&a.body)
-        ));
-    }
-    Ok(a.json())
+    post_json(node, id, "submit", &json!({ "chg": changes }))
 }
 
 /// Submits and checks it committed (`{"fail":false}`).
