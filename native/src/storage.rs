@@ -325,12 +325,13 @@ fn read_log(path: &Path) -> Result<Log, String> {
     let mut stored = Stored::default();
     let mut at = 0;
     while let Some((record, size)) = record_at(&data[at..]) {
-        if let Some(s) = record.snapshot {
-            stored.snapshot = Some(s);
-            stored.entries.clear();
-        }
-        stored.entries.extend(record.entries);
-        stored.hard = Some(record.hard);
+        // Folded by the core's own rule, so what loads is what `Stored::apply` would hold.
+        stored.apply(&Persist {
+            id: 0,
+            hard: record.hard,
+            entries: record.entries,
+            snapshot: record.snapshot,
+        });
         at += size;
     }
     let torn = data[at..].iter().any(|&b| b != 0);
