@@ -215,7 +215,7 @@ export function createSim({ Simulation, conn }) {
       v.sub.textContent = `inst ${n.instance} · c${n.commit}`;
       v.sub2.textContent = n.staged ? `staged #${n.staged.seq}` : "";
       v.role.textContent = !n.up ? "crashed" : role === "participant" ? "follower" : role;
-      const kv = Object.entries(n.data).map(([k, val]) => `${k}=${val}`).join(" ");
+      const kv = Object.entries(n.state ?? {}).map(([k, val]) => `${k}=${val}`).join(" ");
       v.data.textContent = kv.length > 30 ? kv.slice(0, 29) + "…" : kv;
       const g = groupOf(i);
       v.halo.setAttribute("fill", s.groups && g >= 0 ? GROUP_TINTS[g % GROUP_TINTS.length] : "transparent");
@@ -289,7 +289,7 @@ export function createSim({ Simulation, conn }) {
           html("td", { text: n.instance }),
           html("td", { text: n.commit }),
           html("td", { text: n.staged ? `#${n.staged.seq}` : "–" }),
-          html("td", { class: "data", text: Object.entries(n.data).map(([k, v]) => `${k}=${v}`).join(" ") || "–" }));
+          html("td", { class: "data", text: Object.entries(n.state ?? {}).map(([k, v]) => `${k}=${v}`).join(" ") || "–" }));
       }));
 
     const ops = st.ops.slice(s.firstOp).slice(-10).reverse();

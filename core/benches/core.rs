@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hint::black_box;
 use std::time::Instant;
 
+use clusterconsensus::kv::{KvChange, KvStore};
 use clusterconsensus::{
-    Config, KvChange, KvStore, MessageId, Method, Output, Participant, Request, RequestId,
-    Response, Stored,
+    Config, MessageId, Method, Output, Participant, Request, RequestId, Response, Stored,
 };
 
 const NODES: [&str; 3] = [
@@ -24,7 +24,7 @@ const NODES: [&str; 3] = [
 /// Distinct keys: the state stays bounded however long a run is.
 const KEYS: u64 = 4096;
 /// Client request ids live above this; peer request ids below.
-const CLIENT: RequestId = 1 << 48;
+const CLIENT: u64 = 1 << 48;
 
 /// One message in flight: a request for `to`, or the answer to `from`'s message `msg`.
 enum Wire {
@@ -60,7 +60,7 @@ struct Cluster {
     wire: VecDeque<Wire>,
     /// Incoming peer request id -> (sender, its message id, method), per receiving node.
     routes: Vec<BTreeMap<RequestId, (usize, MessageId, Method)>>,
-    next_req: RequestId,
+    next_req: u64,
     /// Client answers, JSON-encoded as a host would send them.
     answers: Vec<Vec<u8>>,
     n: Counters,
@@ -116,7 +116,7 @@ impl Cluster {
                 Output::Reply(r) => {
                     let body = r.response.encode();
                     self.n.bytes_encoded += body.len() as u64;
-                    if r.id >= CLIENT {
+                    if r.id.0 >= CLIENT {
                         self.answers.push(body);
                     } else {
                         let (to, msg, method) =
@@ -151,7 +151,7 @@ impl Cluster {
                 body,
             } => {
                 let req = Request::decode(method, &body).expect("a valid request");
-                let rid = self.next_req;
+                let rid = RequestId(self.next_req);
                 self.next_req += 1;
                 self.routes[to].insert(rid, (from, msg, method));
                 self.nodes[to].handle_request(self.now, rid, req);
@@ -180,7 +180,7 @@ impl Cluster {
     }
 
     /// A client submit to node `i`, through JSON like every other message.
-    fn submit(&mut self, i: usize, id: RequestId, change: String) {
+    fn submit(&mut self, i: usize, id: u64, change: String) {
         let body = Request::Submit(clusterconsensus::wire::Submit {
             chg: vec![change],
             forwarded: false,
@@ -189,7 +189,7 @@ impl Cluster {
         self.n.bytes_encoded += body.len() as u64;
         self.n.client_messages += 1;
         let req = Request::decode(Method::Submit, &body).expect("a valid submit");
-        self.nodes[i].handle_request(self.now, CLIENT + id, req);
+        self.nodes[i].handle_request(self.now, RequestId(CLIENT + id), req);
         self.drain(i);
     }
 
@@ -212,7 +212,7 @@ fn three_nodes() -> Cluster {
     c.nodes[0].bootstrap(0).unwrap();
     c.settle();
     for (i, a) in NODES[1..].iter().enumerate() {
-        c.nodes[0].add_member(0, CLIENT + i as u64, a.to_string(), None);
+        c.nodes[0].add_member(0, RequestId(CLIENT + i as u64), a.to_string(), None);
         c.settle();
     }
     assert_eq!(c.answers.len(), 2);

@@ -2,7 +2,7 @@
 
 use alloc::string::String;
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// How a [`Participant`](crate::Participant) behaves. Times are milliseconds of the host's clock
 /// (any monotonic origin: the participant only compares them).
@@ -31,6 +31,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Consecutive failures to forward a submit to the master before a follower campaigns.
     pub forward_failures_before_election: u32,
+    /// How long an outgoing call may wait behind others to the same peer before it is
+    /// dropped unsent ([`Send::deadline`](crate::Send::deadline)); hosts also use it as the
+    /// time limit of one call.
+    pub request_timeout_ms: u64,
     /// Seed of the randomized election timeouts.
     pub seed: u64,
 }
@@ -49,13 +53,14 @@ impl Config {
             max_queued: 100_000,
             snapshot_every: 10_000,
             forward_failures_before_election: 3,
+            request_timeout_ms: 1000,
             seed: 0,
         }
     }
 
     /// Checks the settings make sense together.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(Error::new(crate::ErrorCode::State, m));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.into()));
         if !crate::wire::valid_cluster_id(&self.cluster) {
             return bad("cluster id must be 1-64 characters of [A-Za-z0-9._-]");
         }
@@ -70,6 +75,9 @@ impl Config {
         }
         if self.max_batch == 0 || self.max_queued == 0 || self.snapshot_every == 0 {
             return bad("max_batch, max_queued and snapshot_every must be positive");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms must be positive");
         }
         Ok(())
     }

@@ -143,6 +143,57 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// A [`Config`](crate::Config) whose settings do not make sense: a mistake of whoever wrote it,
+/// not something that may succeed later (unlike a wire refusal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad configuration: {}", self.0)
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// Why [`Participant::restore`](crate::Participant::restore) could not rebuild a node from what
+/// its host stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    Config(ConfigError),
+    /// The stored state belongs to another cluster.
+    WrongCluster {
+        stored: String,
+        configured: String,
+    },
+    /// The stored snapshot does not restore (the application's message).
+    Snapshot(String),
+    /// The stored entries do not fit the stored hard state (a gap, a commit past their end).
+    Inconsistent(String),
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::Config(e) => e.fmt(f),
+            RestoreError::WrongCluster { stored, configured } => write!(
+                f,
+                "stored state belongs to cluster {stored:?}, not {configured:?}"
+            ),
+            RestoreError::Snapshot(m) => write!(f, "stored snapshot does not restore: {m}"),
+            RestoreError::Inconsistent(m) => write!(f, "stored state is inconsistent: {m}"),
+        }
+    }
+}
+
+impl core::error::Error for RestoreError {}
+
+impl From<ConfigError> for RestoreError {
+    fn from(e: ConfigError) -> RestoreError {
+        RestoreError::Config(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

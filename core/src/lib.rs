@@ -9,7 +9,8 @@
 //! ## The run loop
 //!
 //! ```
-//! use clusterconsensus::{Config, KvStore, Output, Participant, Reply, Stored};
+//! use clusterconsensus::kv::KvStore;
+//! use clusterconsensus::{Config, Output, Participant, Reply, RequestId, Stored};
 //!
 //! let cfg = Config::new("cluster1", "http://127.0.0.1:9001");
 //! let mut node = Participant::new(cfg, KvStore::new()).unwrap();
@@ -27,9 +28,9 @@
 //!                 disk.apply(&p); // write + fsync, as one transaction
 //!                 node.persisted(now, p.id);
 //!             }
-//!             // POST `send.request.encode()` to `send.to` + "/_clusterc/<id>/" +
-//!             // `send.request.method().path()`, then call
-//!             // `node.handle_response(now, send.id, answer)` exactly once.
+//!             // POST `send.request.encode()` to `send.url(cluster)`, then call
+//!             // `node.handle_response(now, send.id, answer)` exactly once. Calls that are
+//!             // `send.ordered()` go to one peer one at a time, in this order.
 //!             Output::Send(_send) => unreachable!("one member: nobody to send to"),
 //!             // Answer the incoming request `reply.id` with `reply.response.encode()`.
 //!             Output::Reply(reply) => replies.push(reply),
@@ -43,14 +44,19 @@
 //! assert!(node.is_serving_master());
 //! // Inputs: handle_request (an incoming call, with the host's id for it), handle_response
 //! // (the answer to a Send), handle_timeout (when `poll_timeout` is reached), and commands.
-//! node.submit(5, 1, vec![r#"{"op":"set","key":"a","value":"1"}"#.into()]);
+//! node.submit(5, RequestId(1), vec![r#"{"op":"set","key":"a","value":"1"}"#.into()]);
 //! drain(&mut node, 5);
 //! assert_eq!(node.state().get("a"), Some("1"));
 //! assert_eq!(node.commit(), 1);
 //! assert_eq!(node.poll_timeout(), Some(105)); // the next heartbeat
 //! # drop(drain);
 //! assert_eq!(replies.len(), 1);
-//! assert_eq!(replies[0].id, 1); // the submit, answered once committed
+//! assert_eq!(replies[0].id, RequestId(1)); // the submit, answered once committed: with the seq
+//! // that committed it and the key-value app's result, the key's previous value
+//! assert_eq!(
+//!     String::from_utf8(replies[0].response.encode()).unwrap(),
+//!     r#"{"fail":false,"err":null,"seq":1,"results":[{"prev":null}]}"#
+//! );
 //! ```
 //!
 //! Incoming HTTP bodies become a [`Request`] with [`Request::decode`] (an `ERR_ENCODING` error
@@ -75,12 +81,14 @@ pub mod wire;
 pub mod sim;
 
 pub use config::Config;
-pub use error::{Error, ErrorCode};
-pub use kv::{KvChange, KvStore};
+pub use error::{ConfigError, Error, ErrorCode, RestoreError};
 pub use output::{
-    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot, Status,
-    Stored,
+    Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
+    Snapshot, Status, Stored,
 };
 pub use participant::{majority, Participant, PeerStatus, Role, StatusReport};
-pub use state_machine::StateMachine;
+pub use state_machine::{
+    restore_from, snapshot_to_string, SnapshotSink, SnapshotSource, StateMachine, WholeRestore,
+    WholeSnapshot,
+};
 pub use wire::{Member, Method, Payload, Request, Response, Staged};

@@ -9,11 +9,33 @@ use crate::wire::{Payload, Request, Response, Staged};
 
 /// Chosen by the host for each incoming request (and for local commands); the answer comes back
 /// as [`Output::Reply`] with the same id.
-pub type RequestId = u64;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
 
 /// Chosen by the participant for each outgoing request; the host reports its answer with
-/// [`Participant::handle_response`](crate::Participant::handle_response) and the same id.
-pub type MessageId = u64;
+/// [`Participant::handle_response`](crate::Participant::handle_response) and the same id. Only
+/// the participant makes them, so a host cannot answer a request that was never sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub(crate) u64);
+
+impl MessageId {
+    /// The number, for logs.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Names one [`Persist`]; the host reports it durable with
+/// [`Participant::persisted`](crate::Participant::persisted). Only the participant makes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistId(pub(crate) u64);
+
+impl PersistId {
+    /// The number, for logs.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// One obligation for the host, in the order [`Participant::poll_output`](crate::Participant::poll_output)
 /// hands them out.
@@ -25,9 +47,10 @@ pub enum Output {
     /// returns only outputs that do not depend on it (a master's proposal, answers to a batch a
     /// majority already holds), then nothing.
     Persist(Persist),
-    /// POST `request` to `to` + `/_clusterc/<cluster>/` + `request.method().path()`, then call
-    /// `handle_response` with `id` exactly once: with the decoded answer, or with an error
-    /// (`ERR_CONNECT`, `ERR_CALL` on timeout, `ERR_ENCODING` for an undecodable answer).
+    /// POST `request.encode()` to [`Send::url`], then call `handle_response` with `id` exactly
+    /// once: with the decoded answer, or with an error (`ERR_CONNECT`, `ERR_CALL` on timeout,
+    /// `ERR_ENCODING` for an undecodable answer). Sends to one peer for which
+    /// [`Send::ordered`] is true MUST go one at a time, in the order polled (see there).
     Send(Send),
     /// Answer the incoming request `id` with this body.
     Reply(Reply),
@@ -42,6 +65,26 @@ pub struct Send {
     /// The member's address (an HTTP base URL).
     pub to: String,
     pub request: Request,
+    /// Do not start the call after this time (the host's `now`): report it failed with
+    /// `ERR_CALL` instead. A call that waited this long behind others to the same peer is
+    /// stale, and the participant re-sends what still matters at its next tick, so a slow
+    /// peer's queue cannot build up.
+    pub deadline: u64,
+}
+
+impl Send {
+    /// Whether this call takes its peer's ordered lane: the master's accepts, membership
+    /// accepts and starts must arrive in the order they were sent (seq S + 1 before S is a gap
+    /// at the follower, answered with the whole state), so a host sends them to one peer one at
+    /// a time, each after the previous one was answered or failed. Other calls go at once.
+    pub fn ordered(&self) -> bool {
+        self.request.method().is_ordered()
+    }
+
+    /// The URL to POST to: the peer's address, then `/_clusterc/<cluster>/<method>`.
+    pub fn url(&self, cluster: &str) -> String {
+        crate::wire::url(&self.to, cluster, self.request.method().path())
+    }
 }
 
 /// An answer to an incoming request.
@@ -58,10 +101,24 @@ pub struct Reply {
 /// 3. replace the stored hard state with `hard`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Persist {
-    pub id: u64,
+    pub id: PersistId,
     pub hard: HardState,
     pub entries: Vec<Entry>,
     pub snapshot: Option<Snapshot>,
+}
+
+impl Persist {
+    /// A write that no participant asked for, with id 0 (a participant numbers its writes from
+    /// 1, so [`Participant::persisted`](crate::Participant::persisted) ignores it): for a
+    /// host's storage tests and for folding stored records with [`Stored::apply`].
+    pub fn record(hard: HardState, entries: Vec<Entry>, snapshot: Option<Snapshot>) -> Persist {
+        Persist {
+            id: PersistId(0),
+            hard,
+            entries,
+            snapshot,
+        }
+    }
 }
 
 /// The small state a node must never forget: its promise, its staged slot, its commit index and

@@ -195,9 +195,14 @@ pub struct FailResult {
     /// Extension: on a refusal, the instance the node has promised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u64>,
-    /// Extension: the read index, on the answer to `readindex`.
+    /// Extension: the read index, on the answer to `readindex`; the seq of the entry that
+    /// committed the changes, on the answer to `submit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Extension, on the answer to `submit`: the application's result for each change, in
+    /// order ([`StateMachine::apply`](crate::StateMachine::apply)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<serde_json::Value>>,
 }
 
 impl FailResult {
@@ -207,6 +212,16 @@ impl FailResult {
             err: None,
             instance: None,
             seq: None,
+            results: None,
+        }
+    }
+
+    /// A submit's success: its changes committed at `seq` with these results.
+    pub fn committed(seq: u64, results: Vec<serde_json::Value>) -> FailResult {
+        FailResult {
+            seq: Some(seq),
+            results: Some(results),
+            ..FailResult::ok()
         }
     }
 
@@ -216,6 +231,7 @@ impl FailResult {
             instance: e.instance,
             err: Some(e),
             seq: None,
+            results: None,
         }
     }
 
@@ -391,6 +407,43 @@ impl Method {
     pub fn from_path(path: &str) -> Option<Method> {
         Method::ALL.iter().copied().find(|m| m.path() == path)
     }
+
+    /// A call between members of the cluster (the peer protocol), as opposed to a client's
+    /// (`submit`, the admin calls). A host may require the peers' credentials for these.
+    pub const fn is_peer_call(self) -> bool {
+        !matches!(
+            self,
+            Method::Submit | Method::MembersAdd | Method::MembersRemove
+        )
+    }
+
+    /// Whether a host may refuse this call when it is over its limit of concurrent client
+    /// calls. The replication calls are bounded by the member count and must never starve
+    /// behind clients; a read index costs the master a round and comes from a client's read,
+    /// so it counts like one.
+    pub const fn counts_as_client_load(self) -> bool {
+        !self.is_peer_call() || matches!(self, Method::ReadIndex)
+    }
+
+    /// Whether calls of this method to one peer must arrive in the order they were sent: see
+    /// [`Send::ordered`](crate::Send::ordered).
+    pub const fn is_ordered(self) -> bool {
+        matches!(
+            self,
+            Method::Accept | Method::AddMember | Method::RmMember | Method::Start
+        )
+    }
+}
+
+/// The path of `sub` (a method's [`Method::path`], or a read endpoint such as `status`) of
+/// cluster `cluster`: `/_clusterc/<cluster>/<sub>`.
+pub fn path(cluster: &str, sub: &str) -> String {
+    alloc::format!("/_clusterc/{cluster}/{sub}")
+}
+
+/// The URL of `sub` of `cluster` at the node whose address (base URL) is `base`.
+pub fn url(base: &str, cluster: &str, sub: &str) -> String {
+    alloc::format!("{}{}", base.trim_end_matches('/'), path(cluster, sub))
 }
 
 /// A request body, typed by its method.
@@ -576,9 +629,7 @@ mod tests {
         assert_eq!(FailResult::ok().into_result(), Ok(()));
         let r = FailResult {
             fail: true,
-            err: None,
-            instance: None,
-            seq: None,
+            ..FailResult::ok()
         };
         assert_eq!(r.into_result().unwrap_err().code, ErrorCode::Call);
         let r = FailResult::error(Error::state("x").with_instance(9));
@@ -593,6 +644,51 @@ mod tests {
         assert!(!valid_cluster_id(""));
         assert!(!valid_cluster_id("a/b"));
         assert!(!valid_cluster_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn paths_are_built_in_one_place() {
+        assert_eq!(
+            path("c1", Method::MembersAdd.path()),
+            "/_clusterc/c1/members/add"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9001/", "c1", "status"),
+            "http://127.0.0.1:9001/_clusterc/c1/status"
+        );
+        // The peer protocol, the client calls, and what a host may shed under load.
+        assert!(Method::Accept.is_peer_call() && !Method::Accept.counts_as_client_load());
+        assert!(!Method::Submit.is_peer_call() && Method::Submit.counts_as_client_load());
+        assert!(Method::ReadIndex.is_peer_call() && Method::ReadIndex.counts_as_client_load());
+        let ordered: Vec<Method> = Method::ALL.into_iter().filter(|m| m.is_ordered()).collect();
+        assert_eq!(
+            ordered,
+            [
+                Method::Accept,
+                Method::AddMember,
+                Method::RmMember,
+                Method::Start
+            ]
+        );
+    }
+
+    #[test]
+    fn a_submit_answer_carries_seq_and_results_and_a_seed_answer_still_decodes() {
+        let r = Response::Fail(FailResult::committed(
+            7,
+            vec![serde_json::json!({"prev": null})],
+        ));
+        let text = String::from_utf8(r.encode()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"fail":false,"err":null,"seq":7,"results":[{"prev":null}]}"#
+        );
+        assert_eq!(
+            Response::decode(Method::Submit, text.as_bytes()).unwrap(),
+            r
+        );
+        let seed = Response::decode(Method::Submit, br#"{"fail":false,"err":null}"#).unwrap();
+        assert_eq!(seed, Response::Fail(FailResult::ok()));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! is delivered, dropped or overtaken, and asserts the rule that keeps the cluster safe (or
 //! live). Every run also passes the harness's safety checks after every step.
 
+use clusterconsensus::kv::KvChange;
 use clusterconsensus::sim::{addr, Sim, SimConfig};
 use clusterconsensus::wire::{Accept, AdminMember, Member, Method, Request, Response};
-use clusterconsensus::{majority, ErrorCode, KvChange, Payload, Role};
+use clusterconsensus::{majority, ErrorCode, Payload, Role};
 
 fn set(key: &str, value: &str) -> String {
     KvChange::set(key, value).encode()

@@ -60,11 +60,6 @@ impl HttpClient {
         }
     }
 
-    /// The time limit of one exchange.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// One HTTP exchange, bounded by the timeout. `Err` carries the core's transport codes:
     /// `ERR_CONNECT` when no connection could be made, `ERR_CALL` for anything else (timeout,
     /// reset, an answer too large).

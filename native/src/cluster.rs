@@ -18,9 +18,10 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use clusterconsensus::kv::KvStore;
 use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::{
-    Error, ErrorCode, Event, KvStore, Output, Participant, Payload, Persist, RequestId,
+    Error, ErrorCode, Event, MessageId, Output, Participant, Payload, Persist, PersistId, RequestId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -58,7 +59,7 @@ pub enum Input {
     },
     /// The outcome of an outgoing call.
     Response {
-        id: u64,
+        id: MessageId,
         res: Result<Response, Error>,
     },
     /// Make this fresh node master of a one-member cluster.
@@ -68,7 +69,7 @@ pub enum Input {
     Inspect(Inspect),
     /// The writer thread made the `Persist` with this id durable, in `took`.
     Persisted {
-        id: u64,
+        id: PersistId,
         took: Duration,
     },
     /// The metrics page (Prometheus text) of this cluster.
@@ -204,24 +205,25 @@ struct Outgoing {
     url: String,
     method: Method,
     body: Vec<u8>,
-    id: u64,
-    queued: Instant,
+    id: MessageId,
+    /// The core's [`Send::deadline`](clusterconsensus::Send::deadline): not started after it.
+    deadline: u64,
 }
 
 /// Sends the master's accepts, membership accepts and starts to one peer one at a time, in the
 /// order the core emitted them. Concurrent calls would travel on different pooled connections
 /// and could arrive out of order: seq S+1 before S is a gap at the follower, and the master
 /// answers a gap with a `start` carrying the whole state. Under load that turned into a start
-/// every few commits. Calls that waited in the lane longer than the call timeout fail without
-/// being sent (`ERR_CALL`, as a timeout would): the core re-sends what still matters at its
-/// next tick, so a dead peer's lane cannot build up a backlog.
+/// every few commits. A call whose deadline (set by the core) passed while it waited in the lane
+/// fails without being sent (`ERR_CALL`, as a timeout would): the core re-sends what still
+/// matters at its next tick, so a dead peer's lane cannot build up a backlog.
 async fn lane(
     client: HttpClient,
     tx: mpsc::Sender<Input>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     while let Some(o) = rx.recv().await {
-        let res = if o.queued.elapsed() > client.timeout() {
+        let res = if now_ms() > o.deadline {
             Err(Error::new(
                 ErrorCode::Call,
                 format!(
@@ -252,7 +254,7 @@ struct Task {
     tx: mpsc::Sender<Input>,
     /// Incoming calls waiting for the core's reply, by the request id we gave the core.
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
-    next_request: RequestId,
+    next_request: u64,
     metrics: Metrics,
 }
 
@@ -279,7 +281,7 @@ impl Task {
         let now = now_ms();
         match input {
             Input::Request { req, reply } => {
-                let id = self.next_request;
+                let id = RequestId(self.next_request);
                 self.next_request += 1;
                 self.waiting.insert(id, reply);
                 self.node.handle_request(now, id, req);
@@ -326,13 +328,9 @@ impl Task {
                     None => self.node.persisted(now_ms(), p.id),
                 },
                 Output::Send(send) => {
-                    let url = format!(
-                        "{}/_clusterc/{}/{}",
-                        send.to,
-                        self.node.cluster(),
-                        send.request.method().path()
-                    );
+                    let url = send.url(self.node.cluster());
                     let method = send.request.method();
+                    let (ordered, deadline) = (send.ordered(), send.deadline);
                     let body = match &last {
                         Some((req, body)) if *req == send.request => body.clone(),
                         _ => {
@@ -342,19 +340,15 @@ impl Task {
                         }
                     };
                     let id = send.id;
-                    if matches!(
-                        method,
-                        Method::Accept | Method::AddMember | Method::RmMember | Method::Start
-                    ) {
+                    if ordered {
                         let lane = self.lane(&send.to);
-                        let queued = Instant::now();
                         // Fails only when the lane task is gone (shutting down).
                         let _ = lane.send(Outgoing {
                             url,
                             method,
                             body,
                             id,
-                            queued,
+                            deadline,
                         });
                         continue;
                     }

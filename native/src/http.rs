@@ -137,11 +137,11 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     if let Some(denied) = check_auth(shared, &req, Access::Protected) {
         return denied;
     }
-    // The peer protocol is bounded by the member count and must not starve behind clients.
-    let peer = !matches!(call, Call::Submit | Call::MembersAdd | Call::MembersRemove);
-    let _permit = match peer {
-        true => None,
-        false => match admit(shared) {
+    // The replication calls are bounded by the member count and must not starve behind
+    // clients; the core says which calls count as client load.
+    let _permit = match call.counts_as_client_load() {
+        false => None,
+        true => match admit(shared) {
             Some(p) => Some(p),
             None => return overloaded(),
         },
@@ -274,7 +274,14 @@ async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
             .await
     } else if sub == "kv" {
         cluster
-            .inspect(|p, _| Ok(serde_json::json!({"commit": p.commit(), "data": p.state().data})))
+            .inspect(|p, _| {
+                let data: serde_json::Map<String, serde_json::Value> = p
+                    .state()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect();
+                Ok(serde_json::json!({"commit": p.commit(), "data": data}))
+            })
             .await
     } else {
         let raw = &sub["kv/".len()..];

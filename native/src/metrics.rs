@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use clusterconsensus::{Event, KvStore, Participant, Payload, Role};
+use clusterconsensus::kv::KvStore;
+use clusterconsensus::{Event, Participant, Payload, Role};
 
 /// Upper bounds (seconds) of the write-latency histogram: an fdatasync on a good disk is
 /// 0.1-0.3 ms, a slow or overloaded one shows up in the top buckets.

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterconsensus::{Config, KvStore, Participant};
+use clusterconsensus::kv::KvStore;
+use clusterconsensus::{Config, Participant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{debug, info, warn};
@@ -101,8 +102,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
             return Err(format!("cluster {id:?} given twice"));
         }
         let cfg = config(&opts, id, &advertise);
-        cfg.validate()
-            .map_err(|e| format!("cluster {id:?}: {}", e.message))?;
+        cfg.validate().map_err(|e| format!("cluster {id:?}: {e}"))?;
         let store = match &opts.data_dir {
             Some(dir) => Store::open(dir, id)?,
             None => Store::Memory,
@@ -241,6 +241,7 @@ fn config(opts: &NodeOptions, id: &str, advertise: &str) -> Config {
     cfg.election_min_ms = opts.election_min_ms;
     cfg.election_max_ms = opts.election_max_ms;
     cfg.snapshot_every = opts.snapshot_every;
+    cfg.request_timeout_ms = opts.request_timeout_ms;
     cfg.max_queued = opts.max_queued;
     // Election timeouts must differ between nodes: seed from the address, the cluster and the
     // moment (RandomState adds per-process randomness on top).

@@ -326,12 +326,11 @@ fn read_log(path: &Path) -> Result<Log, String> {
     let mut at = 0;
     while let Some((record, size)) = record_at(&data[at..]) {
         // Folded by the core's own rule, so what loads is what `Stored::apply` would hold.
-        stored.apply(&Persist {
-            id: 0,
-            hard: record.hard,
-            entries: record.entries,
-            snapshot: record.snapshot,
-        });
+        stored.apply(&Persist::record(
+            record.hard,
+            record.entries,
+            record.snapshot,
+        ));
         at += size;
     }
     let torn = data[at..].iter().any(|&b| b != 0);
@@ -409,15 +408,11 @@ mod tests {
     }
 
     fn persist(id: u64, entries: Vec<Entry>, snapshot: Option<u64>) -> Persist {
-        Persist {
-            id,
-            hard: hard(id),
-            entries,
-            snapshot: snapshot.map(|seq| Snapshot {
-                seq,
-                data: format!("{{\"at\":{seq}}}"),
-            }),
-        }
+        let snapshot = snapshot.map(|seq| Snapshot {
+            seq,
+            data: format!("{{\"at\":{seq}}}"),
+        });
+        Persist::record(hard(id), entries, snapshot)
     }
 
     /// Four plain Persists, applied to a fresh store; returns the model after each.
@@ -702,12 +697,7 @@ mod tests {
         h.members = (1..=5)
             .map(|i| format!("http://node-{i}.example:7000"))
             .collect();
-        let mut p = Persist {
-            id: 0,
-            hard: h,
-            entries: vec![],
-            snapshot: None,
-        };
+        let mut p = Persist::record(h, vec![], None);
         let change = format!(
             "{{\"op\":\"set\",\"key\":\"k\",\"value\":\"{}\"}}",
             "v".repeat(70)
@@ -715,7 +705,6 @@ mod tests {
         let mut times = Vec::new();
         let cpu = thread_cpu_us();
         for i in 1..=2000 {
-            p.id = i;
             p.hard.commit = i;
             p.entries = vec![Entry {
                 seq: i,

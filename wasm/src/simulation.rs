@@ -397,7 +397,7 @@ mod tests {
     use super::*;
 
     fn kv(k: &str, v: &str) -> String {
-        clusterconsensus::KvChange::set(k, v).encode()
+        clusterconsensus::kv::KvChange::set(k, v).encode()
     }
 
     #[test]

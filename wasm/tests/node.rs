@@ -348,7 +348,7 @@ fn submitted_changes_are_applied_on_every_live_node() {
     for n in st["nodes"].as_array().unwrap() {
         if n["up"] == true {
             assert_eq!(
-                n["data"],
+                n["state"],
                 serde_json::json!({"a": "3", "b": "2"}),
                 "node {n}"
             );

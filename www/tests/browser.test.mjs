@@ -165,7 +165,7 @@ test("simulation: submit, partition by dragging, drop a message, rewind", { time
   await page.click("#sim-submit button[type=submit]");
   await eventually("k=42 on every live simulated node", async () => {
     const st = await page.evaluate(() => window.dashboard.sim.snapshot());
-    return st.nodes.filter((n) => n.up).every((n) => n.data.k === "42");
+    return st.nodes.filter((n) => n.up).every((n) => n.state.k === "42");
   }, 20_000);
 
   // Drag a line across the ring: two groups.
@@ -201,7 +201,7 @@ test("simulation: submit, partition by dragging, drop a message, rewind", { time
   const st = await page.evaluate(() => window.dashboard.sim.snapshot());
   assert.equal(st.steps, min);
   assert.ok(st.horizon > min);
-  assert.ok(st.nodes.every((n) => n.up && !("k" in n.data)), "back before the crash and the submit");
+  assert.ok(st.nodes.every((n) => n.up && !("k" in n.state)), "back before the crash and the submit");
   await screenshot(page, "sim-rewound");
 });
 

@@ -4,7 +4,8 @@
 #![no_main]
 
 use clusterconsensus::wire::{Method, Request, Response};
-use clusterconsensus::{KvChange, KvStore, StateMachine, Stored};
+use clusterconsensus::kv::{KvChange, KvStore};
+use clusterconsensus::{restore_from, snapshot_to_string, StateMachine, Stored};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,10 +29,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(KvChange::parse(&c.encode()).as_ref(), Ok(&c));
         }
         let mut kv = KvStore::new();
-        kv.apply(1, s);
-        if kv.restore(s).is_ok() {
-            let mut other = KvStore::new();
-            other.restore(&kv.snapshot()).expect("a snapshot restores");
+        let _ = kv.apply(1, s);
+        if let Ok(kv) = restore_from(&kv, s.as_bytes()) {
+            let text = snapshot_to_string(kv.snapshot()).expect("a snapshot is UTF-8");
+            let other = restore_from(&kv, text.as_bytes()).expect("a snapshot restores");
             assert_eq!(other, kv);
         }
     }

@@ -15,8 +15,10 @@ use clusterconsensus::wire::{
     Accept, AcceptResult, AdminMember, FailResult, Member, MemberChange, Prepare, PrepareResult,
     ReadIndex, Request, Response, Staged, Start, Submit,
 };
+use clusterconsensus::kv::KvStore;
 use clusterconsensus::{
-    Config, Error, ErrorCode, HardState, KvStore, Output, Participant, Payload, Status, Stored,
+    Config, Error, ErrorCode, HardState, MessageId, Output, Participant, Payload, PersistId,
+    RequestId, Status, Stored,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -167,11 +169,11 @@ struct Host {
     now: u64,
     next_req: u64,
     /// Requests given and not yet answered.
-    open: BTreeSet<u64>,
-    answered: BTreeSet<u64>,
+    open: BTreeSet<RequestId>,
+    answered: BTreeSet<RequestId>,
     /// Sends not yet answered: id -> the request.
-    sends: BTreeMap<u64, Request>,
-    persist: Option<u64>,
+    sends: BTreeMap<MessageId, Request>,
+    persist: Option<PersistId>,
     commit: u64,
 }
 
@@ -193,7 +195,7 @@ impl Host {
                 Output::Reply(r) => {
                     assert!(
                         self.open.remove(&r.id),
-                        "reply to {} which is not open (answered before: {})",
+                        "reply to {:?} which is not open (answered before: {})",
                         r.id,
                         self.answered.contains(&r.id)
                     );
@@ -219,7 +221,7 @@ impl Host {
     }
 
     fn request(&mut self, req: Request) {
-        let id = self.next_req;
+        let id = RequestId(self.next_req);
         self.next_req += 1;
         self.open.insert(id);
         self.node.handle_request(self.now, id, req);
@@ -474,7 +476,7 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 h.request(Request::ReadIndex(ReadIndex { forwarded }))
             }
             Action::Read => {
-                let id = h.next_req;
+                let id = RequestId(h.next_req);
                 h.next_req += 1;
                 h.open.insert(id);
                 h.node.read(h.now, id);

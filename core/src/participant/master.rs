@@ -47,7 +47,9 @@ pub(super) struct Inflight {
     pub payload: Payload,
     pub acks: BTreeSet<String>,
     pub self_ack: bool,
-    pub waiters: Vec<RequestId>,
+    /// The calls this slot answers, each with how many of the batch's changes are its own (in
+    /// order), so each gets its own changes' results.
+    pub waiters: Vec<(RequestId, usize)>,
 }
 
 #[derive(Default)]
@@ -93,7 +95,7 @@ impl<S: StateMachine> Participant<S> {
 
     /// Proposes `payload` at `commit + 1` to every member; stages it here too (our own vote
     /// counts once that is durable). An empty payload proposes nothing: it confirms mastership.
-    fn propose(&mut self, now: u64, payload: Payload, waiters: Vec<RequestId>) {
+    fn propose(&mut self, now: u64, payload: Payload, waiters: Vec<(RequestId, usize)>) {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
@@ -188,7 +190,8 @@ impl<S: StateMachine> Participant<S> {
             return;
         }
         let payload = f.payload.clone();
-        self.commit_entry(now, f.seq, f.payload, true);
+        let batch = matches!(payload, Payload::Changes(_));
+        let results = self.commit_entry(now, f.seq, f.payload, true);
         match payload {
             Payload::Add(a) => {
                 if let Some(l) = self.leader.as_mut() {
@@ -216,7 +219,7 @@ impl<S: StateMachine> Participant<S> {
             for m in self.others() {
                 self.notify_commit(m);
             }
-            for w in f.waiters {
+            for (w, _) in f.waiters {
                 self.reply(w, Response::Fail(FailResult::ok()));
             }
             self.step_down(now, Error::state("this node was removed from the cluster"));
@@ -227,8 +230,13 @@ impl<S: StateMachine> Participant<S> {
         // staged copy was durable), and any later master recovers it. So the answers wait for
         // no write of ours (neither our record of the commit nor a staged copy still in
         // progress), and neither does the next batch's accept.
-        for w in f.waiters {
-            self.reply_early(w, Response::Fail(FailResult::ok()));
+        let mut results = results.into_iter();
+        for (w, n) in f.waiters {
+            let answer = match batch {
+                true => FailResult::committed(f.seq, results.by_ref().take(n).collect()),
+                false => FailResult::ok(),
+            };
+            self.reply_early(w, Response::Fail(answer));
         }
         self.try_propose_next(now);
         let wait = self.cfg.commit_notice_ms.min(self.cfg.heartbeat_ms);
@@ -273,7 +281,7 @@ impl<S: StateMachine> Participant<S> {
                 match refusal {
                     Some(Ok(())) => self.reply(op.id, Response::Fail(FailResult::ok())),
                     Some(Err(e)) => self.reply_err(op.id, Method::MembersAdd, e),
-                    None => return self.propose(now, op.payload, alloc::vec![op.id]),
+                    None => return self.propose(now, op.payload, alloc::vec![(op.id, 0)]),
                 }
                 continue;
             }
@@ -288,8 +296,8 @@ impl<S: StateMachine> Participant<S> {
                 }
                 let (id, chg) = l.queue.pop_front().expect("front exists");
                 l.queued_changes -= chg.len();
+                waiters.push((id, chg.len()));
                 batch.extend(chg);
-                waiters.push(id);
             }
             return self.propose(now, Payload::Changes(batch), waiters);
         }
@@ -379,7 +387,7 @@ impl<S: StateMachine> Participant<S> {
             self_: Member::new(to),
             master: Member::new(master),
             participants: self.hard.members.iter().cloned().map(Member::new).collect(),
-            snap: self.app.snapshot(),
+            snap: self.snapshot_string(),
             version: Some(self.hard.members_version),
         }
     }
@@ -484,7 +492,7 @@ impl<S: StateMachine> Participant<S> {
         };
         let mut waiters: Vec<RequestId> = Vec::new();
         if let Some(f) = l.inflight {
-            waiters.extend(f.waiters);
+            waiters.extend(f.waiters.into_iter().map(|(id, _)| id));
         }
         waiters.extend(l.queue.into_iter().map(|(id, _)| id));
         waiters.extend(l.admin.into_iter().map(|op| op.id));

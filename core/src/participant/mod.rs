@@ -24,10 +24,10 @@ use alloc::vec::Vec;
 use serde::Serialize;
 
 use crate::config::{Config, Rng};
-use crate::error::{Error, ErrorCode};
+use crate::error::{ConfigError, Error, RestoreError};
 use crate::output::{
-    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot, Status,
-    Stored,
+    Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
+    Snapshot, Status, Stored,
 };
 use crate::wire::{Method, Payload, Request, Response, Staged};
 use crate::StateMachine;
@@ -110,6 +110,8 @@ pub struct Participant<S: StateMachine> {
     cfg: Config,
     app: S,
     rng: Rng,
+    /// The time of the input being handled (for the deadlines of the sends it makes).
+    now: u64,
     /// Durable state (the live copy; a clone goes out with every [`Persist`]).
     hard: HardState,
     role: Role,
@@ -139,12 +141,12 @@ pub struct Participant<S: StateMachine> {
     pending_snapshot: Option<Snapshot>,
     next_persist: u64,
     /// A Persist handed to the host and not yet reported durable.
-    blocked_on: Option<u64>,
+    blocked_on: Option<PersistId>,
     /// Work registered since the last flush, and work waiting for a given persist id.
     durable_next: Vec<Durable>,
-    durable_waiting: Vec<(u64, Durable)>,
+    durable_waiting: Vec<(PersistId, Durable)>,
 
-    next_msg: MessageId,
+    next_msg: u64,
     outstanding: BTreeMap<MessageId, (String, Pending)>,
 
     campaign: Option<Campaign>,
@@ -203,7 +205,7 @@ impl<S: StateMachine> core::fmt::Debug for Participant<S> {
 
 impl<S: StateMachine> Participant<S> {
     /// A fresh, unjoined node: it waits for a `start` from a master, or for [`bootstrap`](Self::bootstrap).
-    pub fn new(cfg: Config, app: S) -> Result<Participant<S>, Error> {
+    pub fn new(cfg: Config, app: S) -> Result<Participant<S>, ConfigError> {
         cfg.validate()?;
         let hard = HardState {
             cluster: cfg.cluster.clone(),
@@ -220,6 +222,7 @@ impl<S: StateMachine> Participant<S> {
             rng: Rng::new(cfg.seed),
             cfg,
             app,
+            now: 0,
             hard,
             role: Role::Unjoined,
             master: None,
@@ -250,22 +253,28 @@ impl<S: StateMachine> Participant<S> {
     /// A node restarted from what its host stored. It resumes as the member it was (a follower;
     /// it never resumes as master), or unjoined if nothing was stored. `app` must be empty: the
     /// stored snapshot and entries are applied to it.
-    pub fn restore(cfg: Config, app: S, stored: Stored, now: u64) -> Result<Participant<S>, Error> {
+    pub fn restore(
+        cfg: Config,
+        app: S,
+        stored: Stored,
+        now: u64,
+    ) -> Result<Participant<S>, RestoreError> {
         let mut p = Participant::new(cfg, app)?;
+        p.now = now;
         let Some(hard) = stored.hard else {
             return Ok(p);
         };
-        let corrupt = |m: String| Error::new(ErrorCode::Io, alloc::format!("stored state: {m}"));
+        let corrupt = RestoreError::Inconsistent;
         if hard.cluster != p.cfg.cluster {
-            return Err(corrupt(alloc::format!(
-                "belongs to cluster {:?}, not {:?}",
-                hard.cluster,
-                p.cfg.cluster
-            )));
+            return Err(RestoreError::WrongCluster {
+                stored: hard.cluster,
+                configured: p.cfg.cluster,
+            });
         }
         let mut at = 0;
         if let Some(s) = &stored.snapshot {
-            p.app.restore(&s.data).map_err(corrupt)?;
+            p.app =
+                crate::restore_from(&p.app, s.data.as_bytes()).map_err(RestoreError::Snapshot)?;
             at = s.seq;
         }
         for e in &stored.entries {
@@ -280,7 +289,7 @@ impl<S: StateMachine> Participant<S> {
             }
             if let Payload::Changes(chg) = &e.payload {
                 for c in chg {
-                    p.app.apply(e.seq, c);
+                    let _ = p.app.apply(e.seq, c);
                 }
             }
             at = e.seq;
@@ -401,6 +410,7 @@ impl<S: StateMachine> Participant<S> {
     /// [`Output::Reply`] with the same id, possibly much later (a submit is answered once it
     /// committed), and always exactly once.
     pub fn handle_request(&mut self, now: u64, id: RequestId, req: Request) {
+        self.now = now;
         match req {
             Request::Prepare(r) => self.on_prepare(now, id, r),
             Request::Accept(r) => {
@@ -456,6 +466,7 @@ impl<S: StateMachine> Participant<S> {
     /// The answer to the outgoing request `id` ([`Output::Send`]), or the transport error that
     /// stopped it. Call exactly once per `Send`.
     pub fn handle_response(&mut self, now: u64, id: MessageId, res: Result<Response, Error>) {
+        self.now = now;
         let Some((from, pending)) = self.outstanding.remove(&id) else {
             return;
         };
@@ -488,6 +499,7 @@ impl<S: StateMachine> Participant<S> {
     /// Time has passed; call when `now` reaches [`poll_timeout`](Self::poll_timeout) (calling
     /// early or late is harmless).
     pub fn handle_timeout(&mut self, now: u64) {
+        self.now = now;
         match self.role {
             Role::Master => self.master_tick(now),
             Role::Candidate => self.candidate_tick(now),
@@ -507,7 +519,8 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// The host made the [`Persist`] `id` durable. Outputs behind it are released.
-    pub fn persisted(&mut self, now: u64, id: u64) {
+    pub fn persisted(&mut self, now: u64, id: PersistId) {
+        self.now = now;
         if self.blocked_on == Some(id) {
             self.blocked_on = None;
         }
@@ -538,6 +551,7 @@ impl<S: StateMachine> Participant<S> {
     /// Makes an unjoined node the master of a new one-member cluster. Add members with
     /// [`add_member`](Self::add_member), one at a time.
     pub fn bootstrap(&mut self, now: u64) -> Result<(), Error> {
+        self.now = now;
         if self.hard.status != Status::Unjoined || self.hard.commit != 0 {
             return Err(Error::state("bootstrap needs a fresh, unjoined node"));
         }
@@ -570,12 +584,14 @@ impl<S: StateMachine> Participant<S> {
     /// Adds a member (admin); answered as request `id` once the change committed. `version`, if
     /// given, must equal the current member-list version.
     pub fn add_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
+        self.now = now;
         self.on_admin(now, id, Payload::Add(addr), version, false);
         self.flush();
     }
 
     /// Removes a member (admin); answered as request `id` once the change committed.
     pub fn remove_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
+        self.now = now;
         self.on_admin(now, id, Payload::Rm(addr), version, false);
         self.flush();
     }
@@ -591,6 +607,7 @@ impl<S: StateMachine> Participant<S> {
 
     /// Starts an election now (voters that heard from a live master recently still refuse).
     pub fn start_election(&mut self, now: u64) -> Result<(), Error> {
+        self.now = now;
         match self.role {
             Role::Unjoined | Role::Removed => Err(Error::state("not a member")),
             Role::Master => Err(Error::state("already master")),
@@ -610,6 +627,7 @@ impl<S: StateMachine> Participant<S> {
     /// do not depend on it (a master's proposal to its followers, the answers to a batch a
     /// majority already holds) until [`persisted`](Self::persisted) is called with its id.
     /// Poll until `None` after every input.
+    #[must_use = "every output is an obligation for the host"]
     pub fn poll_output(&mut self) -> Option<Output> {
         let (out, early) = if self.blocked_on.is_none() {
             self.outputs.pop_front()?
@@ -629,6 +647,7 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    #[must_use = "arm a timer for this time"]
     pub fn poll_timeout(&self) -> Option<u64> {
         match (self.role_timeout(), self.local_read_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -662,7 +681,7 @@ impl<S: StateMachine> Participant<S> {
             debug_assert!(self.durable_next.is_empty());
             return;
         }
-        let id = self.next_persist;
+        let id = PersistId(self.next_persist);
         self.next_persist += 1;
         for d in self.durable_next.drain(..) {
             self.durable_waiting.push((id, d));
@@ -734,10 +753,16 @@ impl<S: StateMachine> Participant<S> {
         pending: Pending,
         early: bool,
     ) -> MessageId {
-        let id = self.next_msg;
+        let id = MessageId(self.next_msg);
         self.next_msg += 1;
         self.outstanding.insert(id, (to.clone(), pending));
-        let out = Output::Send(Send { id, to, request });
+        let deadline = self.now + self.cfg.request_timeout_ms;
+        let out = Output::Send(Send {
+            id,
+            to,
+            request,
+            deadline,
+        });
         if early {
             self.push_early(out);
         } else {
@@ -778,16 +803,22 @@ impl<S: StateMachine> Participant<S> {
             .collect()
     }
 
-    /// Applies the entry at `commit + 1`: the one step by which every role commits.
+    /// Applies the entry at `commit + 1`: the one step by which every role commits. Returns
+    /// the application's result for each change of a batch.
     /// `chosen_here`: this master counted the majority itself, so the events need not wait for
     /// any write (they go out ahead of it, before the answers to the batch).
-    fn commit_entry(&mut self, now: u64, seq: u64, payload: Payload, chosen_here: bool) {
+    fn commit_entry(
+        &mut self,
+        now: u64,
+        seq: u64,
+        payload: Payload,
+        chosen_here: bool,
+    ) -> Vec<serde_json::Value> {
         debug_assert_eq!(seq, self.hard.commit + 1);
+        let mut results = Vec::new();
         match &payload {
             Payload::Changes(chg) => {
-                for c in chg {
-                    self.app.apply(seq, c);
-                }
+                results = chg.iter().map(|c| self.app.apply(seq, c)).collect();
             }
             Payload::Add(a) => {
                 if !self.is_member(a) {
@@ -812,7 +843,7 @@ impl<S: StateMachine> Participant<S> {
             self.pending_entries.clear();
             self.pending_snapshot = Some(Snapshot {
                 seq,
-                data: self.app.snapshot(),
+                data: self.snapshot_string(),
             });
         } else {
             self.pending_entries.push(Entry {
@@ -852,6 +883,12 @@ impl<S: StateMachine> Participant<S> {
             }
             self.contact.remove(&gone);
         }
+        results
+    }
+
+    /// The whole state as one string (the seed's `start` carries it so).
+    fn snapshot_string(&self) -> String {
+        crate::snapshot_to_string(self.app.snapshot()).unwrap_or_default()
     }
 
     fn become_removed(&mut self) {

@@ -52,8 +52,9 @@ impl<S: StateMachine> Participant<S> {
             return refuse(self, e);
         }
         if install {
-            if let Err(e) = self.app.restore(&s.snap) {
-                return refuse(self, Error::encoding(e));
+            match crate::restore_from(&self.app, s.snap.as_bytes()) {
+                Ok(app) => self.app = app,
+                Err(e) => return refuse(self, Error::encoding(e)),
             }
             if self.role == Role::Master {
                 self.step_down(now, Error::state("a newer commit exists elsewhere"));

@@ -13,11 +13,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{majority, Participant, Role};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, RestoreError};
 use crate::kv::{KvChange, KvStore};
 use crate::output::{
-    Entry, Event, HardState, MessageId, Output, Persist, Reply, RequestId, Send, Snapshot, Status,
-    Stored,
+    Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
+    Snapshot, Status, Stored,
 };
 use crate::wire::{
     Accept, AcceptResult, AdminMember, FailResult, Member, MemberChange, Payload, Prepare,
@@ -63,7 +63,11 @@ fn set(k: &str, v: &str) -> String {
 }
 
 fn empty_snap() -> String {
-    KvStore::new().snapshot()
+    snap_of(&KvStore::new())
+}
+
+fn snap_of(kv: &KvStore) -> String {
+    crate::snapshot_to_string(kv.snapshot()).unwrap()
 }
 
 /// Polls every output, making each Persist durable at once (as a host does), with error texts
@@ -83,39 +87,49 @@ fn drain(p: &mut P, now: u64) -> Vec<Output> {
     norm(out)
 }
 
+/// One output, normalized like [`drain`]'s (without making a Persist durable).
+fn poll(p: &mut P) -> Option<Output> {
+    let o = p.poll_output()?;
+    norm(vec![o]).pop()
+}
+
 fn blank(e: &mut Option<Error>) {
     if let Some(e) = e {
         e.message.clear();
     }
 }
 
+/// Blanks error texts, and the deadlines of sends (each is `now + request_timeout_ms`, which
+/// `a_send_must_start_within_the_request_timeout` checks once).
 fn norm(mut outs: Vec<Output>) -> Vec<Output> {
     for o in &mut outs {
-        if let Output::Reply(r) = o {
-            match &mut r.response {
+        match o {
+            Output::Reply(r) => match &mut r.response {
                 Response::Prepare(x) => blank(&mut x.err),
                 Response::Accept(x) => blank(&mut x.err),
                 Response::Fail(x) => blank(&mut x.err),
-            }
+            },
+            Output::Send(x) => x.deadline = 0,
+            _ => {}
         }
     }
     outs
 }
 
-fn request(p: &mut P, now: u64, id: RequestId, r: Request) -> Vec<Output> {
-    p.handle_request(now, id, r);
+fn request(p: &mut P, now: u64, id: u64, r: Request) -> Vec<Output> {
+    p.handle_request(now, RequestId(id), r);
     drain(p, now)
 }
 
-fn respond(p: &mut P, now: u64, msg: MessageId, r: Response) -> Vec<Output> {
-    p.handle_response(now, msg, Ok(r));
+fn respond(p: &mut P, now: u64, msg: u64, r: Response) -> Vec<Output> {
+    p.handle_response(now, MessageId(msg), Ok(r));
     drain(p, now)
 }
 
-fn unreachable_peer(p: &mut P, now: u64, msg: MessageId) -> Vec<Output> {
+fn unreachable_peer(p: &mut P, now: u64, msg: u64) -> Vec<Output> {
     p.handle_response(
         now,
-        msg,
+        MessageId(msg),
         Err(Error::new(ErrorCode::Connect, "connection refused")),
     );
     drain(p, now)
@@ -139,23 +153,27 @@ fn persist_full(
     snapshot: Option<Snapshot>,
 ) -> Output {
     Output::Persist(Persist {
-        id,
+        id: PersistId(id),
         hard,
         entries,
         snapshot,
     })
 }
 
-fn send(id: MessageId, to: &str, request: Request) -> Output {
+fn send(id: u64, to: &str, request: Request) -> Output {
     Output::Send(Send {
-        id,
+        id: MessageId(id),
         to: s(to),
         request,
+        deadline: 0,
     })
 }
 
-fn reply(id: RequestId, response: Response) -> Output {
-    Output::Reply(Reply { id, response })
+fn reply(id: u64, response: Response) -> Output {
+    Output::Reply(Reply {
+        id: RequestId(id),
+        response,
+    })
 }
 
 fn ev(e: Event) -> Output {
@@ -294,6 +312,13 @@ fn ok() -> Response {
     Response::Fail(FailResult::ok())
 }
 
+/// A submit's answer: committed at `seq`, each of its `n` key-value sets answering
+/// `{"prev": null}` (a key set for the first time).
+fn committed_ok(seq: u64, n: usize) -> Response {
+    let r = serde_json::json!({ "prev": null });
+    Response::Fail(FailResult::committed(seq, vec![r; n]))
+}
+
 fn failed(code: ErrorCode, instance: Option<u64>) -> Response {
     let mut e = err(code);
     e.instance = instance;
@@ -301,7 +326,7 @@ fn failed(code: ErrorCode, instance: Option<u64>) -> Response {
 }
 
 /// The id the next Send / Persist of `p` will get.
-fn next_msg(p: &P) -> MessageId {
+fn next_msg(p: &P) -> u64 {
     p.next_msg
 }
 
@@ -326,7 +351,7 @@ struct Net {
     nodes: BTreeMap<String, P>,
     disks: BTreeMap<String, Stored>,
     now: u64,
-    next_req: RequestId,
+    next_req: u64,
     routes: BTreeMap<RequestId, (String, MessageId)>,
     /// Replies to client calls (ids below `1 << 32`).
     client: Vec<Reply>,
@@ -374,7 +399,7 @@ impl Net {
             for (from, o) in work {
                 match o {
                     Output::Send(snd) => {
-                        let rid = self.next_req;
+                        let rid = RequestId(self.next_req);
                         self.next_req += 1;
                         if let Some(to) = self.nodes.get_mut(&snd.to) {
                             self.routes.insert(rid, (from, snd.id));
@@ -407,7 +432,8 @@ fn cluster_with(addrs: &[&str], f: impl Fn(&mut Config)) -> Net {
     net.node(addrs[0]).bootstrap(0).unwrap();
     net.run();
     for (i, a) in addrs[1..].iter().enumerate() {
-        net.node(addrs[0]).add_member(0, i as u64 + 1, s(a), None);
+        net.node(addrs[0])
+            .add_member(0, RequestId(i as u64 + 1), s(a), None);
         net.run();
     }
     let n = addrs.len() as u64 - 1;
@@ -495,7 +521,7 @@ fn a_fresh_node_joins_with_its_first_start() {
     let snap = {
         let mut kv = KvStore::new();
         kv.apply(1, &set("k", "v"));
-        kv.snapshot()
+        snap_of(&kv)
     };
     let outs = request(
         &mut b,
@@ -706,7 +732,7 @@ fn election_counts_its_own_vote_only_once_the_promise_is_durable() {
     let Some(Output::Persist(p)) = b.poll_output() else {
         panic!("the promise must be persisted first");
     };
-    assert_eq!(p.id, pid);
+    assert_eq!(p.id, PersistId(pid));
     assert_eq!(p.hard.promised, 2);
     assert_eq!(
         b.poll_output(),
@@ -714,10 +740,10 @@ fn election_counts_its_own_vote_only_once_the_promise_is_durable() {
         "nothing before the promise is durable"
     );
     // A's vote arrives while our own promise is not durable: one vote of two needed.
-    b.handle_response(5000, m, Ok(vote(2, 2, None)));
+    b.handle_response(5000, MessageId(m), Ok(vote(2, 2, None)));
     assert_eq!(b.role(), Role::Candidate);
-    assert_eq!(b.poll_output(), None);
-    b.persisted(5000, pid);
+    assert_eq!(poll(&mut b), None);
+    b.persisted(5000, PersistId(pid));
     let outs = drain(&mut b, 5000);
     assert_eq!(
         outs,
@@ -898,7 +924,7 @@ fn election_stands_down_when_a_voter_has_a_higher_commit() {
 fn election_starts_an_unjoined_voter_then_asks_it_again() {
     // d was added (commit 3) but its start was lost: it is still unjoined.
     let mut net = cluster3();
-    net.node(A).add_member(0, 1, s(D), None);
+    net.node(A).add_member(0, RequestId(1), s(D), None);
     net.run();
     let mut b = net.take(B);
     assert_eq!(b.members(), strings(&[A, B, C, D]).as_slice());
@@ -1247,7 +1273,7 @@ fn master_answers_a_submit_only_after_a_majority_holds_it() {
         vec![
             committed(3, changes(&[&k])),
             // Chosen: answered without waiting for the master's own record of the commit.
-            reply(100, ok()),
+            reply(100, committed_ok(3, 1)),
             persist_full(pid + 1, hard, vec![entry], None),
             send(m + 2, B, hb.clone()),
             send(m + 3, C, hb),
@@ -1263,23 +1289,23 @@ fn master_counts_its_own_accept_only_once_durable() {
     let mut a = master3();
     let (pid, m) = (next_persist(&a), next_msg(&a));
     let k = set("k", "v");
-    a.handle_request(10, 100, submit(vec![k.clone()], false));
+    a.handle_request(10, RequestId(100), submit(vec![k.clone()], false));
     // The accept goes out before the master's own copy is durable...
     let acc = accept(1, 3, vec![k.clone()], Some(A));
-    assert_eq!(a.poll_output(), Some(send(m, B, acc.clone())));
-    assert_eq!(a.poll_output(), Some(send(m + 1, C, acc)));
+    assert_eq!(poll(&mut a), Some(send(m, B, acc.clone())));
+    assert_eq!(poll(&mut a), Some(send(m + 1, C, acc)));
     let Some(Output::Persist(p)) = a.poll_output() else {
         panic!("the master's own staged copy is persisted");
     };
-    assert_eq!(p.id, pid);
+    assert_eq!(p.id, PersistId(pid));
     // ...so b's vote is 1 of the 2 needed until that copy is durable.
-    a.handle_response(20, m, Ok(accepted()));
+    a.handle_response(20, MessageId(m), Ok(accepted()));
     assert_eq!(a.commit(), 2);
-    assert_eq!(a.poll_output(), None);
-    a.persisted(20, pid);
+    assert_eq!(poll(&mut a), None);
+    a.persisted(20, PersistId(pid));
     let outs = drain(&mut a, 20);
     assert_eq!(outs[0], committed(3, changes(&[&k])));
-    assert!(outs.contains(&reply(100, ok())));
+    assert!(outs.contains(&reply(100, committed_ok(3, 1))));
     assert_eq!(a.commit(), 3);
 }
 
@@ -1313,7 +1339,7 @@ fn master_batches_queued_submits_into_the_next_accept() {
         outs,
         vec![
             committed(3, changes(&[&c1])),
-            reply(100, ok()),
+            reply(100, committed_ok(3, 1)),
             send(m + 2, B, batch.clone()),
             send(m + 3, C, batch),
             persist_full(pid, hard, vec![entry], None),
@@ -1326,7 +1352,13 @@ fn master_batches_queued_submits_into_the_next_accept() {
         .iter()
         .filter(|o| matches!(o, Output::Reply(_)))
         .collect();
-    assert_eq!(replies, vec![&reply(101, ok()), &reply(102, ok())]);
+    assert_eq!(
+        replies,
+        vec![
+            &reply(101, committed_ok(4, 1)),
+            &reply(102, committed_ok(4, 1))
+        ]
+    );
 }
 
 #[test]
@@ -1498,7 +1530,7 @@ fn start_with_a_newer_commit_is_installed_whatever_its_instance() {
         let mut kv = KvStore::new();
         kv.apply(3, &set("x", "1"));
         kv.apply(4, &set("k", "v"));
-        kv.snapshot()
+        snap_of(&kv)
     };
     let pid = next_persist(&b);
     let outs = request(
@@ -1746,7 +1778,7 @@ fn a_successful_forward_resets_the_failure_count() {
     let answer = |b: &mut P, i: u64, r: Result<Response, Error>| {
         let m = next_msg(b);
         request(b, i, i, submit(vec![k.clone()], false));
-        b.handle_response(i, m, r);
+        b.handle_response(i, MessageId(m), r);
         drain(b, i)
     };
     let down = || Err(Error::new(ErrorCode::Connect, "refused"));
@@ -1770,7 +1802,7 @@ fn a_successful_forward_resets_the_failure_count() {
 fn membership_add_commits_then_the_master_starts_the_new_member() {
     let mut a = master3();
     let (pid, m) = (next_persist(&a), next_msg(&a));
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, 100, s(D), None));
+    let outs = drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(D), None));
     let hard = hard_with(&a, |h| h.staged = Some(staged(1, 3, Payload::Add(s(D)))));
     let add = addmember(1, 3, D, A);
     assert_eq!(
@@ -1821,8 +1853,8 @@ fn drain_after(p: &mut P, now: u64, f: impl FnOnce(&mut P)) -> Vec<Output> {
 fn membership_changes_go_one_at_a_time() {
     let mut a = master3();
     let m = next_msg(&a);
-    drain_after(&mut a, 10, |a| a.add_member(10, 100, s(D), None));
-    let outs = drain_after(&mut a, 11, |a| a.add_member(11, 101, s(E), None));
+    drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(D), None));
+    let outs = drain_after(&mut a, 11, |a| a.add_member(11, RequestId(101), s(E), None));
     assert_eq!(outs, vec![], "waits for the first change to commit");
     let outs = respond(&mut a, 20, m, ok());
     // After the add of d commits, e goes as a slot of its own, to the new member list.
@@ -1842,7 +1874,7 @@ fn membership_changes_go_one_at_a_time() {
     assert!(outs.contains(&reply(100, ok())));
     assert!(!outs
         .iter()
-        .any(|o| matches!(o, Output::Reply(r) if r.id == 101)));
+        .any(|o| matches!(o, Output::Reply(r) if r.id == RequestId(101))));
     // With four members, b's vote alone (2 of 4) does not decide e.
     assert_eq!(respond(&mut a, 30, m + 3, ok()), vec![]);
     let outs = respond(&mut a, 31, m + 4, ok());
@@ -1853,21 +1885,29 @@ fn membership_changes_go_one_at_a_time() {
 #[test]
 fn membership_stale_version_is_err_sequence() {
     let mut a = master3(); // member-list version 2
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, 100, s(D), Some(1)));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.add_member(10, RequestId(100), s(D), Some(1))
+    });
     assert_eq!(outs, vec![reply(100, failed(ErrorCode::Sequence, None))]);
-    let outs = drain_after(&mut a, 10, |a| a.remove_member(10, 101, s(C), Some(3)));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.remove_member(10, RequestId(101), s(C), Some(3))
+    });
     assert_eq!(outs, vec![reply(101, failed(ErrorCode::Sequence, None))]);
     let m = next_msg(&a);
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, 102, s(D), Some(2)));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.add_member(10, RequestId(102), s(D), Some(2))
+    });
     assert_eq!(outs[0], send(m, B, addmember(1, 3, D, A)));
 }
 
 #[test]
 fn membership_change_already_in_effect_is_answered_at_once() {
     let mut a = master3();
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, 100, s(B), None));
+    let outs = drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(B), None));
     assert_eq!(outs, vec![reply(100, ok())]);
-    let outs = drain_after(&mut a, 10, |a| a.remove_member(10, 101, s(D), None));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.remove_member(10, RequestId(101), s(D), None)
+    });
     assert_eq!(outs, vec![reply(101, ok())]);
 }
 
@@ -1876,7 +1916,9 @@ fn membership_the_last_member_cannot_be_removed() {
     let mut a = node(A);
     a.bootstrap(0).unwrap();
     drain(&mut a, 0);
-    let outs = drain_after(&mut a, 10, |a| a.remove_member(10, 100, s(A), None));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.remove_member(10, RequestId(100), s(A), None)
+    });
     assert_eq!(outs, vec![reply(100, failed(ErrorCode::State, None))]);
     assert_eq!(a.members(), strings(&[A]).as_slice());
 }
@@ -1885,7 +1927,9 @@ fn membership_the_last_member_cannot_be_removed() {
 fn membership_bad_address_is_err_encoding() {
     let mut a = master3();
     for (i, bad) in ["", "http://d/", "http://d e"].into_iter().enumerate() {
-        let outs = drain_after(&mut a, 10, |a| a.add_member(10, i as u64, s(bad), None));
+        let outs = drain_after(&mut a, 10, |a| {
+            a.add_member(10, RequestId(i as u64), s(bad), None)
+        });
         assert_eq!(
             outs,
             vec![reply(i as u64, failed(ErrorCode::Encoding, None))]
@@ -1897,7 +1941,9 @@ fn membership_bad_address_is_err_encoding() {
 fn membership_admin_call_at_a_follower_is_forwarded() {
     let mut b = follower3();
     let m = next_msg(&b);
-    let outs = drain_after(&mut b, 10, |b| b.add_member(10, 100, s(D), Some(2)));
+    let outs = drain_after(&mut b, 10, |b| {
+        b.add_member(10, RequestId(100), s(D), Some(2))
+    });
     let fwd = Request::MembersAdd(AdminMember {
         addr: s(D),
         version: Some(2),
@@ -1911,7 +1957,9 @@ fn membership_admin_call_at_a_follower_is_forwarded() {
 fn membership_master_removing_itself_notifies_answers_and_steps_down() {
     let mut a = master3();
     let m = next_msg(&a);
-    let outs = drain_after(&mut a, 10, |a| a.remove_member(10, 100, s(A), None));
+    let outs = drain_after(&mut a, 10, |a| {
+        a.remove_member(10, RequestId(100), s(A), None)
+    });
     let rm = rmmember(1, 3, A, A);
     assert_eq!(outs[..2], [send(m, B, rm.clone()), send(m + 1, C, rm)]);
     let pid = next_persist(&a);
@@ -2015,13 +2063,13 @@ fn membership_removed_node_refuses_accepts_and_submits() {
 #[test]
 fn restore_of_a_master_resumes_as_a_participant() {
     let mut net = cluster3();
-    net.node(A).submit(0, 1, vec![set("k", "v")]);
+    net.node(A).submit(0, RequestId(1), vec![set("k", "v")]);
     net.run();
     assert_eq!(
         net.client,
         vec![Reply {
-            id: 1,
-            response: ok()
+            id: RequestId(1),
+            response: committed_ok(3, 1)
         }]
     );
     let stored = net.disks[A].clone();
@@ -2069,8 +2117,12 @@ fn restore_keeps_the_staged_slot_and_the_removed_status() {
     let mut disk = Stored::default();
     // Rebuild what a host would have stored: the start, then the staged accept.
     let mut fresh = node(B);
-    fresh.handle_request(0, 1, start(1, 2, B, A, &[A, B, C], empty_snap(), Some(2)));
-    fresh.handle_request(0, 2, accept(1, 3, vec![set("x", "1")], Some(A)));
+    fresh.handle_request(
+        0,
+        RequestId(1),
+        start(1, 2, B, A, &[A, B, C], empty_snap(), Some(2)),
+    );
+    fresh.handle_request(0, RequestId(2), accept(1, 3, vec![set("x", "1")], Some(A)));
     while let Some(o) = fresh.poll_output() {
         if let Output::Persist(p) = o {
             disk.apply(&p);
@@ -2121,7 +2173,7 @@ fn restore_from_a_snapshot_and_entries() {
     run(&mut a, &|a| a.bootstrap(0).unwrap());
     for i in 1..=3u64 {
         run(&mut a, &|a| {
-            a.submit(0, i, vec![set(&alloc::format!("k{i}"), "v")])
+            a.submit(0, RequestId(i), vec![set(&alloc::format!("k{i}"), "v")])
         });
     }
     assert_eq!(disk.snapshot.as_ref().map(|s| s.seq), Some(2));
@@ -2129,7 +2181,7 @@ fn restore_from_a_snapshot_and_entries() {
     let r = Participant::restore(cfg(A), KvStore::new(), disk, 10).unwrap();
     assert_eq!(r.commit(), 3);
     assert_eq!(r.state(), a.state());
-    assert_eq!(r.state().data.len(), 3);
+    assert_eq!(r.state().len(), 3);
 }
 
 #[test]
@@ -2142,36 +2194,38 @@ fn restore_of_nothing_is_a_fresh_unjoined_node() {
 }
 
 #[test]
-fn restore_of_corrupt_state_is_err_io() {
+fn restore_of_corrupt_state_says_what_is_wrong() {
     let mut net = cluster3();
-    net.node(A).submit(0, 1, vec![set("k", "v")]);
+    net.node(A).submit(0, RequestId(1), vec![set("k", "v")]);
     net.run();
     let good = net.disks[A].clone();
     assert!(Participant::restore(cfg(A), KvStore::new(), good.clone(), 0).is_ok());
-    let io = |s: Stored| {
-        Participant::restore(cfg(A), KvStore::new(), s, 0)
-            .unwrap_err()
-            .code
-    };
+    let err = |s: Stored| Participant::restore(cfg(A), KvStore::new(), s, 0).unwrap_err();
     // Another cluster's state.
     let mut other = good.clone();
     other.hard.as_mut().unwrap().cluster = s("c2");
-    assert_eq!(io(other), ErrorCode::Io);
+    assert_eq!(
+        err(other),
+        RestoreError::WrongCluster {
+            stored: s("c2"),
+            configured: s(CLUSTER)
+        }
+    );
     // A hole in the entries.
     let mut hole = good.clone();
     hole.entries.remove(1);
-    assert_eq!(io(hole), ErrorCode::Io);
+    assert!(matches!(err(hole), RestoreError::Inconsistent(_)));
     // A commit index beyond the entries.
     let mut beyond = good.clone();
     beyond.hard.as_mut().unwrap().commit = 9;
-    assert_eq!(io(beyond), ErrorCode::Io);
+    assert!(matches!(err(beyond), RestoreError::Inconsistent(_)));
     // A snapshot the application cannot read.
     let mut bad = good.clone();
     bad.snapshot = Some(Snapshot {
         seq: 0,
         data: s("not json"),
     });
-    assert_eq!(io(bad), ErrorCode::Io);
+    assert!(matches!(err(bad), RestoreError::Snapshot(_)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2291,32 +2345,32 @@ fn a_chosen_batch_is_answered_and_the_next_proposed_while_the_masters_write_is_i
     let mut a = master3();
     let (pid, m) = (next_persist(&a), next_msg(&a));
     let (k1, k2) = (set("k1", "1"), set("k2", "2"));
-    a.handle_request(10, 100, submit(vec![k1.clone()], false));
+    a.handle_request(10, RequestId(100), submit(vec![k1.clone()], false));
     let acc1 = accept(1, 3, vec![k1.clone()], Some(A));
-    assert_eq!(a.poll_output(), Some(send(m, B, acc1.clone())));
-    assert_eq!(a.poll_output(), Some(send(m + 1, C, acc1)));
+    assert_eq!(poll(&mut a), Some(send(m, B, acc1.clone())));
+    assert_eq!(poll(&mut a), Some(send(m + 1, C, acc1)));
     let Some(Output::Persist(p)) = a.poll_output() else {
         panic!("the master's own staged copy is persisted");
     };
-    assert_eq!(p.id, pid);
+    assert_eq!(p.id, PersistId(pid));
     // The master's disk is slow: b and c vote before its own copy is durable. Two of three is
     // a majority, so the batch is chosen: it is answered at once, and the next submit is
     // proposed at once, both ahead of the write still in progress.
-    a.handle_request(11, 101, submit(vec![k2.clone()], false));
-    assert_eq!(a.poll_output(), None, "one slot in flight");
-    a.handle_response(12, m, Ok(accepted()));
-    assert_eq!(a.poll_output(), None, "one vote of two");
-    a.handle_response(12, m + 1, Ok(accepted()));
+    a.handle_request(11, RequestId(101), submit(vec![k2.clone()], false));
+    assert_eq!(poll(&mut a), None, "one slot in flight");
+    a.handle_response(12, MessageId(m), Ok(accepted()));
+    assert_eq!(poll(&mut a), None, "one vote of two");
+    a.handle_response(12, MessageId(m + 1), Ok(accepted()));
     let acc2 = accept(1, 4, vec![k2.clone()], Some(A));
-    assert_eq!(a.poll_output(), Some(committed(3, changes(&[&k1]))));
-    assert_eq!(a.poll_output(), Some(reply(100, ok())));
-    assert_eq!(a.poll_output(), Some(send(m + 2, B, acc2.clone())));
-    assert_eq!(a.poll_output(), Some(send(m + 3, C, acc2)));
-    assert_eq!(a.poll_output(), None, "the rest waits for the write");
+    assert_eq!(poll(&mut a), Some(committed(3, changes(&[&k1]))));
+    assert_eq!(poll(&mut a), Some(reply(100, committed_ok(3, 1))));
+    assert_eq!(poll(&mut a), Some(send(m + 2, B, acc2.clone())));
+    assert_eq!(poll(&mut a), Some(send(m + 3, C, acc2)));
+    assert_eq!(poll(&mut a), None, "the rest waits for the write");
     assert_eq!(a.commit(), 3);
     // Once the first write is durable the rest comes out: the write of the commit together
     // with the new staged slot.
-    a.persisted(13, pid);
+    a.persisted(13, PersistId(pid));
     let outs = drain(&mut a, 13);
     let hard = hard_with(&a, |h| h.staged = Some(staged(1, 4, changes(&[&k2]))));
     let entry = Entry {
@@ -2331,9 +2385,9 @@ fn a_follower_answers_an_accept_only_after_its_staged_copy_is_durable() {
     // The early path is the master's alone: a follower's vote always waits for its write.
     let mut b = follower3();
     let x = set("x", "1");
-    b.handle_request(0, 1, accept(1, 3, vec![x], Some(A)));
+    b.handle_request(0, RequestId(1), accept(1, 3, vec![x], Some(A)));
     assert!(matches!(b.poll_output(), Some(Output::Persist(_))));
-    assert_eq!(b.poll_output(), None);
+    assert_eq!(poll(&mut b), None);
 }
 
 /// `master3` with the default commit notice (the cluster is formed without it).
@@ -2351,7 +2405,7 @@ fn an_idle_master_tells_its_followers_of_a_commit_after_commit_notice_ms() {
     let k = set("k", "v");
     let _ = request(&mut a, 10, 100, submit(vec![k.clone()], false));
     let outs = respond(&mut a, 11, m, accepted());
-    assert!(outs.contains(&reply(100, ok())));
+    assert!(outs.contains(&reply(100, committed_ok(3, 1))));
     assert!(
         !outs.iter().any(|o| matches!(o, Output::Send(_))),
         "no empty accept at once: {outs:?}"
@@ -2392,15 +2446,67 @@ fn a_follower_forwards_a_submit_and_relays_the_answer_while_its_write_is_in_prog
     let mut b = follower3();
     let m = next_msg(&b);
     let x = set("x", "1");
-    b.handle_request(0, 1, accept(1, 3, vec![x], Some(A)));
+    b.handle_request(0, RequestId(1), accept(1, 3, vec![x], Some(A)));
     assert!(matches!(b.poll_output(), Some(Output::Persist(_))));
     // Its disk is busy with the staged slot; the forward does not wait for it...
     let k = set("k", "v");
-    b.handle_request(1, 2, submit(vec![k.clone()], false));
-    assert_eq!(b.poll_output(), Some(send(m, A, submit(vec![k], true))));
-    assert_eq!(b.poll_output(), None, "the vote waits for the write");
+    b.handle_request(1, RequestId(2), submit(vec![k.clone()], false));
+    assert_eq!(poll(&mut b), Some(send(m, A, submit(vec![k], true))));
+    assert_eq!(poll(&mut b), None, "the vote waits for the write");
     // ...nor does the master's answer, relayed.
-    b.handle_response(2, m, Ok(ok()));
-    assert_eq!(b.poll_output(), Some(reply(2, ok())));
-    assert_eq!(b.poll_output(), None);
+    b.handle_response(2, MessageId(m), Ok(ok()));
+    assert_eq!(poll(&mut b), Some(reply(2, ok())));
+    assert_eq!(poll(&mut b), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results, and the deadline of a send
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn each_submit_of_a_batch_gets_the_results_of_its_own_changes() {
+    let mut a = master3();
+    let m = next_msg(&a);
+    request(&mut a, 10, 100, submit(vec![set("k", "1")], false));
+    // Queued behind the first: two submits, one batch, results in order.
+    request(
+        &mut a,
+        11,
+        101,
+        submit(vec![set("k", "2"), set("j", "x")], false),
+    );
+    request(
+        &mut a,
+        12,
+        102,
+        submit(vec![KvChange::cas("k", Some("2"), "3").encode()], false),
+    );
+    respond(&mut a, 20, m, accepted());
+    let outs = respond(&mut a, 30, m + 3, accepted());
+    let replies: Vec<&Output> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Reply(_)))
+        .collect();
+    use serde_json::json;
+    let r101 = FailResult::committed(4, vec![json!({"prev": "1"}), json!({"prev": null})]);
+    let r102 = FailResult::committed(4, vec![json!({"ok": true, "value": "3"})]);
+    assert_eq!(
+        replies,
+        vec![
+            &reply(101, Response::Fail(r101)),
+            &reply(102, Response::Fail(r102))
+        ]
+    );
+}
+
+#[test]
+fn a_send_must_start_within_the_request_timeout() {
+    let mut a = master3();
+    a.handle_request(250, RequestId(100), submit(vec![set("k", "1")], false));
+    let Some(Output::Send(s)) = a.poll_output() else {
+        panic!("the accept goes out first");
+    };
+    assert_eq!(s.deadline, 250 + a.config().request_timeout_ms);
+    assert!(s.ordered(), "an accept takes the peer's ordered lane");
+    assert_eq!(s.url(CLUSTER), "http://b/_clusterc/c1/accept");
 }

@@ -14,14 +14,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::kv::KvStore;
+use super::SimApp;
 use crate::participant::{Participant, Role};
 use crate::wire::Payload;
-use crate::StateMachine;
 
 /// Accumulates what every node did and what went wrong.
-#[derive(Debug, Default)]
-pub struct Checker {
+#[derive(Debug)]
+pub struct Checker<S> {
     pub violations: Vec<String>,
     /// instance -> the master of it.
     masters: BTreeMap<u64, String>,
@@ -30,7 +29,7 @@ pub struct Checker {
     /// Every change string in the chosen log -> the first seq holding it.
     pub changes: BTreeMap<String, u64>,
     /// The reference state replayed from the chosen log, and its digest at each seq.
-    reference: KvStore,
+    reference: S,
     reference_at: u64,
     digests: BTreeMap<u64, u64>,
     /// Per node, the last seq it applied (this incarnation).
@@ -60,7 +59,29 @@ pub fn digest(s: &str) -> u64 {
     h
 }
 
-impl Checker {
+impl<S: SimApp> Default for Checker<S> {
+    fn default() -> Checker<S> {
+        Checker {
+            violations: Vec::new(),
+            masters: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            reference: S::default(),
+            reference_at: 0,
+            digests: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            compared: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+}
+
+/// The digest of an application's whole state.
+fn state_digest<S: SimApp>(s: &S) -> u64 {
+    digest(&crate::snapshot_to_string(s.snapshot()).unwrap_or_default())
+}
+
+impl<S: SimApp> Checker<S> {
     pub fn violation(&mut self, now: u64, what: String) {
         if self.violations.len() < 100 {
             self.violations.push(format!("t={now}: {what}"));
@@ -114,11 +135,11 @@ impl Checker {
             let seq = self.reference_at + 1;
             if let Payload::Changes(c) = p {
                 for ch in c {
-                    self.reference.apply(seq, ch);
+                    let _ = self.reference.apply(seq, ch);
                 }
             }
             self.reference_at = seq;
-            self.digests.insert(seq, digest(&self.reference.snapshot()));
+            self.digests.insert(seq, state_digest(&self.reference));
         }
     }
 
@@ -135,7 +156,7 @@ impl Checker {
         }
     }
 
-    pub(crate) fn check_node(&mut self, now: u64, i: usize, p: &Participant<KvStore>) {
+    pub(crate) fn check_node(&mut self, now: u64, i: usize, p: &Participant<S>) {
         if p.role() == Role::Master {
             let me = p.self_addr();
             let m = self
@@ -153,7 +174,7 @@ impl Checker {
         if c > 0 && self.applied.get(&i) == Some(&c) && self.compared.get(&i) != Some(&c) {
             self.compared.insert(i, c);
             match self.digests.get(&c) {
-                Some(d) if *d != digest(&p.state().snapshot()) => {
+                Some(d) if *d != state_digest(p.state()) => {
                     self.violation(now, format!("node {i} state at commit {c} differs"));
                 }
                 Some(_) => {}
@@ -168,13 +189,15 @@ impl Checker {
     }
 
     /// The reference state at `seq` (replaying the chosen log), if every seq up to it is known.
-    pub fn state_at(&self, seq: u64) -> Option<KvStore> {
-        let mut kv = KvStore::new();
+    pub fn state_at(&self, seq: u64) -> Option<S> {
+        let mut state = S::default();
         for s in 1..=seq {
             if let Payload::Changes(c) = self.chosen.get(&s)? {
-                c.iter().for_each(|ch| kv.apply(s, ch));
+                for ch in c {
+                    let _ = state.apply(s, ch);
+                }
             }
         }
-        Some(kv)
+        Some(state)
     }
 }

@@ -32,9 +32,36 @@ use crate::error::{Error, ErrorCode};
 use crate::kv::KvStore;
 use crate::output::{Event, MessageId, Output, Persist, Stored};
 use crate::participant::{Participant, Role};
+use crate::state_machine::StateMachine;
 use crate::wire::{AdminMember, Method, Request, Response, Staged, Submit};
 
 use check::Checker;
+
+/// What the simulation needs of an application besides [`StateMachine`]: a fresh, empty state
+/// ([`Default`]), and optionally how the view shows it and how a client's consistent read
+/// looks a key up. Any application can be checked in [`Sim`]; the key-value app is the default.
+pub trait SimApp: StateMachine + Default {
+    /// What [`NodeView::state`] shows of a node's state.
+    fn view(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// The value of `key`, for [`Sim::read`].
+    fn read(&self, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+impl SimApp for KvStore {
+    fn view(&self) -> serde_json::Value {
+        self.iter()
+            .map(|(k, v)| (String::from(k), serde_json::Value::from(v)))
+            .collect::<serde_json::Map<String, serde_json::Value>>()
+            .into()
+    }
+    fn read(&self, key: &str) -> Option<String> {
+        self.get(key).map(String::from)
+    }
+}
 
 /// Network and disk faults, drawn per message / per persist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -171,9 +198,9 @@ enum Ev {
     },
 }
 
-struct Node {
+struct Node<S: SimApp> {
     addr: String,
-    p: Option<Participant<KvStore>>,
+    p: Option<Participant<S>>,
     stored: Stored,
     incarnation: u64,
     timer_generation: u64,
@@ -220,7 +247,8 @@ pub struct NodeView {
     pub master: Option<String>,
     pub members: Vec<String>,
     pub staged: Option<Staged>,
-    pub data: BTreeMap<String, String>,
+    /// The application's state as [`SimApp::view`] shows it (`null` while down).
+    pub state: serde_json::Value,
 }
 
 /// One message in flight as drawn.
@@ -247,14 +275,14 @@ pub struct SimView {
     pub ops: Vec<OpView>,
 }
 
-/// The simulated cluster.
-pub struct Sim {
+/// The simulated cluster of an application `S` (the key-value app by default).
+pub struct Sim<S: SimApp = KvStore> {
     cfg: SimConfig,
     rng: Rng,
     now: u64,
     steps: u64,
     manual: bool,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<S>>,
     events: BTreeMap<(u64, u64), Ev>,
     next_event: u64,
     net: BTreeMap<u64, NetMsg>,
@@ -267,14 +295,14 @@ pub struct Sim {
     next_op: u64,
     /// Ops answered since the caller last looked ([`Sim::take_completed`]).
     completed: Vec<u64>,
-    pub checker: Checker,
+    pub checker: Checker<S>,
     /// When set, a line per delivery, failure and node event (for replaying a failing seed).
     pub trace: Option<Vec<String>>,
     /// Answers to injected requests, by request id.
     injected: BTreeMap<u64, Response>,
 }
 
-impl core::fmt::Debug for Sim {
+impl<S: SimApp> core::fmt::Debug for Sim<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Sim")
             .field("now", &self.now)
@@ -284,18 +312,30 @@ impl core::fmt::Debug for Sim {
     }
 }
 
-impl Sim {
+impl Sim<KvStore> {
+    /// A formed cluster of the key-value app: see [`Sim::with_app`].
+    pub fn new(cfg: SimConfig) -> Sim<KvStore> {
+        Sim::with_app(cfg)
+    }
+
+    /// Unjoined nodes of the key-value app: see [`Sim::unformed_with_app`].
+    pub fn unformed(cfg: SimConfig) -> Sim<KvStore> {
+        Sim::unformed_with_app(cfg)
+    }
+}
+
+impl<S: SimApp> Sim<S> {
     /// A formed cluster of `cfg.nodes` members (node 0 bootstraps and adds the others through
     /// the protocol, on a fault-free network), plus `cfg.spares` unjoined nodes. The faults of
     /// `cfg` apply from then on.
-    pub fn new(cfg: SimConfig) -> Sim {
-        let mut sim = Sim::unformed(cfg);
+    pub fn with_app(cfg: SimConfig) -> Sim<S> {
+        let mut sim = Sim::unformed_with_app(cfg);
         sim.form();
         sim
     }
 
     /// Nodes that are all unjoined; [`Sim::bootstrap`] one of them to start.
-    pub fn unformed(cfg: SimConfig) -> Sim {
+    pub fn unformed_with_app(cfg: SimConfig) -> Sim<S> {
         let n = cfg.nodes + cfg.spares;
         let mut sim = Sim {
             rng: Rng::new(cfg.seed),
@@ -319,7 +359,7 @@ impl Sim {
             injected: BTreeMap::new(),
         };
         for i in 0..n {
-            let p = Participant::new(sim.node_config(i), KvStore::new()).expect("valid config");
+            let p = Participant::new(sim.node_config(i), S::default()).expect("valid config");
             sim.nodes.push(Node {
                 addr: addr(i),
                 p: Some(p),
@@ -386,7 +426,7 @@ impl Sim {
         self.nodes[i].p.is_some()
     }
     /// Node `i`'s participant, if it is up.
-    pub fn node(&self, i: usize) -> Option<&Participant<KvStore>> {
+    pub fn node(&self, i: usize) -> Option<&Participant<S>> {
         self.nodes[i].p.as_ref()
     }
     /// What node `i` has on its disk.
@@ -463,7 +503,7 @@ impl Sim {
                     master: p.master().map(ToString::to_string),
                     members: p.members().to_vec(),
                     staged: p.staged().cloned(),
-                    data: p.state().data.clone(),
+                    state: p.state().view(),
                 },
                 None => NodeView {
                     index: i,
@@ -479,7 +519,7 @@ impl Sim {
                         .as_ref()
                         .map_or(Vec::new(), |h| h.members.clone()),
                     staged: n.stored.hard.as_ref().and_then(|h| h.staged.clone()),
-                    data: BTreeMap::new(),
+                    state: serde_json::Value::Null,
                 },
             })
             .collect();
@@ -577,7 +617,7 @@ impl Sim {
                 mid,
             } => {
                 if self.nodes[node].incarnation == incarnation {
-                    self.log(|| format!("{node} request {mid} failed"));
+                    self.log(|| format!("{node} request {} failed", mid.get()));
                     let e = Error::new(ErrorCode::Call, "timed out");
                     if let Some(p) = self.nodes[node].p.as_mut() {
                         p.handle_response(self.now, mid, Err(e));
@@ -592,7 +632,7 @@ impl Sim {
 
     /// Runs events until `until` holds or `max_ms` of virtual time passed. Returns whether it
     /// holds.
-    pub fn run_until(&mut self, until: impl Fn(&Sim) -> bool, max_ms: u64) -> bool {
+    pub fn run_until(&mut self, until: impl Fn(&Sim<S>) -> bool, max_ms: u64) -> bool {
         let end = self.now + max_ms;
         while !until(self) {
             match self.events.keys().next() {
@@ -703,7 +743,7 @@ impl Sim {
             return op;
         }
         if let Some(p) = self.nodes[i].p.as_mut() {
-            p.handle_request(self.now, rid, req);
+            p.handle_request(self.now, crate::RequestId(rid), req);
         }
         self.drain(i);
         self.check();
@@ -794,7 +834,7 @@ impl Sim {
         self.nodes[i].paused = false;
         for (rid, req) in core::mem::take(&mut self.nodes[i].deferred_calls) {
             if let Some(p) = self.nodes[i].p.as_mut() {
-                p.handle_request(self.now, rid, req);
+                p.handle_request(self.now, crate::RequestId(rid), req);
             }
             self.drain(i);
         }
@@ -816,7 +856,7 @@ impl Sim {
         self.log(|| format!("{i} RESTART"));
         let cfg = self.node_config(i);
         let stored = self.nodes[i].stored.clone();
-        match Participant::restore(cfg, KvStore::new(), stored, self.now) {
+        match Participant::restore(cfg, S::default(), stored, self.now) {
             Ok(p) => {
                 self.checker.on_restart(i, p.commit());
                 self.nodes[i].p = Some(p);
@@ -931,7 +971,7 @@ impl Sim {
             },
         );
         if let Some(p) = self.nodes[i].p.as_mut() {
-            p.handle_request(self.now, rid, req);
+            p.handle_request(self.now, crate::RequestId(rid), req);
         }
         self.drain(i);
         self.check();
@@ -1095,7 +1135,7 @@ impl Sim {
                     },
                 );
                 if let Some(p) = self.nodes[m.to].p.as_mut() {
-                    p.handle_request(self.now, rid, req);
+                    p.handle_request(self.now, crate::RequestId(rid), req);
                 }
                 self.drain(m.to);
             }
@@ -1190,7 +1230,7 @@ impl Sim {
                     };
                     self.transmit(m);
                 }
-                Output::Reply(r) => self.route_reply(i, r.id, r.response),
+                Output::Reply(r) => self.route_reply(i, r.id.0, r.response),
                 Output::Event(e) => self.on_event(i, e),
             }
         }
@@ -1223,7 +1263,7 @@ impl Sim {
                     let key = self.ops.get(&op).and_then(|o| o.read_key.clone());
                     let value = key.and_then(|k| {
                         let p = self.nodes[i].p.as_ref()?;
-                        p.state().get(&k).map(String::from)
+                        p.state().read(&k)
                     });
                     if let Some(o) = self.ops.get_mut(&op) {
                         o.value = value;
