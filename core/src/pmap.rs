@@ -311,6 +311,7 @@ impl Packed {
         self.ends.len()
     }
 
+    #[inline]
     fn start(&self, i: usize) -> usize {
         match i {
             0 => 0,
@@ -318,6 +319,7 @@ impl Packed {
         }
     }
 
+    #[inline]
     fn get(&self, i: usize) -> &str {
         &self.data[self.start(i)..self.ends[i] as usize]
     }
@@ -328,6 +330,7 @@ impl Packed {
     }
 
     /// The number of strings at or below `key`, if they are ascending.
+    #[inline]
     fn upper_bound(&self, key: &str) -> usize {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
@@ -454,19 +457,23 @@ impl Leaf {
         self.kv.len() / 2
     }
 
+    #[inline]
     fn key(&self, i: usize) -> &str {
         self.kv.get(2 * i)
     }
 
+    #[inline]
     fn value(&self, i: usize) -> &str {
         self.kv.get(2 * i + 1)
     }
 
+    #[inline]
     fn entry(&self, i: usize) -> (&str, &str) {
         (self.key(i), self.value(i))
     }
 
     /// `Ok(i)` if entry `i` has `key`, else `Err(i)` where it would go.
+    #[inline]
     fn find(&self, key: &str) -> Result<usize, usize> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
@@ -554,6 +561,7 @@ struct Internal {
 
 impl Internal {
     /// The child whose range holds `key`.
+    #[inline]
     fn child_index(&self, key: &str) -> usize {
         self.keys.upper_bound(key)
     }
