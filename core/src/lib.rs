@@ -74,6 +74,7 @@ mod error;
 pub mod kv;
 mod output;
 mod participant;
+pub mod pmap;
 mod state_machine;
 pub mod wire;
 
