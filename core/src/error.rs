@@ -64,7 +64,7 @@ impl ErrorCode {
         ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
     }
 
-    /// Whether the same request may succeed if sent again later (PROTOCOL.md section 2).
+    /// Whether the same request may succeed if sent again later (docs/PROTOCOL.md section 2).
     pub const fn is_retryable(self) -> bool {
         matches!(
             self,

@@ -1,5 +1,5 @@
 //! Wire types: the JSON bodies of the six seed endpoints (field names exactly as the seed), the
-//! optional extension fields of PROTOCOL.md section 2, and the two admin endpoints
+//! optional extension fields of docs/PROTOCOL.md section 2, and the two admin endpoints
 //! (`members/add`, `members/remove`).
 //!
 //! Decoding never panics: a body that is not valid for its method is an [`ErrorCode::Encoding`]
@@ -573,7 +573,7 @@ impl Response {
     }
 }
 
-/// Checks a cluster id: `[A-Za-z0-9._-]`, 1-64 characters (PROTOCOL.md section 1).
+/// Checks a cluster id: `[A-Za-z0-9._-]`, 1-64 characters (docs/PROTOCOL.md section 1).
 pub fn valid_cluster_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id

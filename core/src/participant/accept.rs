@@ -1,4 +1,4 @@
-//! accept, addmember and rmmember at a follower (PROTOCOL.md section 3, "accept(I, S, payload)
+//! accept, addmember and rmmember at a follower (docs/PROTOCOL.md section 3, "accept(I, S, payload)
 //! at follower F").
 
 use alloc::format;

@@ -1,4 +1,4 @@
-//! Elections at a candidate (PROTOCOL.md section 3, "Election at candidate C"), and the
+//! Elections at a candidate (docs/PROTOCOL.md section 3, "Election at candidate C"), and the
 //! recovery of the staged slot by the winner.
 
 use alloc::collections::{BTreeMap, BTreeSet};

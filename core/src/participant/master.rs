@@ -1,4 +1,4 @@
-//! The master of an instance (PROTOCOL.md section 3, "Master M of instance I"): one slot in
+//! The master of an instance (docs/PROTOCOL.md section 3, "Master M of instance I"): one slot in
 //! flight at a time, queued submits batched into it, heartbeats, snapshots for followers that
 //! fell behind, and stepping down.
 

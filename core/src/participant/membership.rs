@@ -1,4 +1,4 @@
-//! Membership (PROTOCOL.md section 3, "Membership"): admin calls to add or remove a member,
+//! Membership (docs/PROTOCOL.md section 3, "Membership"): admin calls to add or remove a member,
 //! and how removed nodes pass on what they know.
 
 use alloc::string::String;

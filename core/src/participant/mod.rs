@@ -155,7 +155,7 @@ pub struct Participant<S: StateMachine> {
     local_reads: Vec<read::LocalRead>,
 }
 
-/// Majority of `n` members: `n/2 + 1` (PROTOCOL.md section 3; trap J).
+/// Majority of `n` members: `n/2 + 1` (docs/PROTOCOL.md section 3; trap J).
 pub fn majority(n: usize) -> usize {
     n / 2 + 1
 }

@@ -1,4 +1,4 @@
-//! prepare at a voter (PROTOCOL.md section 3, "prepare(I, master M, seq Sc) at voter V").
+//! prepare at a voter (docs/PROTOCOL.md section 3, "prepare(I, master M, seq Sc) at voter V").
 
 use alloc::format;
 

@@ -1,4 +1,4 @@
-//! start at a node (PROTOCOL.md section 3, "start(I, S, cluster, self, master, participants,
+//! start at a node (docs/PROTOCOL.md section 3, "start(I, S, cluster, self, master, participants,
 //! snap) at node N"): joining, catching up, and learning of a removal.
 
 use alloc::format;

@@ -1,4 +1,4 @@
-//! submit at a node (PROTOCOL.md section 3, "submit(changes) at node N"): the master queues,
+//! submit at a node (docs/PROTOCOL.md section 3, "submit(changes) at node N"): the master queues,
 //! a follower forwards once, everyone else refuses.
 
 use alloc::format;

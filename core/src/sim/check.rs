@@ -1,4 +1,4 @@
-//! The safety properties of PROTOCOL.md section 4, checked after every step of a simulation.
+//! The safety properties of docs/PROTOCOL.md section 4, checked after every step of a simulation.
 //!
 //! 1. At most one master per instance.
 //! 2. State machine safety: no two nodes apply different payloads at the same seq, and every

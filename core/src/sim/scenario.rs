@@ -1,5 +1,5 @@
 //! Randomized scenarios for the seed sweep: 3 or 5 nodes, clients writing and reading keys
-//! concurrently (retrying with a client id and request number, as PROTOCOL.md section 3 tells
+//! concurrently (retrying with a client id and request number, as docs/PROTOCOL.md section 3 tells
 //! clients to), and a nemesis that drops, delays, duplicates, partitions (also one way and
 //! around the master), crashes and restarts nodes and adds and removes members. Then every
 //! fault heals and the scenario checks liveness: a master within a bounded time, every member
