@@ -30,29 +30,38 @@
 #![warn(missing_debug_implementations)]
 
 pub mod client;
+mod host;
+mod json;
+#[cfg(feature = "sim")]
 pub mod simulation;
 
+mod sse;
+pub mod watch;
+
 pub use client::Client;
+#[cfg(feature = "sim")]
 pub use simulation::Simulation;
+pub use watch::Watch;
 
 use clusterconsensus::{Error, ErrorCode};
+use host::put;
 use wasm_bindgen::JsValue;
 
 /// A JavaScript `Error` for `e`: `message` is `e`'s display text, `code` its wire code, and
 /// `master` / `instance` are set when the error carries them (the caller can act on them).
 pub(crate) fn js_error(e: &Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
-    set(&err, "code", &JsValue::from_str(e.code.as_str()));
-    set(
+    put(&err, "code", &JsValue::from_str(e.code.as_str()));
+    put(
         &err,
         "retryable",
         &JsValue::from_bool(e.code.is_retryable()),
     );
     if let Some(m) = &e.master {
-        set(&err, "master", &JsValue::from_str(m));
+        put(&err, "master", &JsValue::from_str(m));
     }
     if let Some(i) = e.instance {
-        set(&err, "instance", &JsValue::from_f64(i as f64));
+        put(&err, "instance", &JsValue::from_f64(i as f64));
     }
     err.into()
 }
@@ -60,9 +69,4 @@ pub(crate) fn js_error(e: &Error) -> JsValue {
 /// `js_error` of a fresh error.
 pub(crate) fn js_err(code: ErrorCode, message: impl Into<String>) -> JsValue {
     js_error(&Error::new(code, message))
-}
-
-fn set(target: &JsValue, key: &str, value: &JsValue) {
-    // Reflect.set on a plain Error cannot fail (it is extensible, the keys are not frozen).
-    let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), value);
 }
