@@ -141,7 +141,7 @@ impl Client {
         key: String,
         expect: Option<String>,
         value: String,
-        #[wasm_bindgen(unchecked_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
     ) -> js_sys::Promise {
         self.cas_change(key, expect, Some(value), tag)
     }
@@ -153,13 +153,13 @@ impl Client {
         &self,
         key: String,
         expect: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
     ) -> js_sys::Promise {
         self.cas_change(key, expect, None, tag)
     }
 
-    /// Follows the committed entries from `from` on: calls `onEvent` with each (see
-    /// [`crate::watch`] for the events and the options) and reconnects through another node
+    /// Follows the committed entries from `from` on: calls `onEvent` with each (the events and
+    /// the options are described with `WatchEvent` and `WatchOptions`) and reconnects through another node
     /// when the connection or the node fails, resuming after the last seq it delivered.
     /// Returns the handle: `close()`, `lastSeq`, `done`.
     pub fn watch(
@@ -167,7 +167,9 @@ impl Client {
         from: f64,
         #[wasm_bindgen(unchecked_param_type = "(event: WatchEvent) => void | Promise<void>")]
         on_event: js_sys::Function,
-        #[wasm_bindgen(unchecked_param_type = "WatchOptions")] opts: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "WatchOptions")] opts: Option<
+            js_sys::Object,
+        >,
     ) -> Result<Watch, JsValue> {
         let opts = WatchOptions::from_js(opts.as_ref()).map_err(|e| crate::js_error(&e))?;
         if !(from >= 0.0 && from.fract() == 0.0 && from <= MAX_SAFE) {
