@@ -5,14 +5,14 @@
 //!
 //! | method | call | body |
 //! |---|---|---|
-//! | `submit(changes)` | `POST submit` | `{"chg": [...]}` ([`Submit`]), answer [`FailResult`] with `seq` and `results` |
+//! | `submit(changes)` | `POST submit` | `{"chg": [...]}` ([`Submit`]), answer [`FailResult`](clusterconsensus::wire::FailResult) with `seq` and `results` |
 //! | `cas(key, expect, value)` | `POST submit` | one change `{"op":"cas","key","expect","value"}`, answer `results[0]` = `{ok, value}` |
 //! | `casDel(key, expect)` | `POST submit` | one change `{"op":"cas","key","expect","del":true}`, same answer |
 //! | `watch(from, onEvent, opts?)` | `GET watch?from=SEQ` | `text/event-stream`, or the long poll `&wait=MS`; see [`crate::watch`] |
 //! | `status()` | `GET status` | the node's status object, returned as is |
 //! | `get(key, consistent?)` | `GET kv/<key>` (`?consistent=true`) | `{"key","value"}`, or `404` for a missing key (`null`) |
 //! | `kv()` | `GET kv` | `{"commit", "data": {...}}`, the node's whole key-value state |
-//! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`] |
+//! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`](clusterconsensus::wire::FailResult) |
 //! | `removeMember(addr, version?)` | `POST members/remove` | same |
 //!
 //! Every failure rejects with an `Error` whose `code` is a protocol code:
