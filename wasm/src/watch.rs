@@ -465,7 +465,10 @@ impl Run {
                 End::Closed => return Ok(()),
                 End::Stop(e) => return Err(e),
                 End::NoStream => long_poll = true,
-                End::Polled => failed = 0,
+                End::Polled => {
+                    failed = 0;
+                    refused = 0;
+                }
                 End::Broken {
                     err,
                     delivered,
