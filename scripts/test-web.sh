@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The browser, simulation and edge tests (what scripts/setup.sh installed must be there):
 #
-#   1. the wasm package: scripts/build-wasm.sh -> www/pkg/
+#   1. the wasm modules: scripts/build-wasm.sh -> www/pkg/ (full) and wasm/npm/dist/ (client
+#      only, within its size budget), and the npm package: scripts/build-npm.sh -> target/npm/
 #   2. wasm-bindgen tests of Client and Simulation, run in Node by wasm-bindgen-test-runner
 #   3. node --test www/tests/: the dashboard in Debian's chromium (playwright-core) against a live
-#      `clusterconsensus demo`, and the edge example in workerd against another one
+#      `clusterconsensus demo`, the edge example in workerd against another one, and the npm
+#      package installed into a scratch project, from Node and Deno
 #
 # Every step is bounded in time; the test processes kill what they start. Screenshots land in
 # target/screenshots/, logs in target/web-tests/. The last line is `web: N passed, N failed`;
@@ -30,7 +32,12 @@ if ! timeout 1200 scripts/build-wasm.sh >"$logs/build-wasm.log" 2>&1; then
   echo "web: $passed passed, $failed failed"
   exit 1
 fi
-tail -1 "$logs/build-wasm.log"
+grep '^build-wasm: ' "$logs/build-wasm.log"
+if ! timeout 300 scripts/build-npm.sh --no-build >"$logs/build-npm.log" 2>&1; then
+  tail -30 "$logs/build-npm.log"
+  step_failed "scripts/build-npm.sh" "$logs/build-npm.log"
+fi
+tail -1 "$logs/build-npm.log"
 if ! timeout 1200 cargo build -p clusterconsensus-native --bin clusterconsensus >"$logs/build-native.log" 2>&1; then
   tail -30 "$logs/build-native.log"
   step_failed "cargo build -p clusterconsensus-native" "$logs/build-native.log"

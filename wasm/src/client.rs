@@ -5,11 +5,14 @@
 //!
 //! | method | call | body |
 //! |---|---|---|
-//! | `submit(changes)` | `POST submit` | `{"chg": [...]}` ([`Submit`]), answer [`FailResult`] |
+//! | `submit(changes)` | `POST submit` | `{"chg": [...]}` ([`Submit`]), answer [`FailResult`](clusterconsensus::wire::FailResult) with `seq` and `results` |
+//! | `cas(key, expect, value)` | `POST submit` | one change `{"op":"cas","key","expect","value"}`, answer `results[0]` = `{ok, value}` |
+//! | `casDel(key, expect)` | `POST submit` | one change `{"op":"cas","key","expect","del":true}`, same answer |
+//! | `watch(from, onEvent, opts?)` | `GET watch?from=SEQ` | `text/event-stream`, or the long poll `&wait=MS`; see [`crate::watch`] |
 //! | `status()` | `GET status` | the node's status object, returned as is |
 //! | `get(key, consistent?)` | `GET kv/<key>` (`?consistent=true`) | `{"key","value"}`, or `404` for a missing key (`null`) |
 //! | `kv()` | `GET kv` | `{"commit", "data": {...}}`, the node's whole key-value state |
-//! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`] |
+//! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`](clusterconsensus::wire::FailResult) |
 //! | `removeMember(addr, version?)` | `POST members/remove` | same |
 //!
 //! Every failure rejects with an `Error` whose `code` is a protocol code:
@@ -23,21 +26,45 @@
 //! A failed `submit` has an unknown outcome (the change may still commit): retry it with the same
 //! `client` / `req` in the change so it applies at most once (PROTOCOL.md section 3).
 
+use crate::host::{self, get, put, Request};
+use crate::json::Json;
+use crate::watch::{Watch, WatchOptions};
 use clusterconsensus::wire::{valid_cluster_id, AdminMember, Submit};
-use clusterconsensus::{Error, ErrorCode, Method, Response};
-use serde::Deserialize;
+use clusterconsensus::{Error, ErrorCode, Method};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_RESULTS: &str = r#"
+/** What a committed submit resolves to (nodes that predate per-change results answer without). */
+export interface SubmitResult {
+  /** The log position of the committed batch. */
+  seq?: number;
+  /** One result per change, in order: `{prev}` for a key-value set or del, `{ok, value}` for a cas. */
+  results?: Array<{ prev: string | null } | CasResult | unknown>;
+}
+/** A compare-and-set's outcome: whether it applied, and the key's value after it. */
+export interface CasResult {
+  ok: boolean;
+  value: string | null;
+}
+/** Makes a cas exactly-once across retries (PROTOCOL.md section 3): the same client and req. */
+export interface ChangeTag {
+  client?: string;
+  req?: number;
+}
+"#;
 
 /// A client of one cluster, through one node (`baseUrl`). Followers forward submits and admin
 /// calls to their master, so any member will do.
 #[wasm_bindgen]
 #[derive(Clone, Debug)]
 pub struct Client {
-    base: String,
-    cluster: String,
-    timeout_ms: u32,
+    pub(crate) base: String,
+    pub(crate) cluster: String,
+    pub(crate) timeout_ms: u32,
     /// Sent as `Authorization: Bearer <token>` when set (nodes started with `--token-file`).
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -80,19 +107,78 @@ impl Client {
     }
 
     /// Submits a batch of changes (opaque strings; for the key-value app,
-    /// `{"op":"set","key":K,"value":V}`). Resolves once the batch is committed.
+    /// `{"op":"set","key":K,"value":V}`). Resolves once the batch is committed, to
+    /// `{seq, results}`: the batch's log position and one result per change (`{prev}` for a
+    /// key-value set or del, `{ok, value}` for a cas), or to `undefined` from a node whose
+    /// answer carries neither.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SubmitResult | undefined>")]
     pub fn submit(&self, changes: Vec<String>) -> js_sys::Promise {
         let this = self.clone();
         promise(async move {
-            let body = Submit {
-                chg: changes,
-                forwarded: false,
-            };
-            let body = serde_json::to_string(&body).unwrap_or_default();
-            let (status, text) = this.call("POST", Method::Submit.path(), Some(body)).await?;
-            fail_result(status, &text)?;
-            Ok(JsValue::UNDEFINED)
+            let answer = this.submit_answer(changes).await?;
+            let out = js_sys::Object::new();
+            let mut any = false;
+            for key in ["seq", "results"] {
+                let v = get(&answer, key);
+                if !v.is_undefined() && !v.is_null() {
+                    put(&out, key, &v);
+                    any = true;
+                }
+            }
+            Ok(if any { out.into() } else { JsValue::UNDEFINED })
         })
+    }
+
+    /// Compare-and-set in the key-value app: sets `key` to `value` only if its value is
+    /// `expect` (`null`: only if the key is absent). Resolves to `{ok, value}`: whether it
+    /// applied, and the key's value after the change (so on `ok: false`, the value that was
+    /// there instead). `tag` (`{client, req}`) makes it exactly-once across retries of an
+    /// unknown outcome. Rejects with `ERR_ENCODING` if the node's answer has no per-change
+    /// results (a node older than cas).
+    #[wasm_bindgen(unchecked_return_type = "Promise<CasResult>")]
+    pub fn cas(
+        &self,
+        key: String,
+        expect: Option<String>,
+        value: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
+    ) -> js_sys::Promise {
+        self.cas_change(key, expect, Some(value), tag)
+    }
+
+    /// Compare-and-delete: deletes `key` only if its value is `expect`; otherwise like
+    /// [`Client::cas`] (`value` is `null` after a delete that applied).
+    #[wasm_bindgen(js_name = casDel, unchecked_return_type = "Promise<CasResult>")]
+    pub fn cas_del(
+        &self,
+        key: String,
+        expect: Option<String>,
+        #[wasm_bindgen(unchecked_optional_param_type = "ChangeTag")] tag: Option<js_sys::Object>,
+    ) -> js_sys::Promise {
+        self.cas_change(key, expect, None, tag)
+    }
+
+    /// Follows the committed entries from `from` on: calls `onEvent` with each (the events and
+    /// the options are described with `WatchEvent` and `WatchOptions`) and reconnects through another node
+    /// when the connection or the node fails, resuming after the last seq it delivered.
+    /// Returns the handle: `close()`, `lastSeq`, `done`.
+    pub fn watch(
+        &self,
+        from: f64,
+        #[wasm_bindgen(unchecked_param_type = "(event: WatchEvent) => void | Promise<void>")]
+        on_event: js_sys::Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "WatchOptions")] opts: Option<
+            js_sys::Object,
+        >,
+    ) -> Result<Watch, JsValue> {
+        let opts = WatchOptions::from_js(opts.as_ref()).map_err(|e| crate::js_error(&e))?;
+        if !(from >= 0.0 && from.fract() == 0.0 && from <= MAX_SAFE) {
+            return Err(crate::js_err(
+                ErrorCode::State,
+                "watch: from must be a seq (a whole number >= 0)",
+            ));
+        }
+        Ok(Watch::start(self.clone(), from as u64, on_event, opts))
     }
 
     /// The node's status object (cluster, self, role, instance, commit, master, members,
@@ -121,7 +207,7 @@ impl Client {
                 path.push_str("?consistent=true");
             }
             let (status, text) = this.call("GET", &path, None).await?;
-            Ok(match kv_value(status, &text)? {
+            Ok(match kv_value::<JsValue>(status, &text)? {
                 Some(v) => JsValue::from_str(&v),
                 None => JsValue::NULL,
             })
@@ -155,11 +241,13 @@ impl Client {
     }
 }
 
+use crate::json::MAX_SAFE;
+
 impl Client {
     fn build(base_url: &str, cluster_id: &str) -> Result<Client, Error> {
         if !valid_cluster_id(cluster_id) {
             return Err(Error::state(format!(
-                "cluster id {cluster_id:?} is not [A-Za-z0-9._-]{{1,64}}"
+                "cluster id \"{cluster_id}\" is not [A-Za-z0-9._-]{{1,64}}"
             )));
         }
         Ok(Client {
@@ -172,7 +260,56 @@ impl Client {
 
     /// `<base>/_clusterc/<cluster>/<path>`.
     fn url(&self, path: &str) -> String {
-        format!("{}/_clusterc/{}/{}", self.base, self.cluster, path)
+        cluster_url(&self.base, &self.cluster, path)
+    }
+
+    /// The parsed answer of a committed submit, or its error.
+    async fn submit_answer(&self, changes: Vec<String>) -> Result<JsValue, Error> {
+        let body = Submit {
+            chg: changes,
+            forwarded: false,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let (status, text) = self.call("POST", Method::Submit.path(), Some(body)).await?;
+        fail_result(status, &text)
+    }
+
+    fn cas_change(
+        &self,
+        key: String,
+        expect: Option<String>,
+        value: Option<String>,
+        tag: Option<js_sys::Object>,
+    ) -> js_sys::Promise {
+        let this = self.clone();
+        promise(async move {
+            let tag = tag.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
+            let req = get(&tag, "req");
+            let change = CasChange {
+                op: "cas",
+                key: &key,
+                expect: expect.as_deref(),
+                del: value.is_none(),
+                value: value.as_deref(),
+                client: get(&tag, "client").as_string(),
+                req: match req.as_f64() {
+                    Some(r) if r >= 0.0 && r.fract() == 0.0 && r <= MAX_SAFE => Some(r as u64),
+                    None if req.is_undefined() || req.is_null() => None,
+                    _ => return Err(Error::state("cas: tag.req must be a whole number >= 0")),
+                },
+            };
+            let change = serde_json::to_string(&change).unwrap_or_default();
+            let answer = this.submit_answer(vec![change]).await?;
+            let r = cas_result(&answer)?;
+            let out = js_sys::Object::new();
+            put(&out, "ok", &JsValue::from_bool(r.ok));
+            put(
+                &out,
+                "value",
+                &r.value.map_or(JsValue::NULL, |v| JsValue::from_str(&v)),
+            );
+            Ok(out.into())
+        })
     }
 
     fn admin(&self, method: Method, addr: String, version: Option<f64>) -> js_sys::Promise {
@@ -185,7 +322,7 @@ impl Client {
             };
             let body = serde_json::to_string(&body).unwrap_or_default();
             let (status, text) = this.call("POST", method.path(), Some(body)).await?;
-            fail_result(status, &text)?;
+            fail_result::<JsValue>(status, &text)?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -196,19 +333,45 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> Result<(u16, String), Error> {
-        host::fetch(
-            &self.url(path),
-            method,
-            body,
-            self.token.as_deref(),
-            self.timeout_ms,
-        )
-        .await
+        let url = self.url(path);
+        let mut req = Request::new(&url, method, self.token.as_deref());
+        req.body = body;
+        req.timeout_ms = self.timeout_ms;
+        host::fetch_text(req).await
     }
 }
 
+/// `<base>/_clusterc/<cluster>/<path>`: the one place a method's URL is built.
+pub(crate) fn cluster_url(base: &str, cluster: &str, path: &str) -> String {
+    format!("{base}/_clusterc/{cluster}/{path}")
+}
+
+/// A key-value compare-and-set, as submitted: `expect` is written out as `null` when absent,
+/// since `null` is what it means ("only if the key is absent").
+#[derive(Serialize)]
+struct CasChange<'a> {
+    op: &'static str,
+    key: &'a str,
+    expect: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    del: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    req: Option<u64>,
+}
+
+/// The outcome of one cas: `results[0]` of its submit answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CasOutcome {
+    ok: bool,
+    value: Option<String>,
+}
+
 /// Runs `f` as a JS promise that rejects with [`crate::js_error`].
-fn promise<F>(f: F) -> js_sys::Promise
+pub(crate) fn promise<F>(f: F) -> js_sys::Promise
 where
     F: core::future::Future<Output = Result<JsValue, Error>> + 'static,
 {
@@ -216,35 +379,107 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// Mapping answers to results: plain Rust, tested natively below.
+// Mapping answers to results: plain Rust over [`Json`], tested natively below.
 // ---------------------------------------------------------------------------------------------
 
-/// The result of a call answered with a [`FailResult`] (submit, admin calls).
-fn fail_result(status: u16, text: &str) -> Result<(), Error> {
+fn parse<J: Json>(text: &str, what: &str) -> Result<J, Error> {
+    J::parse(text).ok_or_else(|| Error::encoding(format!("{what} is not JSON: {}", clip(text))))
+}
+
+/// A call answered with a [`FailResult`](clusterconsensus::wire::FailResult) (submit, admin
+/// calls): the parsed answer once it says the call succeeded, else its error.
+fn fail_result<J: Json>(status: u16, text: &str) -> Result<J, Error> {
     if !(200..300).contains(&status) {
         return Err(http_error(status, text));
     }
-    match Response::decode(Method::Submit, text.as_bytes())? {
-        Response::Fail(r) => r.into_result(),
-        // decode(Submit) only produces Fail; anything else would be a core bug.
-        _ => Err(Error::encoding("unexpected response shape")),
+    let answer: J = parse(text, "the answer")?;
+    fail_of(&answer)?;
+    Ok(answer)
+}
+
+/// `FailResult::into_result` of a parsed answer: `Ok` for `fail: false` without an error; the
+/// error with the answer's `instance` when it has none of its own; `ERR_CALL` for a failure
+/// without an error; `ERR_ENCODING` for anything that is not a `FailResult`.
+fn fail_of<J: Json>(answer: &J) -> Result<(), Error> {
+    let bad = |why: &str| Error::encoding(format!("bad submit answer: {why}"));
+    let fail = answer
+        .get("fail")
+        .and_then(|f| f.as_bool())
+        .ok_or_else(|| bad("no \"fail\": true or false"))?;
+    let code = answer
+        .field("err")
+        .and_then(|e| e.field("code"))
+        .and_then(|c| c.as_str())
+        .unwrap_or_default();
+    if code.is_empty() {
+        return match fail {
+            false => Ok(()),
+            true => Err(Error::new(ErrorCode::Call, "failed without an error")),
+        };
     }
+    let code =
+        ErrorCode::parse(&code).ok_or_else(|| bad(&format!("unknown error code \"{code}\"")))?;
+    let message = answer
+        .field("err")
+        .and_then(|e| e.field("err"))
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    let e = Error::new(code, message);
+    Err(match answer.field("instance").and_then(|i| i.as_u64()) {
+        Some(i) => e.with_instance(i),
+        None => e,
+    })
+}
+
+/// The result of the single cas in a committed submit's answer.
+fn cas_result<J: Json>(answer: &J) -> Result<CasOutcome, Error> {
+    let Some(results) = answer.field("results") else {
+        return Err(Error::encoding(
+            "cas: the node's answer has no per-change results (a node older than cas?)",
+        ));
+    };
+    let results = results
+        .items()
+        .ok_or_else(|| Error::encoding("cas: results is not an array"))?;
+    let [r] = results.as_slice() else {
+        return Err(Error::encoding(format!(
+            "cas: {} results for one change",
+            results.len()
+        )));
+    };
+    let ok = r
+        .get("ok")
+        .and_then(|o| o.as_bool())
+        .ok_or_else(|| Error::encoding("cas: the result is not {ok, value}"))?;
+    let value = match r.field("value") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| Error::encoding("cas: the result's value is not a string"))?,
+        ),
+    };
+    Ok(CasOutcome { ok, value })
 }
 
 /// The value of a `GET kv/<key>` answer: `Some` on 200, `None` on a 404 without an error code.
-fn kv_value(status: u16, text: &str) -> Result<Option<String>, Error> {
-    #[derive(Deserialize)]
-    struct Kv {
-        #[serde(default)]
-        value: Option<String>,
-    }
+fn kv_value<J: Json>(status: u16, text: &str) -> Result<Option<String>, Error> {
     match status {
-        200..=299 => serde_json::from_str::<Kv>(text)
-            .map(|kv| kv.value)
-            .map_err(|e| Error::encoding(format!("kv answer is not {{key, value}}: {e}"))),
+        200..=299 => {
+            let kv: J = parse(text, "the kv answer")?;
+            if !kv.is_object() {
+                return Err(Error::encoding("the kv answer is not {key, value}"));
+            }
+            match kv.field("value") {
+                None => Ok(None),
+                Some(v) => v
+                    .as_str()
+                    .map(Some)
+                    .ok_or_else(|| Error::encoding("the kv answer's value is not a string")),
+            }
+        }
         // The native host answers a missing key with 404 `{"key": K, "value": null}` and an
         // unknown cluster id with 404 and an error code.
-        404 => match coded_error(text) {
+        404 => match coded_error::<J>(text) {
             Some(e) => Err(e),
             None => Ok(None),
         },
@@ -254,8 +489,8 @@ fn kv_value(status: u16, text: &str) -> Result<Option<String>, Error> {
 
 /// The error of a non-2xx answer: the code in its body if it has one (`{"code","err"}` as the
 /// host's 400s are, or a `FailResult`), else `ERR_CALL` with the status.
-fn http_error(status: u16, text: &str) -> Error {
-    coded_error(text).unwrap_or_else(|| {
+pub(crate) fn http_error(status: u16, text: &str) -> Error {
+    coded_error::<JsValueOr>(text).unwrap_or_else(|| {
         Error::new(
             ErrorCode::Call,
             format!("HTTP {status}: {}", clip(text.trim())),
@@ -263,159 +498,54 @@ fn http_error(status: u16, text: &str) -> Error {
     })
 }
 
-/// An error code carried by a body, in either shape the hosts use.
-fn coded_error(text: &str) -> Option<Error> {
-    #[derive(Deserialize)]
-    struct Flat {
-        code: String,
-        #[serde(default)]
-        err: serde_json::Value,
-        #[serde(default)]
-        instance: Option<u64>,
+/// The JSON the client reads with: the host's in JavaScript, serde_json's in native tests.
+#[cfg(not(test))]
+pub(crate) type JsValueOr = JsValue;
+#[cfg(test)]
+pub(crate) type JsValueOr = serde_json::Value;
+
+/// An error code carried by a body, in either shape the hosts use: a `FailResult`, or
+/// `{"code", "err", "instance"}`.
+pub(crate) fn coded_error<J: Json>(text: &str) -> Option<Error> {
+    let body = J::parse(text)?;
+    if body.get("fail").is_some() {
+        return fail_of(&body).err();
     }
-    if let Ok(Response::Fail(r)) = Response::decode(Method::Submit, text.as_bytes()) {
-        if let Err(e) = r.into_result() {
-            return Some(e);
-        }
-    }
-    let flat: Flat = serde_json::from_str(text).ok()?;
-    let code = ErrorCode::parse(&flat.code)?;
-    let message = match flat.err {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
+    let code = ErrorCode::parse(&body.field("code")?.as_str()?)?;
+    let message = body
+        .field("err")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
     let e = Error::new(code, message);
-    Some(match flat.instance {
+    Some(match body.field("instance").and_then(|i| i.as_u64()) {
         Some(i) => e.with_instance(i),
         None => e,
     })
 }
 
-fn clip(s: &str) -> &str {
+pub(crate) fn clip(s: &str) -> &str {
     match s.char_indices().nth(200) {
         Some((i, _)) => &s[..i],
         None => s,
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The host's fetch.
-// ---------------------------------------------------------------------------------------------
-
-cfg_if::cfg_if! {
-    if #[cfg(target_arch = "wasm32")] {
-        mod host {
-            use super::*;
-            use wasm_bindgen::JsCast;
-            use wasm_bindgen_futures::JsFuture;
-
-            /// One HTTP exchange with the global `fetch` (`globalThis.fetch`, looked up at call
-            /// time so a test or a polyfill may replace it). Returns the status and body text.
-            pub async fn fetch(
-                url: &str,
-                method: &str,
-                body: Option<String>,
-                token: Option<&str>,
-                timeout_ms: u32,
-            ) -> Result<(u16, String), Error> {
-                let global = js_sys::global();
-                let fetch: js_sys::Function = get(&global, "fetch")
-                    .dyn_into()
-                    .map_err(|_| Error::new(ErrorCode::Call, "this host has no global fetch"))?;
-                let init = js_sys::Object::new();
-                put(&init, "method", &method.into());
-                let headers = js_sys::Object::new();
-                if let Some(token) = token {
-                    put(&headers, "authorization", &format!("Bearer {token}").into());
-                }
-                if let Some(body) = body {
-                    put(&headers, "content-type", &"application/json".into());
-                    put(&init, "body", &body.into());
-                }
-                put(&init, "headers", &headers);
-                if let Some(signal) = timeout_signal(timeout_ms) {
-                    put(&init, "signal", &signal);
-                }
-                let started = fetch
-                    .call2(&global, &url.into(), &init)
-                    .map_err(|e| fetch_error(url, &e))?;
-                let answer = JsFuture::from(js_sys::Promise::resolve(&started))
-                    .await
-                    .map_err(|e| fetch_error(url, &e))?;
-                // Not `dyn_into`: in workerd and Node the object need not be this realm's Response.
-                let answer: web_sys::Response = answer.unchecked_into();
-                let status = answer.status();
-                let text = answer
-                    .text()
-                    .map_err(|e| fetch_error(url, &e))?;
-                let text = JsFuture::from(text).await.map_err(|e| fetch_error(url, &e))?;
-                Ok((status, text.as_string().unwrap_or_default()))
-            }
-
-            /// `AbortSignal.timeout(ms)` where the host has it (browsers, Node 18+, workerd, Deno).
-            fn timeout_signal(ms: u32) -> Option<JsValue> {
-                if ms == 0 {
-                    return None;
-                }
-                let class = get(&js_sys::global(), "AbortSignal");
-                let timeout: js_sys::Function = get(&class, "timeout").dyn_into().ok()?;
-                timeout.call1(&class, &JsValue::from_f64(ms as f64)).ok()
-            }
-
-            /// A rejected fetch: a timeout is `ERR_CALL`; anything else (refused, DNS, CORS) is
-            /// `ERR_CONNECT`.
-            fn fetch_error(url: &str, e: &JsValue) -> Error {
-                let name = get(e, "name").as_string().unwrap_or_default();
-                let message = get(e, "message").as_string().unwrap_or_else(|| format!("{e:?}"));
-                let cause = get(&get(e, "cause"), "message").as_string();
-                let detail = match cause {
-                    Some(c) if !c.is_empty() => format!("{message} ({c})"),
-                    _ => message,
-                };
-                if name == "TimeoutError" || name == "AbortError" {
-                    Error::new(ErrorCode::Call, format!("{url}: no answer in time: {detail}"))
-                } else {
-                    Error::new(ErrorCode::Connect, format!("{url}: {detail}"))
-                }
-            }
-
-            fn get(target: &JsValue, key: &str) -> JsValue {
-                if target.is_undefined() || target.is_null() {
-                    return JsValue::UNDEFINED;
-                }
-                js_sys::Reflect::get(target, &key.into()).unwrap_or(JsValue::UNDEFINED)
-            }
-
-            fn put(target: &JsValue, key: &str, value: &JsValue) {
-                let _ = js_sys::Reflect::set(target, &key.into(), value);
-            }
-        }
-    } else {
-        mod host {
-            use super::*;
-
-            /// Outside a JavaScript host there is no `fetch`; the crate still builds (and its
-            /// pure mapping code is tested) on the native target.
-            pub async fn fetch(
-                url: &str,
-                _method: &str,
-                _body: Option<String>,
-                _token: Option<&str>,
-                _timeout_ms: u32,
-            ) -> Result<(u16, String), Error> {
-                Err(Error::new(
-                    ErrorCode::Call,
-                    format!("{url}: Client needs a JavaScript host (wasm32)"),
-                ))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn fail_result(status: u16, text: &str) -> Result<(), Error> {
+        super::fail_result::<Value>(status, text).map(|_| ())
+    }
+
+    fn cas_result(text: &str) -> Result<CasOutcome, Error> {
+        super::cas_result(&Value::parse(text).unwrap())
+    }
+
+    fn kv_value(status: u16, text: &str) -> Result<Option<String>, Error> {
+        super::kv_value::<Value>(status, text)
+    }
 
     #[test]
     fn urls_and_cluster_ids() {
@@ -463,6 +593,69 @@ mod tests {
         let e = fail_result(502, "Bad Gateway").unwrap_err();
         assert_eq!(e.code, ErrorCode::Call);
         assert!(e.message.contains("502"), "{}", e.message);
+    }
+
+    #[test]
+    fn cas_changes_and_their_results() {
+        let change = |expect, value: Option<&str>, client: Option<&str>, req| {
+            serde_json::to_string(&CasChange {
+                op: "cas",
+                key: "lock",
+                expect,
+                del: value.is_none(),
+                value,
+                client: client.map(Into::into),
+                req,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            change(None, Some("me"), None, None),
+            r#"{"op":"cas","key":"lock","expect":null,"value":"me"}"#
+        );
+        assert_eq!(
+            change(Some("me"), None, Some("c1"), Some(4)),
+            r#"{"op":"cas","key":"lock","expect":"me","del":true,"client":"c1","req":4}"#
+        );
+
+        let ok = r#"{"fail":false,"err":null,"seq":12,"results":[{"ok":true,"value":"me"}]}"#;
+        assert_eq!(
+            cas_result(ok),
+            Ok(CasOutcome {
+                ok: true,
+                value: Some("me".into())
+            })
+        );
+        let lost = r#"{"fail":false,"seq":13,"results":[{"ok":false,"value":"you"}]}"#;
+        assert_eq!(
+            cas_result(lost),
+            Ok(CasOutcome {
+                ok: false,
+                value: Some("you".into())
+            })
+        );
+        let deleted = r#"{"fail":false,"results":[{"ok":true,"value":null}]}"#;
+        assert_eq!(
+            cas_result(deleted),
+            Ok(CasOutcome {
+                ok: true,
+                value: None
+            })
+        );
+        // A node without per-change results, or with results of another shape, is an error,
+        // never a cas that looks as if it applied.
+        for text in [
+            r#"{"fail":false,"err":null}"#,
+            r#"{"fail":false,"results":[]}"#,
+            r#"{"fail":false,"results":[{"prev":null}]}"#,
+            r#"{"fail":false,"results":[{"ok":true},{"ok":true}]}"#,
+        ] {
+            assert_eq!(
+                cas_result(text).unwrap_err().code,
+                ErrorCode::Encoding,
+                "{text}"
+            );
+        }
     }
 
     #[test]
