@@ -1,88 +1,83 @@
 //! The seed sweep: randomized scenarios on the simulated cluster, every safety property of
 //! PROTOCOL.md section 4 checked after every step, the key-value history checked for
-//! linearizability (stateright's `LinearizabilityTester`, per key), and liveness after the
+//! linearizability (`clusterconsensus::sim::lincheck`, per key), and liveness after the
 //! faults heal.
 //!
 //! `SIM_SEEDS=N` changes the number of seeds (default 2000); `SIM_SEED=S` with the `replay`
 //! test replays one seed and prints what it found.
 
-use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
-use clusterconsensus::sim::scenario::{self, HistEvent, HistOp, HistRet, ScenarioConfig};
-use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
-use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+use clusterconsensus::sim::lincheck::{self, Register};
+use clusterconsensus::sim::scenario::{self, ScenarioConfig};
 
-type Tester = LinearizabilityTester<u64, Register<Option<String>>>;
+/// The most search steps the linearizability check of one key may take. The histories of the
+/// sweep take at most a few thousand; a check that does not decide within this is a failure
+/// (an undecided check can hide a violation), the same on every machine.
+const LIN_STEPS: u64 = 1_000_000;
+
+/// What checking one history took.
+#[derive(Clone, Copy, Debug, Default)]
+struct LinCheck {
+    events: usize,
+    time: Duration,
+    /// The most steps one key took.
+    steps: u64,
+}
 
 /// Checks the history per key (linearizability is local, so per key is enough).
-fn linearizable(history: &[HistEvent]) -> Result<(), String> {
-    let mut testers: BTreeMap<String, Tester> = BTreeMap::new();
-    let mut key_of: BTreeMap<u64, String> = BTreeMap::new();
-    for e in history {
-        match e {
-            HistEvent::Invoke { thread, op } => {
-                let (key, op) = match op {
-                    HistOp::Write { key, value } => (key, RegisterOp::Write(Some(value.clone()))),
-                    HistOp::Read { key } => (key, RegisterOp::Read),
-                };
-                key_of.insert(*thread, key.clone());
-                let t = testers
-                    .entry(key.clone())
-                    .or_insert_with(|| Tester::new(Register(None)));
-                t.on_invoke(*thread, op)
-                    .map_err(|e| format!("bad history: {e}"))?;
-            }
-            HistEvent::Return { thread, ret } => {
-                let key = key_of.get(thread).ok_or("return without invoke")?;
-                let ret = match ret {
-                    HistRet::WriteOk => RegisterRet::WriteOk,
-                    HistRet::ReadOk(v) => RegisterRet::ReadOk(v.clone()),
-                };
-                let t = testers.get_mut(key).expect("invoked before");
-                t.on_return(*thread, ret)
-                    .map_err(|e| format!("bad history: {e}"))?;
+fn linearizable(history: &[scenario::HistEvent]) -> (Result<(), String>, LinCheck) {
+    let events = scenario::lincheck_history(history);
+    let started = Instant::now();
+    let checked = lincheck::check(&Register, &events, LIN_STEPS);
+    let mut took = LinCheck {
+        events: events.len(),
+        time: started.elapsed(),
+        steps: 0,
+    };
+    let verdict = match checked {
+        Err(e) => Err(e.to_string()),
+        Ok(c) => {
+            took.steps = c.max_key_steps;
+            match c.verdict {
+                lincheck::Verdict::Ok => Ok(()),
+                v => Err(v.to_string()),
             }
         }
-    }
-    for (key, t) in &testers {
-        if !t.is_consistent() {
-            return Err(format!("history of key {key} is not linearizable"));
-        }
-    }
-    Ok(())
+    };
+    (verdict, took)
 }
 
-const LIN_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// [`linearizable`] on its own thread; a check that outlives `budget` counts as a failure
-/// (its thread is left to finish in the background).
-fn linearizable_within(history: Vec<HistEvent>, budget: std::time::Duration) -> Result<(), String> {
-    let n = history.len();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(linearizable(&history));
-    });
-    rx.recv_timeout(budget).unwrap_or_else(|_| {
-        Err(format!(
-            "linearizability check of {n} events did not finish in {budget:?}"
-        ))
-    })
+/// One seed's run.
+struct Run {
+    seed: u64,
+    violations: Vec<String>,
+    result: scenario::ScenarioResult,
+    lin: Option<LinCheck>,
 }
 
-/// Runs one seed; returns (steps, violations).
-fn run_seed(seed: u64) -> (u64, Vec<String>, scenario::ScenarioResult) {
+/// Runs one seed.
+fn run_seed(seed: u64) -> Run {
     let cfg = ScenarioConfig::random(seed);
-    let r = scenario::run(&cfg);
-    let mut violations = r.violations.clone();
-    // Checking a history that is not linearizable explores every interleaving: only check
-    // runs that passed the step checks, and give up (as a failure) after a time budget.
+    let result = scenario::run(&cfg);
+    let mut violations = result.violations.clone();
+    // A history that is not linearizable makes the search explore every order: only check runs
+    // that passed the step checks (the step budget bounds the rest).
+    let mut lin = None;
     if violations.is_empty() {
-        if let Err(e) = linearizable_within(r.history.clone(), LIN_BUDGET) {
+        let (verdict, took) = linearizable(&result.history);
+        if let Err(e) = verdict {
             violations.push(e);
         }
+        lin = Some(took);
     }
-    (r.steps, violations, r)
+    Run {
+        seed,
+        violations,
+        result,
+        lin,
+    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -93,16 +88,15 @@ fn env_u64(name: &str) -> Option<u64> {
 fn sweep() {
     let seeds = env_u64("SIM_SEEDS").unwrap_or(2000);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-    let started = std::time::Instant::now();
-    let results: Vec<(u64, u64, Vec<String>, scenario::ScenarioResult)> = std::thread::scope(|s| {
+    let started = Instant::now();
+    let results: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut seed = t;
                     while seed < seeds {
-                        let (steps, v, r) = run_seed(seed);
-                        out.push((seed, steps, v, r));
+                        out.push(run_seed(seed));
                         seed += threads;
                     }
                     out
@@ -114,12 +108,18 @@ fn sweep() {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    let steps: u64 = results.iter().map(|r| r.1).sum();
-    let failing: Vec<_> = results.iter().filter(|r| !r.2.is_empty()).collect();
-    let violations: usize = failing.iter().map(|r| r.2.len()).sum();
-    for (seed, _, v, _) in failing.iter().take(10) {
+    let steps: u64 = results.iter().map(|r| r.result.steps).sum();
+    let failing: Vec<&Run> = results
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    let violations: usize = failing.iter().map(|r| r.violations.len()).sum();
+    for Run {
+        seed, violations, ..
+    } in failing.iter().take(10)
+    {
         eprintln!("seed {seed} failed:");
-        for x in v.iter().take(5) {
+        for x in violations.iter().take(5) {
             eprintln!("  {x}");
         }
         eprintln!(
@@ -136,8 +136,18 @@ fn sweep() {
         results.len(),
         started.elapsed().as_secs_f64()
     );
+    let lin: Vec<LinCheck> = results.iter().filter_map(|r| r.lin).collect();
+    let _ = writeln!(
+        err,
+        "linearizability: {} histories in {:.2} s, largest {} events, max {} ms, max {} steps for a key",
+        lin.len(),
+        lin.iter().map(|c| c.time).sum::<Duration>().as_secs_f64(),
+        lin.iter().map(|c| c.events).max().unwrap_or(0),
+        lin.iter().map(|c| c.time).max().unwrap_or_default().as_millis(),
+        lin.iter().map(|c| c.steps).max().unwrap_or(0),
+    );
     let sum =
-        |f: fn(&scenario::ScenarioResult) -> u64| results.iter().map(|r| f(&r.3)).sum::<u64>();
+        |f: fn(&scenario::ScenarioResult) -> u64| results.iter().map(|r| f(&r.result)).sum::<u64>();
     let (ok, retried, abandoned) = (
         sum(|r| r.ops_ok),
         sum(|r| r.ops_retried),
@@ -168,7 +178,13 @@ fn sweep() {
 fn replay() {
     let seed = env_u64("SIM_SEED").unwrap_or(7);
     let cfg = ScenarioConfig::random(seed);
-    let (steps, violations, r) = run_seed(seed);
+    let Run {
+        violations,
+        result: r,
+        lin,
+        ..
+    } = run_seed(seed);
+    let steps = r.steps;
     println!("seed {seed}: {cfg:?}");
     if std::env::var("SIM_TRACE").is_ok() {
         let t = scenario::run_traced(&cfg, true);
@@ -180,6 +196,12 @@ fn replay() {
         "steps {steps}, ops ok {}, retried {}, abandoned {}, faults {}, elected after {:?} ms, commit {}",
         r.ops_ok, r.ops_retried, r.ops_abandoned, r.faults, r.elected_after_ms, r.commit
     );
+    if let Some(c) = lin {
+        println!(
+            "linearizability: {} events checked in {:?}, at most {} steps for a key",
+            c.events, c.time, c.steps
+        );
+    }
     for v in &violations {
         println!("violation: {v}");
     }

@@ -19,6 +19,7 @@
 //! [`scenario`] runs randomized scenarios with clients and a nemesis, for the seed sweep.
 
 pub mod check;
+pub mod lincheck;
 pub mod scenario;
 
 use alloc::collections::{BTreeMap, BTreeSet};

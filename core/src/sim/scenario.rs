@@ -7,7 +7,7 @@
 //!
 //! Reads go through the log: a read submits a marker change and returns the key's value at the
 //! marker's position in the chosen log. The history of writes and reads is returned for a
-//! linearizability checker (the tests use stateright's).
+//! linearizability checker ([`super::lincheck`], through [`lincheck_history`]).
 
 use alloc::format;
 use alloc::string::String;
@@ -549,4 +549,34 @@ fn read_at_marker(sim: &Sim, change: &str, key: &str) -> Option<Option<String>> 
         kv.apply(seq, ch);
     }
     None
+}
+
+/// The history as the linearizability checker takes it ([`super::lincheck`]): an op invoked and
+/// never answered (a write a client gave up on that is in the log) is of unknown outcome.
+pub fn lincheck_history(history: &[HistEvent]) -> Vec<super::lincheck::RegisterEvent> {
+    use super::lincheck::{Event, RegisterOp, RegisterRet};
+    history
+        .iter()
+        .map(|e| match e {
+            HistEvent::Invoke { thread, op } => {
+                let (key, op) = match op {
+                    HistOp::Write { key, value } => (key, RegisterOp::Write(Some(value.clone()))),
+                    HistOp::Read { key } => (key, RegisterOp::Read),
+                };
+                let key = key.clone();
+                Event::Invoke {
+                    id: *thread,
+                    key,
+                    op,
+                }
+            }
+            HistEvent::Return { thread, ret } => Event::Return {
+                id: *thread,
+                ret: match ret {
+                    HistRet::WriteOk => RegisterRet::Ok,
+                    HistRet::ReadOk(v) => RegisterRet::Value(v.clone()),
+                },
+            },
+        })
+        .collect()
 }

@@ -1,15 +1,13 @@
-//! The campaign's history and its checks: linearizability per key (stateright's
-//! `LinearizabilityTester` over a `Register`, with a time budget because a history that is not
-//! linearizable makes the search explode), no acknowledged write lost, no retried change
+//! The campaign's history and its checks: linearizability per key (the core's
+//! `sim::lincheck` over a `Register`, bounded by a step budget because a history that is not
+//! linearizable can make the search explode), no acknowledged write lost, no retried change
 //! applied twice, and every node converged to the same state.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
+use clusterconsensus::sim::lincheck::{self, Register, RegisterEvent, RegisterOp, RegisterRet};
 use serde_json::Value;
-use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
-use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 
 /// One entry of the history, in real-time order (pushed under one lock).
 #[derive(Clone, Debug)]
@@ -80,85 +78,56 @@ pub fn counts(h: &[Event]) -> Counts {
     c
 }
 
-type Tester = LinearizabilityTester<u64, Register<Option<String>>>;
+/// The most search steps the linearizability check of one key may take: far more than an
+/// ordinary history needs (a few hundred to a few thousand per key), and a bound that is the
+/// same on a loaded CI machine. A check that does not decide within it is a problem.
+pub const LIN_STEPS: u64 = 2_000_000;
 
-/// Checks the history per key; `Err` names the first key whose history is not linearizable.
-/// Failed reads are left out (they had no effect); failed writes too (refused for good);
-/// indeterminate writes stay in flight forever (they may or may not have taken effect).
-pub fn linearizable(h: &[Event]) -> Result<usize, String> {
-    // A client moves to a new thread id after a failed or indeterminate operation, so a failed
-    // thread's failed operation is its last invocation: leave that one out.
-    let mut last_invoke: BTreeMap<u64, usize> = BTreeMap::new();
-    for (i, e) in h.iter().enumerate() {
-        if let Event::Write { thread, .. } | Event::Read { thread, .. } = e {
-            last_invoke.insert(*thread, i);
-        }
-    }
-    let skip: std::collections::BTreeSet<usize> = h
-        .iter()
-        .filter_map(|e| match e {
-            Event::Fail { thread } => last_invoke.get(thread).copied(),
-            _ => None,
-        })
-        .collect();
-    let mut testers: BTreeMap<String, Tester> = BTreeMap::new();
-    let mut key_of: BTreeMap<u64, String> = BTreeMap::new();
-    for (i, e) in h.iter().enumerate() {
-        let (thread, key, op) = match e {
+/// The history as the checker takes it: failed operations had no effect (a read that never
+/// got an answer, a write refused for good) and are left out; indeterminate ones, and those
+/// still in flight at the end, may have taken effect at any point after their invocation.
+pub fn lincheck_history(h: &[Event]) -> Vec<RegisterEvent> {
+    h.iter()
+        .map(|e| match e {
             Event::Write {
                 thread, key, value, ..
-            } => (thread, key, RegisterOp::Write(Some(value.clone()))),
-            Event::Read { thread, key } => (thread, key, RegisterOp::Read),
-            Event::WriteOk { thread } | Event::ReadOk { thread, .. } => {
-                let ret = match e {
-                    Event::ReadOk { value, .. } => RegisterRet::ReadOk(value.clone()),
-                    _ => RegisterRet::WriteOk,
-                };
-                let key = key_of.get(thread).ok_or("return without invoke")?;
-                testers
-                    .get_mut(key)
-                    .expect("invoked before")
-                    .on_return(*thread, ret)
-                    .map_err(|e| format!("bad history: {e}"))?;
-                continue;
-            }
-            _ => continue,
-        };
-        if skip.contains(&i) {
-            continue;
-        }
-        key_of.insert(*thread, key.clone());
-        testers
-            .entry(key.clone())
-            .or_insert_with(|| Tester::new(Register(None)))
-            .on_invoke(*thread, op)
-            .map_err(|e| format!("bad history: {e}"))?;
-    }
-    let keys = testers.len();
-    for (key, t) in testers {
-        if !t.is_consistent() {
-            return Err(format!("the history of key {key} is not linearizable"));
-        }
-    }
-    Ok(keys)
+            } => lincheck::Event::Invoke {
+                id: *thread,
+                key: key.clone(),
+                op: RegisterOp::Write(Some(value.clone())),
+            },
+            Event::Read { thread, key } => lincheck::Event::Invoke {
+                id: *thread,
+                key: key.clone(),
+                op: RegisterOp::Read,
+            },
+            Event::WriteOk { thread } => lincheck::Event::Return {
+                id: *thread,
+                ret: RegisterRet::Ok,
+            },
+            Event::ReadOk { thread, value } => lincheck::Event::Return {
+                id: *thread,
+                ret: RegisterRet::Value(value.clone()),
+            },
+            Event::Fail { thread } => lincheck::Event::Fail { id: *thread },
+            Event::Info { thread } => lincheck::Event::Info { id: *thread },
+        })
+        .collect()
 }
 
-/// [`linearizable`] on its own thread (with a deep stack: the search recurses once per
-/// operation of a key); a check that outlives `budget` is reported as not proven.
-pub fn linearizable_within(h: Vec<Event>, budget: Duration) -> Result<usize, String> {
-    let n = h.len();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(move || {
-            let _ = tx.send(linearizable(&h));
-        })
-        .expect("spawn the checker");
-    rx.recv_timeout(budget).unwrap_or_else(|_| {
-        Err(format!(
-            "the linearizability check of {n} events did not finish within {budget:?}"
-        ))
-    })
+/// Checks the history per key: the number of keys, or what is wrong (the key whose history is
+/// not linearizable, and how far it gets; or a check that did not decide within [`LIN_STEPS`],
+/// which counts as a failure: it could hide a violation).
+pub fn linearizable(h: &[Event]) -> Result<usize, String> {
+    let checked = check_linearizable(h)?;
+    match checked.verdict {
+        lincheck::Verdict::Ok => Ok(checked.keys),
+        v => Err(format!("{v} ({} events)", h.len())),
+    }
+}
+
+fn check_linearizable(h: &[Event]) -> Result<lincheck::Checked, String> {
+    lincheck::check(&Register, &lincheck_history(h), LIN_STEPS).map_err(|e| e.to_string())
 }
 
 /// The data checks on the converged state `data` (the key-value map every node agrees on):
@@ -209,4 +178,213 @@ pub fn check_data(h: &[Event], data: &serde_json::Map<String, Value>) -> Vec<Str
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::Rng;
+
+    /// What a client of [`campaign_sized_history`] is doing.
+    struct Client {
+        thread: u64,
+        req: u64,
+        op: Option<InFlight>,
+    }
+
+    /// An op in flight: its key, the value it writes (`None`: a read), and once its moment
+    /// came, what it did.
+    struct InFlight {
+        key: String,
+        write: Option<String>,
+        outcome: Option<Outcome>,
+    }
+
+    enum Outcome {
+        NoEffect,
+        Wrote,
+        Read(Option<String>),
+    }
+
+    /// A history like a campaign's, linearizable by construction: `clients` clients on `keys`
+    /// keys, each op taking effect at some moment between its invocation and its answer; some
+    /// writes end indeterminate (having taken effect or not), some reads fail.
+    fn campaign_sized_history(seed: u64, events: usize, keys: u64, clients: u64) -> Vec<Event> {
+        let mut rng = Rng::new(seed);
+        let mut data: BTreeMap<String, String> = BTreeMap::new();
+        let mut cs: Vec<Client> = (0..clients)
+            .map(|c| Client {
+                thread: c,
+                req: 0,
+                op: None,
+            })
+            .collect();
+        let mut next_thread = clients;
+        let mut h = Vec::new();
+        while h.len() < events {
+            let c = &mut cs[rng.range(0, clients) as usize];
+            let name = format!("c{}", c.thread);
+            match c.op.take() {
+                None => {
+                    let key = format!("k{}", rng.range(0, keys));
+                    if rng.chance(50) {
+                        c.req += 1;
+                        let value = format!("{name}-{}", c.req);
+                        h.push(Event::Write {
+                            thread: c.thread,
+                            key: key.clone(),
+                            value: value.clone(),
+                            client: name,
+                            req: c.req,
+                        });
+                        c.op = Some(InFlight {
+                            key,
+                            write: Some(value),
+                            outcome: None,
+                        });
+                    } else {
+                        h.push(Event::Read {
+                            thread: c.thread,
+                            key: key.clone(),
+                        });
+                        c.op = Some(InFlight {
+                            key,
+                            write: None,
+                            outcome: None,
+                        });
+                    }
+                }
+                Some(InFlight {
+                    key,
+                    write,
+                    outcome: None,
+                }) => {
+                    // It takes effect now, or (1 in 50) never.
+                    let outcome = match &write {
+                        _ if rng.chance(2) => Outcome::NoEffect,
+                        Some(v) => {
+                            data.insert(key.clone(), v.clone());
+                            Outcome::Wrote
+                        }
+                        None => Outcome::Read(data.get(&key).cloned()),
+                    };
+                    c.op = Some(InFlight {
+                        key,
+                        write,
+                        outcome: Some(outcome),
+                    });
+                }
+                Some(InFlight {
+                    write,
+                    outcome: Some(outcome),
+                    ..
+                }) => {
+                    let thread = c.thread;
+                    // A write without effect is indeterminate, and so is one write in 33 that
+                    // took effect; a read without effect failed.
+                    h.push(match outcome {
+                        Outcome::Wrote if !rng.chance(3) => Event::WriteOk { thread },
+                        Outcome::Read(value) => Event::ReadOk { thread, value },
+                        Outcome::NoEffect if write.is_none() => Event::Fail { thread },
+                        _ => Event::Info { thread },
+                    });
+                    if matches!(h.last(), Some(Event::Info { .. } | Event::Fail { .. })) {
+                        next_thread += 1;
+                        c.thread = next_thread;
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// Makes a read in the second half of `h` return the value of an acknowledged write that
+    /// another acknowledged write replaced before the read began; returns the read's key.
+    fn make_a_read_stale(h: &mut [Event]) -> Option<String> {
+        // Per thread, its op in flight: (key, the value of a write, its invocation).
+        let mut op: BTreeMap<u64, (String, Option<String>, usize)> = BTreeMap::new();
+        // Per key, its acknowledged writes: (value, invoked, acknowledged).
+        let mut writes: BTreeMap<String, Vec<(String, usize, usize)>> = BTreeMap::new();
+        for i in 0..h.len() {
+            match &h[i] {
+                Event::Write {
+                    thread, key, value, ..
+                } => {
+                    op.insert(*thread, (key.clone(), Some(value.clone()), i));
+                }
+                Event::Read { thread, key } => {
+                    op.insert(*thread, (key.clone(), None, i));
+                }
+                Event::WriteOk { thread } => {
+                    let (key, value, at) = op[thread].clone();
+                    let value = value.expect("a write");
+                    writes.entry(key).or_default().push((value, at, i));
+                }
+                Event::ReadOk { thread, .. } if i > h.len() / 2 => {
+                    let thread = *thread;
+                    let (key, _, invoked) = op[&thread].clone();
+                    let done = writes.get(&key).map_or(&[][..], |w| w.as_slice());
+                    let before = |t: usize| done.iter().rfind(|w| w.2 < t);
+                    let Some(stale) = before(invoked).and_then(|later| before(later.1)) else {
+                        continue;
+                    };
+                    let value = Some(stale.0.clone());
+                    h[i] = Event::ReadOk { thread, value };
+                    return Some(key);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Checks `h`, printing what it took (a measure: no time is asserted).
+    fn timed_check(what: &str, h: &[Event]) -> lincheck::Checked {
+        let started = std::time::Instant::now();
+        let checked = check_linearizable(h).expect("a well-formed history");
+        eprintln!(
+            "{what}: {} events ({:?}), {} keys: {} in {:?}, {} steps (at most {} for a key)",
+            h.len(),
+            counts(h),
+            checked.keys,
+            checked.verdict,
+            started.elapsed(),
+            checked.steps,
+            checked.max_key_steps
+        );
+        checked
+    }
+
+    #[test]
+    fn a_campaign_sized_history_is_decided() {
+        let mut h = campaign_sized_history(1, 30_000, 50, 16);
+        let c = counts(&h);
+        assert!(c.indeterminate > 100 && c.failed > 50, "{c:?}");
+        let checked = timed_check("a campaign-sized history", &h);
+        assert_eq!(checked.verdict, lincheck::Verdict::Ok);
+        assert_eq!(linearizable(&h), Ok(50));
+
+        // A read in the second half that returns a value overwritten before it began.
+        let key = make_a_read_stale(&mut h).expect("a read to make stale");
+        let checked = timed_check("the same with one stale read", &h);
+        assert!(
+            matches!(&checked.verdict, lincheck::Verdict::Violation { key: k, .. } if *k == key),
+            "{}",
+            checked.verdict
+        );
+        let err = linearizable(&h).expect_err("a stale read");
+        assert!(
+            err.contains(&format!("key {key:?} is not linearizable")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_hot_key_under_sixteen_clients_is_decided() {
+        // The campaign's clients crowd a few keys at a time: here all 16 on one.
+        let h = campaign_sized_history(2, 30_000, 1, 16);
+        let checked = timed_check("a hot key", &h);
+        assert_eq!(checked.verdict, lincheck::Verdict::Ok);
+        assert_eq!(linearizable(&h), Ok(1));
+    }
 }

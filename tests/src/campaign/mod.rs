@@ -1002,7 +1002,7 @@ pub fn run(cfg: &Config) -> Report {
         problems.extend(checker::check_data(&h, &data));
     }
     let mut keys = 0;
-    match checker::linearizable_within(h, Duration::from_secs(120)) {
+    match checker::linearizable(&h) {
         Ok(k) => keys = k,
         Err(e) => problems.push(e),
     }
