@@ -8,8 +8,8 @@
 #   scripts/campaign.sh --duration 2m --token T -v  # with --token-file on every node, verbose
 #
 # Prints "campaign: seed S, ... operations, ... acknowledged, ... failed, ... indeterminate,
-# ... faults injected (...), verdict: PASS|FAIL" and exits 1 on FAIL (node logs are kept in
-# the directory it names). The 1-minute run is part of `cargo test` (tests/tests/campaign.rs).
+# ... faults injected (...), ... heal->master: T ms, ... unattributed connections: N,
+# verdict: PASS|FAIL" and exits 1 on FAIL (node logs are kept in the directory it names). The 1-minute run is part of `cargo test` (tests/tests/campaign.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p clusterconsensus-native -p clusterconsensus-tests --bins
