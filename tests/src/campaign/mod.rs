@@ -83,6 +83,31 @@ pub struct Report {
     pub proxy: proxy::Counts,
     /// Faults the nemesis chose but could not apply (a membership change the cluster refused).
     pub not_applied: u64,
+    /// How long a master took to serve again after each fault but the last, within the calm
+    /// that followed it.
+    pub recovery: Recovery,
+}
+
+/// Recoveries from faults: after each heal, the time until a serving master committed a write,
+/// measured during the calm before the next fault (so it is only known up to the calm's end).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery {
+    /// Faults whose recovery was measured.
+    pub faults: u64,
+    /// Of those, the ones still without a serving master when the next fault came.
+    pub not_within_calm: u64,
+    /// The longest recovery that was seen.
+    pub max: Duration,
+}
+
+impl Recovery {
+    fn add(&mut self, took: Option<Duration>) {
+        self.faults += 1;
+        match took {
+            Some(d) => self.max = self.max.max(d),
+            None => self.not_within_calm += 1,
+        }
+    }
 }
 
 impl Report {
@@ -116,7 +141,8 @@ impl Report {
         format!(
             "campaign: seed {}, {:.0} s, {} operations ({} writes, {} reads), {} acknowledged, {} failed, \
              {} indeterminate, {} faults injected ({}), {} not applied, {} keys checked, final commit {}, \
-             heal->master: {heal}, {} connections between nodes ({} chunks dropped, {} cut), \
+             heal->master: {heal}, recovery after faults: max {} ms, {} of {} not within the calm, \
+             {} connections between nodes ({} chunks dropped, {} cut), \
              unattributed connections: {}, verdict: {verdict}",
             self.seed,
             self.elapsed.as_secs_f64(),
@@ -131,6 +157,9 @@ impl Report {
             self.not_applied,
             self.keys,
             self.final_commit,
+            self.recovery.max.as_millis(),
+            self.recovery.not_within_calm,
+            self.recovery.faults,
             p.from_nodes,
             p.dropped,
             p.cuts,
@@ -484,20 +513,20 @@ impl Cluster {
 
     /// How long after `since` a node that says it is serving master committed a write (a
     /// paused or partitioned old master may still say so; the write proves it), or None if
-    /// none did within `within`.
-    pub fn serving_master_since(&self, since: Instant, within: Duration) -> Option<Duration> {
+    /// none did by `deadline`.
+    pub fn serving_master_since(&self, since: Instant, deadline: Instant) -> Option<Duration> {
         let body = json!({"chg": [json!({"op":"set","key":"heal/probe","value":"1"}).to_string()]})
             .to_string();
-        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(m) = self.master() {
                 let url = format!("{}/_clusterc/{CLUSTER}/submit", self.nodes[m].direct());
+                let left = deadline.saturating_duration_since(Instant::now());
                 let committed = request(
                     "POST",
                     &url,
                     self.token.as_deref(),
                     body.as_bytes(),
-                    Duration::from_secs(2),
+                    left.clamp(Duration::from_millis(100), Duration::from_secs(2)),
                 )
                 .is_ok_and(|(s, b)| s == 200 && json_of(&b)["fail"] == json!(false));
                 if committed {
@@ -749,7 +778,10 @@ fn say(cfg: &Config, t0: Instant, what: &str) {
 
 /// Sleeps `ms`, or less if `end` comes first.
 fn hold(ms: u64, end: Instant) {
-    let until = (Instant::now() + Duration::from_millis(ms)).min(end);
+    hold_until((Instant::now() + Duration::from_millis(ms)).min(end));
+}
+
+fn hold_until(until: Instant) {
     let now = Instant::now();
     if until > now {
         std::thread::sleep(until - now);
@@ -784,8 +816,16 @@ pub fn run(cfg: &Config) -> Report {
     let mut members: BTreeSet<usize> = (0..n).collect();
     let mut problems = Vec::new();
     let mut not_applied = 0u64;
+    // When the last fault healed, and how long a master took to serve again after each.
+    let mut healed_at: Option<Instant> = None;
+    let mut recovery = Recovery::default();
     while Instant::now() < end {
-        hold(rng.range(1000, 3000), end);
+        // The calm between two faults; it also measures the recovery from the last one.
+        let calm = (Instant::now() + Duration::from_millis(rng.range(1000, 3000))).min(end);
+        if let Some(h) = healed_at.take() {
+            recovery.add(cluster.serving_master_since(h, calm));
+        }
+        hold_until(calm);
         if Instant::now() >= end {
             break;
         }
@@ -962,6 +1002,7 @@ pub fn run(cfg: &Config) -> Report {
             }
         };
         *faults.entry(name).or_default() += 1;
+        healed_at = Some(Instant::now());
     }
 
     // Heal: network, paused and killed nodes; measure how long until a master serves again;
@@ -977,7 +1018,8 @@ pub fn run(cfg: &Config) -> Report {
             nd.spawn(&[]);
         }
     }
-    let heal_to_master = cluster.serving_master_since(healed_at, Duration::from_secs(60));
+    let heal_to_master =
+        cluster.serving_master_since(healed_at, healed_at + Duration::from_secs(60));
     match heal_to_master {
         Some(d) => say(
             cfg,
@@ -1135,5 +1177,6 @@ pub fn run(cfg: &Config) -> Report {
         heal_to_master,
         proxy: proxied,
         not_applied,
+        recovery,
     }
 }
