@@ -1126,9 +1126,9 @@ pub fn run(cfg: &Config) -> Report {
     let proxied = cluster.net.counts();
     if proxied.unattributed > 0 {
         problems.push(format!(
-            "unattributed connections: {}: the proxies could not tell which node made them, so \
-             faults may not have applied to them (a node calling from an address other than its \
-             --source-addr?)",
+            "unattributed connections: {}: the proxies closed connections from addresses no node \
+             uses, so they could not fault them (a node calling from somewhere other than its \
+             --source-addr?); the run proves less than it says",
             proxied.unattributed
         ));
     }
