@@ -2,6 +2,7 @@
 //! turns every transport failure into the error the core expects, and the small client the
 //! `submit` / `status` subcommands use.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,7 +41,20 @@ impl HttpClient {
         auth: Option<HeaderValue>,
         tls: rustls::ClientConfig,
     ) -> HttpClient {
+        HttpClient::with_source(timeout, auth, tls, None)
+    }
+
+    /// As [`HttpClient::with_security`], with every outgoing connection bound to the local
+    /// address `source` (`--source-addr`; None: the kernel picks by route). A multi-homed
+    /// server needs it so that its peers, and their firewalls, see the address it was given.
+    pub fn with_source(
+        timeout: Duration,
+        auth: Option<HeaderValue>,
+        tls: rustls::ClientConfig,
+        source: Option<IpAddr>,
+    ) -> HttpClient {
         let mut conn = HttpConnector::new();
+        conn.set_local_address(source);
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(timeout));
         conn.enforce_http(false);

@@ -163,6 +163,11 @@ struct NodeArgs {
     /// several. They are added one at a time, each once it answers.
     #[arg(long = "peer", value_name = "URL", requires = "bootstrap")]
     peers: Vec<String>,
+    /// Local IP address that outgoing connections to peers are bound to (a multi-homed host:
+    /// the address its peers and their firewalls expect). It must be an address of this host.
+    /// Default: the kernel picks one by route.
+    #[arg(long, value_name = "IP")]
+    source_addr: Option<std::net::IpAddr>,
     /// Directory of the dashboard's static files, served at GET /.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../www"))]
     www: PathBuf,
@@ -308,6 +313,7 @@ fn node_options(a: NodeArgs) -> node::NodeOptions {
         advertise: a.advertise,
         bootstrap: a.bootstrap,
         peers: a.peers,
+        source_addr: a.source_addr,
         www: a.www,
         max_body: a.max_body,
         heartbeat_ms: a.timing.heartbeat_ms,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct NodeOptions {
     pub advertise: Option<String>,
     pub bootstrap: bool,
     pub peers: Vec<String>,
+    /// The local address outgoing peer connections are bound to (None: chosen by route).
+    pub source_addr: Option<IpAddr>,
     pub www: PathBuf,
     pub max_body: usize,
     pub heartbeat_ms: u64,
@@ -89,10 +92,16 @@ pub async fn run(opts: NodeOptions) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    let client = HttpClient::with_security(
+    if let Some(ip) = opts.source_addr {
+        // Said once at startup rather than as a failed connect on every peer call.
+        std::net::UdpSocket::bind((ip, 0))
+            .map_err(|e| format!("cannot use --source-addr {ip}: {e}"))?;
+    }
+    let client = HttpClient::with_source(
         Duration::from_millis(opts.request_timeout_ms),
         auth.as_ref().map(Auth::header),
         tls::client_config(opts.tls_ca.as_deref())?,
+        opts.source_addr,
     );
 
     let mut clusters = BTreeMap::new();

@@ -125,3 +125,74 @@ fn the_checker_catches_stale_reads_lost_writes_and_double_applies() {
         .iter()
         .any(|p| p.contains("applied again")));
 }
+
+/// The proxy knows a caller by its source address alone: a node's connection is forwarded and
+/// faulted per directed link, and one from any other address (the clients' 127.0.0.1 included,
+/// where a node without `--source-addr` would call from) is closed and counted as unattributed.
+#[test]
+fn the_proxy_attributes_by_source_address_and_counts_what_it_cannot() {
+    use clusterconsensus_tests::campaign::proxy::{node_ip, Faults, Net, Proxy, CLIENTS_IP};
+    use std::net::{IpAddr, SocketAddr};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = Net::new(2);
+    let proxy = Proxy::start(&rt, net.clone(), 1);
+    // Node 1 itself: a listener that hands over what each connection sends.
+    let node = rt
+        .block_on(tokio::net::TcpListener::bind((node_ip(1), 0)))
+        .unwrap();
+    *proxy.target.lock().unwrap() = Some(node.local_addr().unwrap());
+
+    // Connects to the proxy from `from`, sends `msg`, and returns what node 1 received (None
+    // if the proxy closed the connection) and whether the caller's connection was closed.
+    let call = |from: IpAddr, msg: &'static [u8]| -> (Option<Vec<u8>>, bool) {
+        rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(from, 0)).unwrap();
+            let mut c = sock.connect(proxy.addr).await.unwrap();
+            let _ = c.write_all(msg).await;
+            // Node 1's end stays open until the caller's end was looked at.
+            let mut upstream = None;
+            let got = tokio::time::timeout(Duration::from_millis(500), async {
+                let (mut s, _) = node.accept().await.unwrap();
+                let mut buf = vec![0u8; msg.len()];
+                let read =
+                    tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut buf)).await;
+                upstream = Some(s);
+                read.map_or(Vec::new(), |_| buf)
+            })
+            .await
+            .ok();
+            let mut b = [0u8; 1];
+            let closed = matches!(
+                tokio::time::timeout(Duration::from_millis(300), c.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            );
+            drop(upstream);
+            (got, closed)
+        })
+    };
+
+    assert_eq!(call(node_ip(0), b"hello"), (Some(b"hello".to_vec()), false));
+    let c = net.counts();
+    assert_eq!((c.from_nodes, c.unattributed, c.dropped), (1, 0, 0));
+
+    // Block 0 -> 1: the connection is made, its bytes are dropped and counted.
+    let mut f = Faults::default();
+    f.blocked.insert((0, 1));
+    net.set(f);
+    assert_eq!(call(node_ip(0), b"lost"), (Some(Vec::new()), false));
+    assert_eq!(net.counts().dropped, 1);
+    net.heal();
+
+    for stranger in [CLIENTS_IP, "127.0.0.2".parse().unwrap(), node_ip(2)] {
+        assert_eq!(call(stranger, b"who"), (None, true), "{stranger}");
+    }
+    let c = net.counts();
+    assert_eq!((c.from_nodes, c.unattributed), (2, 3));
+}

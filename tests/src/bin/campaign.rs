@@ -34,7 +34,18 @@ fn main() {
         match a.as_str() {
             "--duration" => cfg.duration = parse_duration(&val()).unwrap_or_else(|e| die(&e)),
             "--seed" => cfg.seed = val().parse().unwrap_or_else(|_| die("bad --seed")),
-            "--nodes" => cfg.nodes = val().parse().unwrap_or_else(|_| die("bad --nodes")),
+            "--nodes" => {
+                cfg.nodes = val()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=campaign::proxy::MAX_NODES).contains(n))
+                    .unwrap_or_else(|| {
+                        die(&format!(
+                            "--nodes takes 1 to {} (one loopback address each)",
+                            campaign::proxy::MAX_NODES
+                        ))
+                    })
+            }
             "--clients" => cfg.clients = val().parse().unwrap_or_else(|_| die("bad --clients")),
             "--token" => cfg.token = Some(val()),
             "--dir" => cfg.dir = Some(val().into()),

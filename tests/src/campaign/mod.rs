@@ -1,8 +1,11 @@
-//! A Jepsen-style fault campaign over real `clusterconsensus node` processes on 127.0.0.1.
+//! A Jepsen-style fault campaign over real `clusterconsensus node` processes on loopback.
 //!
 //! - Every node sits behind its own fault-injecting [`proxy`] and advertises the proxy's address,
 //!   so every call between two nodes crosses a proxy that knows the calling node and can drop,
-//!   delay or cut its traffic per direction.
+//!   delay or cut its traffic per direction. Node `i` has its own loopback address
+//!   ([`proxy::node_ip`]) and calls its peers from it (`--source-addr`), so the proxy knows the
+//!   caller from the connection's source address; a connection it cannot attribute fails the
+//!   run.
 //! - A nemesis, driven by a seed, injects one fault at a time for 1-5 s: symmetric partitions,
 //!   a partition that isolates the master, one-way partitions (the master can send but not
 //!   receive, or receive but not send), random one-way links, delays with jitter, a lossy
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use checker::{Event, History};
-use proxy::{Faults, Net, Proxy};
+use proxy::{node_ip, Faults, Net, Proxy};
 
 pub const CLUSTER: &str = "c1";
 
@@ -73,6 +76,38 @@ pub struct Report {
     pub keys: usize,
     pub problems: Vec<String>,
     pub final_commit: u64,
+    /// From the final heal until a serving master committed a write (None: not within the
+    /// budget).
+    pub heal_to_master: Option<Duration>,
+    /// What the proxies did (connections between nodes, unattributed ones, drops, cuts).
+    pub proxy: proxy::Counts,
+    /// Faults the nemesis chose but could not apply (a membership change the cluster refused).
+    pub not_applied: u64,
+    /// How long a master took to serve again after each fault but the last, within the calm
+    /// that followed it.
+    pub recovery: Recovery,
+}
+
+/// Recoveries from faults: after each heal, the time until a serving master committed a write,
+/// measured during the calm before the next fault (so it is only known up to the calm's end).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery {
+    /// Faults whose recovery was measured.
+    pub faults: u64,
+    /// Of those, the ones still without a serving master when the next fault came.
+    pub not_within_calm: u64,
+    /// The longest recovery that was seen.
+    pub max: Duration,
+}
+
+impl Recovery {
+    fn add(&mut self, took: Option<Duration>) {
+        self.faults += 1;
+        match took {
+            Some(d) => self.max = self.max.max(d),
+            None => self.not_within_calm += 1,
+        }
+    }
 }
 
 impl Report {
@@ -98,9 +133,17 @@ impl Report {
         } else {
             format!("FAIL ({})", self.problems.len())
         };
+        let heal = match self.heal_to_master {
+            Some(d) => format!("{} ms", d.as_millis()),
+            None => "none".to_string(),
+        };
+        let p = &self.proxy;
         format!(
             "campaign: seed {}, {:.0} s, {} operations ({} writes, {} reads), {} acknowledged, {} failed, \
-             {} indeterminate, {} faults injected ({}), {} keys checked, final commit {}, verdict: {verdict}",
+             {} indeterminate, {} faults injected ({}), {} not applied, {} keys checked, final commit {}, \
+             heal->master: {heal}, recovery after faults: max {} ms, {} of {} not within the calm, \
+             {} connections between nodes ({} chunks dropped, {} cut), \
+             unattributed connections: {}, verdict: {verdict}",
             self.seed,
             self.elapsed.as_secs_f64(),
             c.operations,
@@ -111,8 +154,16 @@ impl Report {
             c.indeterminate,
             self.faults_total(),
             faults.join(", "),
+            self.not_applied,
             self.keys,
             self.final_commit,
+            self.recovery.max.as_millis(),
+            self.recovery.not_within_calm,
+            self.recovery.faults,
+            p.from_nodes,
+            p.dropped,
+            p.cuts,
+            p.unattributed,
         )
     }
 }
@@ -176,7 +227,6 @@ pub struct NodeProc {
     pub direct: Arc<Mutex<String>>,
     dir: PathBuf,
     args: Vec<String>,
-    net: Arc<Net>,
     pub paused: bool,
 }
 
@@ -199,7 +249,8 @@ impl NodeProc {
 
     /// Starts the process with `extra` arguments (only the first start bootstraps). Its logs
     /// go straight to `node.log` (no pipe that could fill up and stall it); its listening
-    /// address is read from the "serving" line there.
+    /// address is read from the "serving" line there. It listens on its own loopback address
+    /// and calls its peers from it, which is how the proxies know it.
     pub fn spawn(&mut self, extra: &[String]) {
         let path = self.dir.join("node.log");
         let log = std::fs::OpenOptions::new()
@@ -207,11 +258,14 @@ impl NodeProc {
             .append(true)
             .open(&path)
             .expect("open node log");
-        let from = log.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+        let from = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let ip = node_ip(self.index);
         let mut cmd = Command::new(node_binary());
         cmd.arg("node")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("{ip}:0"))
+            .arg("--source-addr")
+            .arg(ip.to_string())
             .arg("--advertise")
             .arg(self.url())
             .arg("--data-dir")
@@ -231,8 +285,8 @@ impl NodeProc {
         let mut child = cmd.spawn().expect("spawn clusterconsensus node");
         let deadline = Instant::now() + Duration::from_secs(20);
         let listen = loop {
-            let text = std::fs::read(&path).unwrap_or_default();
-            let fresh = String::from_utf8_lossy(text.get(from..).unwrap_or(&[])).into_owned();
+            // Only what this start wrote: the log of a long run is large.
+            let fresh = read_from(&path, from);
             if let Some(l) = fresh.lines().find_map(|l| l.split(" listen=").nth(1)) {
                 break l.split_whitespace().next().unwrap_or("").to_string();
             }
@@ -250,7 +304,6 @@ impl NodeProc {
         let addr: SocketAddr = listen.parse().expect("listen address");
         *self.direct.lock().unwrap() = format!("http://{addr}");
         *self.proxy.target.lock().unwrap() = Some(addr);
-        self.net.pids.lock().unwrap()[self.index] = child.id();
         self.child = Some(child);
         self.paused = false;
     }
@@ -261,7 +314,6 @@ impl NodeProc {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.net.pids.lock().unwrap()[self.index] = 0;
         self.paused = false;
     }
 
@@ -289,6 +341,18 @@ impl NodeProc {
         let v: Vec<&str> = s.lines().collect();
         v[v.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+/// The text of `path` from byte `from` on (empty if it cannot be read).
+fn read_from(path: &std::path::Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl Drop for NodeProc {
@@ -327,6 +391,11 @@ impl Cluster {
         token: Option<String>,
         args: &[String],
     ) -> Cluster {
+        assert!(
+            (1..=proxy::MAX_NODES).contains(&n),
+            "a campaign has 1 to {} nodes, not {n}",
+            proxy::MAX_NODES
+        );
         let remove_dir = dir.is_none();
         let dir = dir.unwrap_or_else(|| {
             static N: AtomicU64 = AtomicU64::new(0);
@@ -362,7 +431,6 @@ impl Cluster {
                     direct: Arc::default(),
                     dir: d,
                     args: args.clone(),
-                    net: net.clone(),
                     paused: false,
                 }
             })
@@ -441,6 +509,33 @@ impl Cluster {
                 .filter_map(|a| a.as_str().and_then(|a| self.index_of(a)))
                 .collect(),
         )
+    }
+
+    /// How long after `since` a node that says it is serving master committed a write (a
+    /// paused or partitioned old master may still say so; the write proves it), or None if
+    /// none did by `deadline`.
+    pub fn serving_master_since(&self, since: Instant, deadline: Instant) -> Option<Duration> {
+        let body = json!({"chg": [json!({"op":"set","key":"heal/probe","value":"1"}).to_string()]})
+            .to_string();
+        while Instant::now() < deadline {
+            if let Some(m) = self.master() {
+                let url = format!("{}/_clusterc/{CLUSTER}/submit", self.nodes[m].direct());
+                let left = deadline.saturating_duration_since(Instant::now());
+                let committed = request(
+                    "POST",
+                    &url,
+                    self.token.as_deref(),
+                    body.as_bytes(),
+                    left.clamp(Duration::from_millis(100), Duration::from_secs(2)),
+                )
+                .is_ok_and(|(s, b)| s == 200 && json_of(&b)["fail"] == json!(false));
+                if committed {
+                    return Some(since.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// `members/add` or `members/remove` through node `via`; Ok once committed.
@@ -683,7 +778,10 @@ fn say(cfg: &Config, t0: Instant, what: &str) {
 
 /// Sleeps `ms`, or less if `end` comes first.
 fn hold(ms: u64, end: Instant) {
-    let until = (Instant::now() + Duration::from_millis(ms)).min(end);
+    hold_until((Instant::now() + Duration::from_millis(ms)).min(end));
+}
+
+fn hold_until(until: Instant) {
     let now = Instant::now();
     if until > now {
         std::thread::sleep(until - now);
@@ -717,8 +815,17 @@ pub fn run(cfg: &Config) -> Report {
     let end = Instant::now() + cfg.duration;
     let mut members: BTreeSet<usize> = (0..n).collect();
     let mut problems = Vec::new();
+    let mut not_applied = 0u64;
+    // When the last fault healed, and how long a master took to serve again after each.
+    let mut healed_at: Option<Instant> = None;
+    let mut recovery = Recovery::default();
     while Instant::now() < end {
-        hold(rng.range(1000, 3000), end);
+        // The calm between two faults; it also measures the recovery from the last one.
+        let calm = (Instant::now() + Duration::from_millis(rng.range(1000, 3000))).min(end);
+        if let Some(h) = healed_at.take() {
+            recovery.add(cluster.serving_master_since(h, calm));
+        }
+        hold_until(calm);
         if Instant::now() >= end {
             break;
         }
@@ -880,6 +987,7 @@ pub fn run(cfg: &Config) -> Report {
                     say(cfg, t0, &format!("remove member {t}"));
                     if let Err(e) = cluster.change_member(via, "remove", t) {
                         say(cfg, t0, &format!("  remove failed: {e}"));
+                        not_applied += 1;
                     }
                     "remove-member"
                 } else {
@@ -887,16 +995,20 @@ pub fn run(cfg: &Config) -> Report {
                     say(cfg, t0, &format!("add member {t} back"));
                     if let Err(e) = cluster.change_member(via, "add", t) {
                         say(cfg, t0, &format!("  add failed: {e}"));
+                        not_applied += 1;
                     }
                     "add-member"
                 }
             }
         };
         *faults.entry(name).or_default() += 1;
+        healed_at = Some(Instant::now());
     }
 
-    // Heal: network, paused and killed nodes; let the clients run on a little; stop them.
+    // Heal: network, paused and killed nodes; measure how long until a master serves again;
+    // let the clients run on a little (at least 3 s after the heal); stop them.
     say(cfg, t0, "heal");
+    let healed_at = Instant::now();
     cluster.net.heal();
     for nd in cluster.nodes.iter_mut() {
         if nd.paused {
@@ -906,7 +1018,22 @@ pub fn run(cfg: &Config) -> Report {
             nd.spawn(&[]);
         }
     }
-    std::thread::sleep(Duration::from_secs(3));
+    let heal_to_master =
+        cluster.serving_master_since(healed_at, healed_at + Duration::from_secs(60));
+    match heal_to_master {
+        Some(d) => say(
+            cfg,
+            t0,
+            &format!("a master serves {} ms after the heal", d.as_millis()),
+        ),
+        None => {
+            problems.push("no master committed a write within 60 s of healing".to_string());
+            for i in 0..n {
+                problems.push(format!("node {i} after the heal: {:?}", cluster.status(i)));
+            }
+        }
+    }
+    hold(3000, healed_at + Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
@@ -996,6 +1123,28 @@ pub fn run(cfg: &Config) -> Report {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let proxied = cluster.net.counts();
+    if proxied.unattributed > 0 {
+        problems.push(format!(
+            "unattributed connections: {}: the proxies closed connections from addresses no node \
+             uses, so they could not fault them (a node calling from somewhere other than its \
+             --source-addr?); the run proves less than it says",
+            proxied.unattributed
+        ));
+    }
+    if proxied.accept_errors > 0 {
+        problems.push(format!(
+            "the proxies failed to accept {} connections: faults the harness did not mean to inject",
+            proxied.accept_errors
+        ));
+    }
+    if proxied.from_nodes == 0 {
+        problems.push(
+            "no connection between nodes crossed the proxies: no fault could have applied"
+                .to_string(),
+        );
+    }
+
     let h = history.events();
     let counts = checker::counts(&h);
     if !data.is_empty() {
@@ -1025,5 +1174,9 @@ pub fn run(cfg: &Config) -> Report {
         keys,
         problems,
         final_commit,
+        heal_to_master,
+        proxy: proxied,
+        not_applied,
+        recovery,
     }
 }
