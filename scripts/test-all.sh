@@ -17,7 +17,10 @@ status=0
 scripts/test-web.sh || status=1
 scripts/fuzz.sh 30 || status=1
 cargo test --workspace 2>&1 | tee target/cargo-test.log || status=1
-grep -h '^simulation' target/cargo-test.log || true
+# The mutation checks: each deliberate protocol bug must be caught by the simulation's checks.
+cargo test -p clusterconsensus --release --features mutants --test mutations -- --nocapture 2>&1 \
+  | tee -a target/cargo-test.log || status=1
+grep -h '^simulation\|^linearizability\|^mutant' target/cargo-test.log || true
 # One countable closing line for every cargo test binary of the workspace.
 grep -h '^test result:' target/cargo-test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i}'
 exit $status

@@ -37,6 +37,32 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Seed of the randomized election timeouts.
     pub seed: u64,
+    /// A deliberate protocol bug, for the simulation's mutation checks (feature `mutants`).
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+/// The deliberate protocol bugs that the simulation must catch (core/tests/mutations.rs), each
+/// breaking one rule of docs/PROTOCOL.md. They take effect only with the `mutants` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mutant {
+    /// A voter answers a prepare before its promise is durable.
+    VoteBeforeDurable,
+    /// A follower answers an accept before its staged slot is durable.
+    AcceptBeforeDurable,
+    /// A master counts a learner's accept toward the majority.
+    LearnerVotes,
+    /// A learner is promoted however far behind it is.
+    PromoteBehind,
+}
+
+impl Mutant {
+    pub const ALL: [Mutant; 4] = [
+        Mutant::VoteBeforeDurable,
+        Mutant::AcceptBeforeDurable,
+        Mutant::LearnerVotes,
+        Mutant::PromoteBehind,
+    ];
 }
 
 impl Config {
@@ -55,6 +81,8 @@ impl Config {
             forward_failures_before_election: 3,
             request_timeout_ms: 1000,
             seed: 0,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 

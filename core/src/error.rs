@@ -89,6 +89,9 @@ pub struct Error {
     pub master: Option<String>,
     /// The instance the refusing node has promised, on refusals caused by a higher promise.
     pub instance: Option<u64>,
+    /// The refusing node's commit, on a refusal that says it is behind (`ERR_GAP`): what it
+    /// needs next follows it.
+    pub commit: Option<u64>,
 }
 
 impl Error {
@@ -98,6 +101,7 @@ impl Error {
             message: message.into(),
             master: None,
             instance: None,
+            commit: None,
         }
     }
 
@@ -108,6 +112,11 @@ impl Error {
 
     pub fn with_instance(mut self, instance: u64) -> Error {
         self.instance = Some(instance);
+        self
+    }
+
+    pub fn with_commit(mut self, commit: u64) -> Error {
+        self.commit = Some(commit);
         self
     }
 

@@ -81,7 +81,7 @@ pub mod wire;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::Config;
+pub use config::{Config, Mutant};
 pub use error::{ConfigError, Error, ErrorCode, RestoreError};
 pub use output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,

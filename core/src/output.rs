@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Payload, Request, Response, Staged};
+use crate::wire::{Learner, Payload, Request, Response, Staged};
 
 /// Chosen by the host for each incoming request (and for local commands); the answer comes back
 /// as [`Output::Reply`] with the same id.
@@ -135,7 +135,11 @@ pub struct HardState {
     pub promised_master: Option<String>,
     pub commit: u64,
     pub staged: Option<Staged>,
+    /// The voters (sorted).
     pub members: Vec<String>,
+    /// The learners: members that receive the log but do not vote (sorted by address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<Learner>,
     /// Seq of the last committed membership change (the member-list version).
     pub members_version: u64,
 }
@@ -200,7 +204,11 @@ pub enum Event {
     /// A snapshot replaced the state: the state is now that at commit `seq`.
     SnapshotInstalled { seq: u64 },
     /// The member list changed (a membership change committed or a snapshot was installed).
-    MembersChanged { members: Vec<String>, version: u64 },
+    MembersChanged {
+        members: Vec<String>,
+        learners: Vec<Learner>,
+        version: u64,
+    },
     /// The node joined a cluster (its first `start`, or `bootstrap`).
     Joined,
     /// The node learned that it was removed.

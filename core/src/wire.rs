@@ -94,6 +94,24 @@ pub struct Accept {
     pub master: Option<Member>,
 }
 
+/// A member that receives the log but does not vote (docs/PROTOCOL.md section 8), on the wire
+/// `{"addr": A}` or `{"addr": A, "promote": false}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Learner {
+    pub addr: String,
+    /// The master makes it a voter once it has caught up (else only `members/promote` does).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub promote: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// `POST addmember` / `POST rmmember`: an accept whose payload is one membership change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberChange {
@@ -103,6 +121,13 @@ pub struct MemberChange {
     /// Extension: the sender (see [`Accept::master`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<Member>,
+    /// Extension, on `addmember`: add `mem` as a learner (a seed peer adds a voter, which only
+    /// makes its own majorities larger).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub learner: bool,
+    /// Extension, with `learner`: whether the master promotes it once caught up.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub promote: bool,
 }
 
 /// `POST start`: committed state for a node that joins or fell behind.
@@ -114,11 +139,15 @@ pub struct Start {
     #[serde(rename = "self")]
     pub self_: Member,
     pub master: Member,
+    /// Every member: the voters and the learners (a seed peer sees them all as voters).
     pub participants: Vec<Member>,
     pub snap: String,
     /// Extension: the member-list version (seq of the last committed membership change) at `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// Extension: which of `participants` are learners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<Learner>,
 }
 
 /// `POST submit`: changes for the master to replicate.
@@ -131,7 +160,7 @@ pub struct Submit {
     pub forwarded: bool,
 }
 
-/// `POST members/add` and `POST members/remove` (admin, not in the seed).
+/// `POST members/add`, `members/remove` and `members/promote` (admin, not in the seed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminMember {
     pub addr: String,
@@ -141,6 +170,27 @@ pub struct AdminMember {
     /// Set when a follower forwards the request to its master.
     #[serde(default, skip_serializing_if = "is_false")]
     pub forwarded: bool,
+    /// `members/add` only: add a voter at once, as the seed does, instead of a learner that is
+    /// promoted once caught up (until it holds the state the cluster needs a majority of the
+    /// larger member list).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub voter: bool,
+    /// `members/add` only: `false` keeps the learner a learner until `members/promote`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub promote: bool,
+}
+
+impl AdminMember {
+    /// An admin call about `addr` with the defaults (a learner promoted once caught up).
+    pub fn new(addr: impl Into<String>) -> AdminMember {
+        AdminMember {
+            addr: addr.into(),
+            version: None,
+            forwarded: false,
+            voter: false,
+            promote: true,
+        }
+    }
 }
 
 /// `POST readindex` (not in the seed): a follower asks its master for a read index. The
@@ -184,6 +234,9 @@ pub struct AcceptResult {
     /// Extension: on a refusal, the instance the node has promised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u64>,
+    /// Extension: on an `ERR_GAP` refusal, the node's commit (what it needs next follows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Answer to `addmember`, `rmmember`, `start`, `submit` and the admin calls.
@@ -229,8 +282,8 @@ impl FailResult {
         FailResult {
             fail: true,
             instance: e.instance,
+            seq: e.commit,
             err: Some(e),
-            seq: None,
             results: None,
         }
     }
@@ -258,9 +311,11 @@ impl FailResult {
 pub enum Payload {
     /// Application changes, applied in order.
     Changes(Vec<String>),
-    /// Add this member.
+    /// Make this member a voter (add it, or promote the learner).
     Add(String),
-    /// Remove this member.
+    /// Add this member as a learner.
+    Learner(Learner),
+    /// Remove this member (voter or learner).
     Rm(String),
 }
 
@@ -285,12 +340,24 @@ impl Payload {
                 seq,
                 mem: Member::new(a.clone()),
                 master,
+                learner: false,
+                promote: true,
+            }),
+            Payload::Learner(l) => Request::AddMember(MemberChange {
+                instance,
+                seq,
+                mem: Member::new(l.addr.clone()),
+                master,
+                learner: true,
+                promote: l.promote,
             }),
             Payload::Rm(a) => Request::RmMember(MemberChange {
                 instance,
                 seq,
                 mem: Member::new(a.clone()),
                 master,
+                learner: false,
+                promote: true,
             }),
         }
     }
@@ -318,6 +385,11 @@ struct StagedWire {
     add: Option<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rm: Option<Member>,
+    /// With `add`: a learner.
+    #[serde(default, skip_serializing_if = "is_false")]
+    learner: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    promote: bool,
 }
 
 impl TryFrom<StagedWire> for Staged {
@@ -325,6 +397,10 @@ impl TryFrom<StagedWire> for Staged {
     fn try_from(w: StagedWire) -> Result<Staged, String> {
         let payload = match (w.chg, w.add, w.rm) {
             (Some(c), None, None) => Payload::Changes(c),
+            (None, Some(a), None) if w.learner => Payload::Learner(Learner {
+                addr: a.addr,
+                promote: w.promote,
+            }),
             (None, Some(a), None) => Payload::Add(a.addr),
             (None, None, Some(r)) => Payload::Rm(r.addr),
             _ => return Err("staged needs exactly one of chg, add, rm".to_string()),
@@ -339,9 +415,14 @@ impl TryFrom<StagedWire> for Staged {
 
 impl From<Staged> for StagedWire {
     fn from(s: Staged) -> StagedWire {
+        let (mut learner, mut promote) = (false, true);
         let (chg, add, rm) = match s.payload {
             Payload::Changes(c) => (Some(c), None, None),
             Payload::Add(a) => (None, Some(Member { addr: a }), None),
+            Payload::Learner(l) => {
+                (learner, promote) = (true, l.promote);
+                (None, Some(Member { addr: l.addr }), None)
+            }
             Payload::Rm(r) => (None, None, Some(Member { addr: r })),
         };
         StagedWire {
@@ -350,6 +431,8 @@ impl From<Staged> for StagedWire {
             chg,
             add,
             rm,
+            learner,
+            promote,
         }
     }
 }
@@ -371,12 +454,14 @@ pub enum Method {
     MembersAdd,
     /// Admin: `members/remove`.
     MembersRemove,
+    /// Admin: `members/promote` (a learner becomes a voter).
+    MembersPromote,
     /// A follower's read-index request to its master.
     ReadIndex,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Prepare,
         Method::Accept,
         Method::AddMember,
@@ -385,6 +470,7 @@ impl Method {
         Method::Submit,
         Method::MembersAdd,
         Method::MembersRemove,
+        Method::MembersPromote,
         Method::ReadIndex,
     ];
 
@@ -399,6 +485,7 @@ impl Method {
             Method::Submit => "submit",
             Method::MembersAdd => "members/add",
             Method::MembersRemove => "members/remove",
+            Method::MembersPromote => "members/promote",
             Method::ReadIndex => "readindex",
         }
     }
@@ -413,7 +500,7 @@ impl Method {
     pub const fn is_peer_call(self) -> bool {
         !matches!(
             self,
-            Method::Submit | Method::MembersAdd | Method::MembersRemove
+            Method::Submit | Method::MembersAdd | Method::MembersRemove | Method::MembersPromote
         )
     }
 
@@ -457,6 +544,7 @@ pub enum Request {
     Submit(Submit),
     MembersAdd(AdminMember),
     MembersRemove(AdminMember),
+    MembersPromote(AdminMember),
     ReadIndex(ReadIndex),
 }
 
@@ -490,6 +578,7 @@ impl Request {
             Request::Submit(_) => Method::Submit,
             Request::MembersAdd(_) => Method::MembersAdd,
             Request::MembersRemove(_) => Method::MembersRemove,
+            Request::MembersPromote(_) => Method::MembersPromote,
             Request::ReadIndex(_) => Method::ReadIndex,
         }
     }
@@ -505,6 +594,7 @@ impl Request {
             Method::Submit => Request::Submit(decode_json(method, body)?),
             Method::MembersAdd => Request::MembersAdd(decode_json(method, body)?),
             Method::MembersRemove => Request::MembersRemove(decode_json(method, body)?),
+            Method::MembersPromote => Request::MembersPromote(decode_json(method, body)?),
             Method::ReadIndex => Request::ReadIndex(decode_json(method, body)?),
         })
     }
@@ -516,7 +606,9 @@ impl Request {
             Request::AddMember(r) | Request::RmMember(r) => encode_json(r),
             Request::Start(r) => encode_json(r),
             Request::Submit(r) => encode_json(r),
-            Request::MembersAdd(r) | Request::MembersRemove(r) => encode_json(r),
+            Request::MembersAdd(r) | Request::MembersRemove(r) | Request::MembersPromote(r) => {
+                encode_json(r)
+            }
             Request::ReadIndex(r) => encode_json(r),
         }
     }
@@ -539,6 +631,7 @@ pub fn response_error(method: Method, err: Error) -> Response {
         Method::Accept => Response::Accept(AcceptResult {
             accepted: false,
             instance: err.instance,
+            seq: err.commit,
             err: Some(err),
         }),
         _ => Response::Fail(FailResult::error(err)),
@@ -606,6 +699,30 @@ mod tests {
     }
 
     #[test]
+    fn a_learner_travels_as_an_addmember_with_extensions_a_seed_peer_ignores() {
+        let l = Payload::Learner(Learner {
+            addr: "http://n:1".into(),
+            promote: true,
+        });
+        let body = l.to_request(2, 9, "http://m:1").encode();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"instance":2,"seq":9,"mem":{"addr":"http://n:1"},"master":{"addr":"http://m:1"},"learner":true}"#
+        );
+        let staged = Staged {
+            instance: 2,
+            seq: 9,
+            payload: l,
+        };
+        let text = serde_json::to_string(&staged).unwrap();
+        assert_eq!(
+            text,
+            r#"{"instance":2,"seq":9,"add":{"addr":"http://n:1"},"learner":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Staged>(&text).unwrap(), staged);
+    }
+
+    #[test]
     fn requests_round_trip_through_bytes() {
         let reqs = vec![
             Request::Submit(Submit {
@@ -613,11 +730,17 @@ mod tests {
                 forwarded: true,
             }),
             Request::MembersAdd(AdminMember {
-                addr: "http://x:1".into(),
                 version: Some(3),
-                forwarded: false,
+                promote: false,
+                ..AdminMember::new("http://x:1")
             }),
+            Request::MembersPromote(AdminMember::new("http://x:1")),
             Payload::Rm("http://y:2".into()).to_request(4, 5, "http://m:1"),
+            Payload::Learner(Learner {
+                addr: "http://z:3".into(),
+                promote: false,
+            })
+            .to_request(4, 6, "http://m:1"),
         ];
         for r in reqs {
             assert_eq!(Request::decode(r.method(), &r.encode()).unwrap(), r);

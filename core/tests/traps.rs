@@ -274,10 +274,16 @@ fn trap_e_isolated_node_with_higher_promise_catches_up() {
 
 #[test]
 fn trap_f_candidate_starts_an_unjoined_member() {
-    // Node 3 is added; the add commits everywhere but its `start` is lost, then the master
-    // crashes. 1, 2 and 3 are the only majority of the four members: 1 must start 3.
+    // Node 3 is added as a voter at once (`"voter": true`; by default it would join as a
+    // learner, and no majority would need it); the add commits everywhere but its `start` is
+    // lost, then the master crashes. 1, 2 and 3 are the only majority of the four members: 1
+    // must start 3.
     let mut s = manual(3, 1);
-    let op = s.admin(0, Method::MembersAdd, &addr(3), None);
+    let add = AdminMember {
+        voter: true,
+        ..AdminMember::new(addr(3))
+    };
+    let op = s.admin_call(0, Method::MembersAdd, add);
     deliver(&mut s, Some(0), None, Some(Method::AddMember));
     deliver(&mut s, None, Some(0), Some(Method::AddMember));
     assert_eq!(s.op(op).unwrap().ok, Some(true));
@@ -325,9 +331,8 @@ fn trap_h_delayed_admin_add_with_old_version_is_refused() {
     assert_eq!(s.op(rm).unwrap().ok, Some(true));
     // The first request, delayed and delivered again.
     let late = Request::MembersAdd(AdminMember {
-        addr: addr(3),
         version: Some(v0),
-        forwarded: false,
+        ..AdminMember::new(addr(3))
     });
     let r = s.inject(0, late);
     assert!(

@@ -395,11 +395,17 @@ impl Task {
             Event::Committed { seq, payload } => match payload {
                 Payload::Changes(c) => debug!(cluster, seq, changes = c.len(), "committed"),
                 Payload::Add(a) => info!(cluster, seq, member = %a, "member added"),
+                Payload::Learner(l) => info!(cluster, seq, learner = %l.addr, "learner added"),
                 Payload::Rm(a) => info!(cluster, seq, member = %a, "member removed"),
             },
             Event::SnapshotInstalled { seq } => info!(cluster, seq, "snapshot installed"),
-            Event::MembersChanged { members, version } => {
-                info!(cluster, version, ?members, "members changed")
+            Event::MembersChanged {
+                members,
+                learners,
+                version,
+            } => {
+                let learners: Vec<&str> = learners.iter().map(|l| l.addr.as_str()).collect();
+                info!(cluster, version, ?members, ?learners, "members changed")
             }
             Event::Joined => info!(cluster, "joined the cluster"),
             Event::Removed => warn!(cluster, "removed from the cluster"),
@@ -431,11 +437,7 @@ pub async fn bootstrap(cluster: Cluster, peers: Vec<String>, client: HttpClient)
         wait_until_up(&client, &peer, &id).await;
         let mut attempt = 0u32;
         loop {
-            let req = Request::MembersAdd(clusterconsensus::wire::AdminMember {
-                addr: peer.clone(),
-                version: None,
-                forwarded: false,
-            });
+            let req = Request::MembersAdd(clusterconsensus::wire::AdminMember::new(peer.clone()));
             let res = match cluster.call(req).await {
                 Ok(Response::Fail(f)) => f.into_result(),
                 Ok(_) => Err(Error::new(ErrorCode::Call, "unexpected answer shape")),

@@ -396,6 +396,7 @@ mod tests {
             commit,
             staged: None,
             members: vec!["http://a".into()],
+            learners: vec![],
             members_version: 0,
         }
     }

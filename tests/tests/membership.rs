@@ -25,8 +25,20 @@ fn a_fourth_node_is_added_gets_the_state_submits_and_is_removed() {
     )
     .unwrap();
     assert_eq!(v, json!({"fail": false, "err": null}));
-    // Committed: the master lists it now; the followers learn the commit with the next accept
-    // (an idle master sends an empty one after commit_notice_ms).
+    // Committed as a learner: the master lists it among the learners at once...
+    let st = status(&c.nodes[m].url, "c1").unwrap();
+    assert!(
+        st["learners"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!({"addr": fourth.url})))
+            || st["members"]
+                .as_array()
+                .is_some_and(|l| l.contains(&json!(fourth.url))),
+        "{st}"
+    );
+    // ...and among the voters once it has the state (the master promotes it); the followers
+    // learn each commit with the next accept (an idle master sends an empty one after
+    // commit_notice_ms).
     let lists_fourth = |url: &str| {
         status(url, "c1").filter(|st| {
             st["members"]
@@ -34,10 +46,9 @@ fn a_fourth_node_is_added_gets_the_state_submits_and_is_removed() {
                 .is_some_and(|m| m.contains(&json!(fourth.url)))
         })
     };
-    assert!(lists_fourth(&c.nodes[m].url).is_some());
     for n in &c.nodes {
         wait_for(
-            Duration::from_secs(2),
+            Duration::from_secs(10),
             "every member to list the 4th",
             || lists_fourth(&n.url).map(|_| ()),
         );

@@ -316,9 +316,8 @@ impl Client {
         let this = self.clone();
         promise(async move {
             let body = AdminMember {
-                addr,
                 version: version.map(|v| v as u64),
-                forwarded: false,
+                ..AdminMember::new(addr)
             };
             let body = serde_json::to_string(&body).unwrap_or_default();
             let (status, text) = this.call("POST", method.path(), Some(body)).await?;

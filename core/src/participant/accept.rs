@@ -80,7 +80,8 @@ impl<S: StateMachine> Participant<S> {
             let e = Error::new(
                 ErrorCode::Gap,
                 format!("received seq {seq}, commit is {commit}"),
-            );
+            )
+            .with_commit(commit);
             return self.reply_err(id, method, e);
         }
         // 4. seq == commit + 1. An empty payload stages nothing and clears nothing (traps A, B).
@@ -104,9 +105,13 @@ impl<S: StateMachine> Participant<S> {
                 accepted: true,
                 err: None,
                 instance: None,
+                seq: None,
             }),
             _ => Response::Fail(FailResult::ok()),
         };
+        if self.mutant(crate::Mutant::AcceptBeforeDurable) {
+            return self.reply_early(id, r);
+        }
         self.reply(id, r);
     }
 }

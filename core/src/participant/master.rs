@@ -9,7 +9,9 @@ use alloc::vec::Vec;
 use super::{majority, Durable, Participant, Pending, Role};
 use crate::error::{Error, ErrorCode};
 use crate::output::{Event, RequestId, Status};
-use crate::wire::{Accept, FailResult, Member, Method, Payload, Request, Response, Staged, Start};
+use crate::wire::{
+    Accept, FailResult, Learner, Member, Method, Payload, Request, Response, Staged, Start,
+};
 use crate::StateMachine;
 
 /// Most requests outstanding to one follower before heartbeats to it pause.
@@ -35,7 +37,9 @@ pub(super) struct Leadership {
 }
 
 pub(super) struct AdminOp {
-    pub id: RequestId,
+    /// The admin call to answer (`None`: the master's own promotion of a learner).
+    pub id: Option<RequestId>,
+    pub method: Method,
     pub payload: Payload,
     pub version: Option<u64>,
 }
@@ -55,6 +59,10 @@ pub(super) struct Inflight {
 #[derive(Default)]
 pub(super) struct Peer {
     pub last_ack: u64,
+    /// A commit this peer is known to hold: it accepted an accept at `matched + 1`.
+    pub matched: u64,
+    /// The master's promotion of this learner is queued or in flight.
+    pub promoting: bool,
     pub outstanding: u32,
     /// The highest read round it answered.
     pub read_acked: u64,
@@ -66,7 +74,7 @@ impl<S: StateMachine> Participant<S> {
     /// Takes office at `instance`: the first accept carries the recovered payload.
     pub(super) fn lead(&mut self, now: u64, instance: u64, recovered: Payload) {
         let peers = self
-            .others()
+            .replicas()
             .into_iter()
             .map(|m| {
                 let p = Peer {
@@ -90,6 +98,20 @@ impl<S: StateMachine> Participant<S> {
             read_round: 0,
             reads: Vec::new(),
         });
+        // A bootstrapped master grows its cluster once it serves (the queue waits for that).
+        for addr in core::mem::take(&mut self.joiners) {
+            if let Some(l) = self.leader.as_mut() {
+                l.admin.push_back(AdminOp {
+                    id: None,
+                    method: Method::MembersAdd,
+                    payload: Payload::Learner(Learner {
+                        addr,
+                        promote: true,
+                    }),
+                    version: None,
+                });
+            }
+        }
         self.propose(now, recovered, Vec::new());
     }
 
@@ -105,7 +127,7 @@ impl<S: StateMachine> Participant<S> {
         let empty = payload.is_empty();
         let request = payload.to_request(instance, seq, &self.hard.self_addr);
         // The proposal does not depend on our own staged copy: send before persisting it.
-        for peer in self.others() {
+        for peer in self.replicas() {
             self.send_to_peer(peer, request.clone(), Some(proposal), true);
         }
         if !empty {
@@ -141,10 +163,16 @@ impl<S: StateMachine> Participant<S> {
         if let Some(p) = l.peers.get_mut(&to) {
             p.outstanding += 1;
         }
+        let seq = match &request {
+            Request::Accept(a) => a.seq,
+            Request::AddMember(m) | Request::RmMember(m) => m.seq,
+            _ => 0,
+        };
         let pending = Pending::Accept {
             instance,
             proposal,
             round,
+            seq,
         };
         if early {
             self.send_early(to, request, pending);
@@ -165,6 +193,7 @@ impl<S: StateMachine> Participant<S> {
 
     /// Decides the in-flight slot once a majority (us included) holds it.
     fn check_quorum(&mut self, now: u64) {
+        let learner_votes = self.mutant(crate::Mutant::LearnerVotes);
         let me = self.hard.self_addr.clone();
         let n = self.hard.members.len();
         let Some(l) = self.leader.as_mut() else {
@@ -176,7 +205,7 @@ impl<S: StateMachine> Participant<S> {
         let votes = f
             .acks
             .iter()
-            .filter(|a| self.hard.members.contains(a))
+            .filter(|a| self.hard.members.contains(a) || learner_votes)
             .count()
             + usize::from(f.self_ack && self.hard.members.contains(&me));
         if votes < majority(n) {
@@ -193,17 +222,25 @@ impl<S: StateMachine> Participant<S> {
         let batch = matches!(payload, Payload::Changes(_));
         let results = self.commit_entry(now, f.seq, f.payload, true);
         match payload {
-            Payload::Add(a) => {
-                if let Some(l) = self.leader.as_mut() {
-                    l.peers.insert(
-                        a.clone(),
-                        Peer {
+            Payload::Add(a) | Payload::Learner(Learner { addr: a, .. }) if a != me => {
+                let known = self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.peers.contains_key(&a));
+                if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&a)) {
+                    // A learner promoted: it holds the state already.
+                    p.promoting = false;
+                }
+                if !known {
+                    if let Some(l) = self.leader.as_mut() {
+                        let p = Peer {
                             last_ack: now,
                             ..Peer::default()
-                        },
-                    );
+                        };
+                        l.peers.insert(a.clone(), p);
+                    }
+                    self.send_start(a, false);
                 }
-                self.send_start(a, false);
             }
             Payload::Rm(a) if a != me => {
                 if let Some(l) = self.leader.as_mut() {
@@ -278,10 +315,19 @@ impl<S: StateMachine> Participant<S> {
             }
             if let Some(op) = l.admin.pop_front() {
                 let refusal = self.admin_refusal(&op);
-                match refusal {
-                    Some(Ok(())) => self.reply(op.id, Response::Fail(FailResult::ok())),
-                    Some(Err(e)) => self.reply_err(op.id, Method::MembersAdd, e),
-                    None => return self.propose(now, op.payload, alloc::vec![(op.id, 0)]),
+                let waiters: Vec<(RequestId, usize)> =
+                    op.id.map(|id| (id, 0)).into_iter().collect();
+                match (refusal, op.id) {
+                    (None, _) => return self.propose(now, op.payload, waiters),
+                    (Some(Ok(())), Some(id)) => self.reply(id, Response::Fail(FailResult::ok())),
+                    (Some(Err(e)), Some(id)) => self.reply_err(id, op.method, e),
+                    (Some(_), None) => {}
+                }
+                if let Payload::Add(a) = &op.payload {
+                    // Not proposed: the master may try to promote it again later.
+                    if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(a)) {
+                        p.promoting = false;
+                    }
                 }
                 continue;
             }
@@ -316,14 +362,67 @@ impl<S: StateMachine> Participant<S> {
         }
         match &op.payload {
             Payload::Add(a) if self.is_member(a) => Some(Ok(())),
-            Payload::Rm(a) if !self.is_member(a) => Some(Ok(())),
-            Payload::Rm(_) if self.hard.members.len() == 1 => {
+            Payload::Add(a) if op.method == Method::MembersPromote && !self.is_learner(a) => {
+                Some(Err(Error::state(alloc::format!("{a} is not a learner"))))
+            }
+            Payload::Add(a) if self.is_learner(a) => self.promotion_refusal(a).map(Err),
+            Payload::Learner(l) if self.is_member(&l.addr) || self.is_learner(&l.addr) => {
+                Some(Ok(()))
+            }
+            Payload::Rm(a) if !self.is_member(a) && !self.is_learner(a) => Some(Ok(())),
+            Payload::Rm(a) if self.is_member(a) && self.hard.members.len() == 1 => {
                 Some(Err(Error::state("the last member cannot be removed")))
             }
             _ => None,
         }
     }
 
+    /// Why learner `a` cannot become a voter now: it must hold every committed entry but the
+    /// newest, which it holds staged (docs/PROTOCOL.md section 8). A voter that cannot vote
+    /// because it still lacks the state lowers availability.
+    fn promotion_refusal(&self, a: &str) -> Option<Error> {
+        let matched = self.peer_progress(a).map_or(0, |(m, _)| m);
+        let behind = self.hard.commit.saturating_sub(matched);
+        (behind > 1 && !self.mutant(crate::Mutant::PromoteBehind)).then(|| {
+            Error::state(alloc::format!(
+                "learner {a} is {behind} entries behind; it is promoted once it has caught up"
+            ))
+        })
+    }
+
+    /// On a master: the commit `peer` is known to hold, and how far it is behind.
+    pub(super) fn peer_progress(&self, peer: &str) -> Option<(u64, u64)> {
+        let p = self.leader.as_ref()?.peers.get(peer)?;
+        Some((p.matched, self.hard.commit.saturating_sub(p.matched)))
+    }
+
+    /// A learner that the master promotes by itself has caught up: queue its promotion.
+    fn maybe_promote(&mut self, now: u64, peer: &str) {
+        let auto = self
+            .hard
+            .learners
+            .iter()
+            .any(|l| l.addr == peer && l.promote);
+        if !auto || self.promotion_refusal(peer).is_some() {
+            return;
+        }
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        match l.peers.get_mut(peer) {
+            Some(p) if !p.promoting => p.promoting = true,
+            _ => return,
+        }
+        l.admin.push_back(AdminOp {
+            id: None,
+            method: Method::MembersPromote,
+            payload: Payload::Add(String::from(peer)),
+            version: None,
+        });
+        self.try_propose_next(now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_accept_result(
         &mut self,
         now: u64,
@@ -331,6 +430,7 @@ impl<S: StateMachine> Participant<S> {
         instance: u64,
         proposal: Option<u64>,
         round: u64,
+        seq: u64,
         res: Result<Response, Error>,
     ) {
         let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
@@ -349,9 +449,14 @@ impl<S: StateMachine> Participant<S> {
         if ok {
             peer.last_ack = now;
             peer.read_acked = peer.read_acked.max(round);
+            // An accept at `seq` is accepted only by a node whose commit is at least seq - 1.
+            peer.matched = peer.matched.max(seq.saturating_sub(1));
             if let Some(f) = l.inflight.as_mut().filter(|f| Some(f.proposal) == proposal) {
-                f.acks.insert(from);
+                f.acks.insert(from.clone());
                 self.check_quorum(now);
+            }
+            if self.is_learner(&from) {
+                self.maybe_promote(now, &from);
             }
             return self.check_reads(now);
         }
@@ -386,9 +491,10 @@ impl<S: StateMachine> Participant<S> {
             cluster: self.hard.cluster.clone(),
             self_: Member::new(to),
             master: Member::new(master),
-            participants: self.hard.members.iter().cloned().map(Member::new).collect(),
+            participants: self.all_members().into_iter().map(Member::new).collect(),
             snap: self.snapshot_string(),
             version: Some(self.hard.members_version),
+            learners: self.hard.learners.clone(),
         }
     }
 
@@ -495,7 +601,7 @@ impl<S: StateMachine> Participant<S> {
             waiters.extend(f.waiters.into_iter().map(|(id, _)| id));
         }
         waiters.extend(l.queue.into_iter().map(|(id, _)| id));
-        waiters.extend(l.admin.into_iter().map(|op| op.id));
+        waiters.extend(l.admin.into_iter().filter_map(|op| op.id));
         waiters.extend(l.reads.into_iter().map(|r| r.id));
         for w in waiters {
             self.reply_err(w, Method::Submit, err.clone());
@@ -504,7 +610,7 @@ impl<S: StateMachine> Participant<S> {
             self.role = if self.hard.status == Status::Removed {
                 Role::Removed
             } else {
-                Role::Participant
+                self.follower_role()
             };
         }
         self.master = None;

@@ -6,55 +6,50 @@ use alloc::string::String;
 use super::{Participant, Pending, Role};
 use crate::error::{Error, ErrorCode};
 use crate::output::RequestId;
-use crate::wire::{AdminMember, Method, Payload, Request, Response};
+use crate::wire::{AdminMember, Learner, Method, Payload, Request, Response};
 use crate::StateMachine;
 
 use super::master::AdminOp;
 
 impl<S: StateMachine> Participant<S> {
-    /// `members/add` or `members/remove`: queued at the master (one change at a time, each a
-    /// slot of its own), forwarded by a follower.
-    pub(super) fn on_admin(
-        &mut self,
-        now: u64,
-        id: RequestId,
-        payload: Payload,
-        version: Option<u64>,
-        forwarded: bool,
-    ) {
-        let addr = match &payload {
-            Payload::Add(a) | Payload::Rm(a) => a.clone(),
-            Payload::Changes(_) => return,
-        };
-        let method = if matches!(payload, Payload::Add(_)) {
-            Method::MembersAdd
-        } else {
-            Method::MembersRemove
-        };
+    /// `members/add`, `members/remove` or `members/promote`: queued at the master (one change
+    /// at a time, each a slot of its own), forwarded by a follower. An add is a learner unless
+    /// the call asks for a voter (docs/PROTOCOL.md section 8).
+    pub(super) fn on_admin(&mut self, now: u64, id: RequestId, method: Method, r: AdminMember) {
+        let addr = r.addr.clone();
         if addr.is_empty() || addr.ends_with('/') || addr.contains(char::is_whitespace) {
             let e = Error::encoding("a member address is an HTTP base URL without trailing slash");
             return self.reply_err(id, method, e);
         }
         if self.role == Role::Master {
+            let payload = match method {
+                Method::MembersRemove => Payload::Rm(addr),
+                Method::MembersAdd if !r.voter => Payload::Learner(Learner {
+                    addr,
+                    promote: r.promote,
+                }),
+                _ => Payload::Add(addr),
+            };
             if let Some(l) = self.leader.as_mut() {
                 l.admin.push_back(AdminOp {
-                    id,
+                    id: Some(id),
+                    method,
                     payload,
-                    version,
+                    version: r.version,
                 });
             }
             return self.try_propose_next(now);
         }
         let body = AdminMember {
-            addr,
-            version,
             forwarded: true,
+            ..r.clone()
         };
         let req = match method {
             Method::MembersAdd => Request::MembersAdd(body),
+            Method::MembersPromote => Request::MembersPromote(body),
             _ => Request::MembersRemove(body),
         };
-        self.forward_or_refuse(id, req, forwarded);
+        self.forward_or_refuse(id, req, r.forwarded);
     }
 
     /// Pushes our committed state to `to` as a `start` that names no usable master: `to` is

@@ -29,7 +29,7 @@ use crate::output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
     Snapshot, Status, Stored,
 };
-use crate::wire::{Method, Payload, Request, Response, Staged};
+use crate::wire::{AdminMember, Learner, Method, Payload, Request, Response, Staged};
 use crate::StateMachine;
 
 use election::Campaign;
@@ -43,6 +43,9 @@ pub enum Role {
     Unjoined,
     /// A member following a master (or waiting for one).
     Participant,
+    /// A member that receives the log and state but does not vote or campaign (it is not
+    /// counted in any majority) until it is promoted (docs/PROTOCOL.md section 8).
+    Learner,
     /// Campaigning for mastership.
     Candidate,
     /// The master.
@@ -56,6 +59,7 @@ impl Role {
         match self {
             Role::Unjoined => "unjoined",
             Role::Participant => "participant",
+            Role::Learner => "learner",
             Role::Candidate => "candidate",
             Role::Master => "master",
             Role::Removed => "removed",
@@ -77,6 +81,9 @@ enum Pending {
         proposal: Option<u64>,
         /// The master's read round when it was sent (see [`read`]).
         round: u64,
+        /// The seq it proposes at (an accepted answer shows the receiver's commit is at least
+        /// one below).
+        seq: u64,
     },
     /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
     Start {
@@ -94,6 +101,8 @@ enum Pending {
     /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
     /// matters if it reports a gap.
     Notice,
+    /// An unjoined node's request to be added: it waits for the `start` either way.
+    Join,
 }
 
 /// Work to do once a persist is durable.
@@ -153,6 +162,20 @@ pub struct Participant<S: StateMachine> {
     leader: Option<Leadership>,
     /// Reads waiting for this node to apply their index.
     local_reads: Vec<read::LocalRead>,
+    /// Peers a bootstrapped master adds once it serves ([`Participant::bootstrap_with`]).
+    joiners: Vec<String>,
+    /// An unjoined node asking to be added ([`Participant::join`]).
+    joining: Option<Joining>,
+}
+
+/// An unjoined node's requests to be added.
+#[derive(Clone, Debug)]
+struct Joining {
+    via: Vec<String>,
+    /// Which of `via` to ask next.
+    next: usize,
+    /// When to ask.
+    at: u64,
 }
 
 /// Majority of `n` members: `n/2 + 1` (docs/PROTOCOL.md section 3; trap J).
@@ -170,7 +193,9 @@ pub struct StatusReport {
     pub instance: u64,
     pub commit: u64,
     pub master: Option<String>,
+    /// The voters.
     pub members: Vec<String>,
+    pub learners: Vec<Learner>,
     pub version: u64,
     pub staged: Option<Staged>,
     /// Milliseconds since a live master was last heard from (0 on the master).
@@ -187,6 +212,11 @@ pub struct PeerStatus {
     pub reachable: bool,
     /// Milliseconds since its last successful answer.
     pub last_contact_ms: Option<u64>,
+    pub learner: bool,
+    /// On a master: the commit it is known to hold (it answered an accept at `matched + 1`).
+    pub matched: Option<u64>,
+    /// On a master: how many committed entries it is behind.
+    pub lag: Option<u64>,
 }
 
 impl<S: StateMachine> core::fmt::Debug for Participant<S> {
@@ -216,6 +246,7 @@ impl<S: StateMachine> Participant<S> {
             commit: 0,
             staged: None,
             members: Vec::new(),
+            learners: Vec::new(),
             members_version: 0,
         };
         Ok(Participant {
@@ -247,6 +278,8 @@ impl<S: StateMachine> Participant<S> {
             campaign: None,
             leader: None,
             local_reads: Vec::new(),
+            joiners: Vec::new(),
+            joining: None,
         })
     }
 
@@ -303,12 +336,12 @@ impl<S: StateMachine> Participant<S> {
         }
         p.commits_since_snapshot = stored.entries.len() as u64;
         p.max_seen = hard.promised;
-        p.role = match hard.status {
+        p.hard = hard;
+        p.role = match p.hard.status {
             Status::Unjoined => Role::Unjoined,
-            Status::Joined => Role::Participant,
+            Status::Joined => p.follower_role(),
             Status::Removed => Role::Removed,
         };
-        p.hard = hard;
         if p.role == Role::Participant {
             p.reset_election_timer(now);
         }
@@ -334,9 +367,13 @@ impl<S: StateMachine> Participant<S> {
     pub fn master(&self) -> Option<&str> {
         self.master.as_deref()
     }
-    /// The member list as of the commit index (sorted).
+    /// The voters as of the commit index (sorted).
     pub fn members(&self) -> &[String] {
         &self.hard.members
+    }
+    /// The learners as of the commit index (sorted by address).
+    pub fn learners(&self) -> &[Learner] {
+        &self.hard.learners
     }
     /// The member-list version: seq of the last committed membership change.
     pub fn members_version(&self) -> u64 {
@@ -369,16 +406,18 @@ impl<S: StateMachine> Participant<S> {
     /// Everything an operator wants to see, for a status page.
     pub fn status(&self, now: u64) -> StatusReport {
         let peers = self
-            .hard
-            .members
-            .iter()
-            .filter(|m| **m != self.hard.self_addr)
+            .replicas()
+            .into_iter()
             .map(|m| {
-                let last = self.contact.get(m).map(|t| now.saturating_sub(*t));
+                let last = self.contact.get(&m).map(|t| now.saturating_sub(*t));
+                let (matched, lag) = self.peer_progress(&m).unzip();
                 PeerStatus {
-                    addr: m.clone(),
+                    learner: self.is_learner(&m),
                     reachable: last.is_some_and(|d| d < self.cfg.election_min_ms),
                     last_contact_ms: last,
+                    matched,
+                    lag,
+                    addr: m,
                 }
             })
             .collect();
@@ -390,6 +429,7 @@ impl<S: StateMachine> Participant<S> {
             commit: self.hard.commit,
             master: self.master.clone(),
             members: self.hard.members.clone(),
+            learners: self.hard.learners.clone(),
             version: self.hard.members_version,
             staged: self.hard.staged.clone(),
             last_master_contact_ms: if self.role == Role::Master {
@@ -427,13 +467,20 @@ impl<S: StateMachine> Participant<S> {
             }
             Request::AddMember(r) => {
                 let master = r.master.map(|m| m.addr);
+                let payload = match r.learner {
+                    true => Payload::Learner(Learner {
+                        addr: r.mem.addr,
+                        promote: r.promote,
+                    }),
+                    false => Payload::Add(r.mem.addr),
+                };
                 self.on_accept(
                     now,
                     id,
                     Method::AddMember,
                     r.instance,
                     r.seq,
-                    Payload::Add(r.mem.addr),
+                    payload,
                     master,
                 )
             }
@@ -451,12 +498,9 @@ impl<S: StateMachine> Participant<S> {
             }
             Request::Start(r) => self.on_start(now, id, r),
             Request::Submit(r) => self.on_submit(now, id, r),
-            Request::MembersAdd(r) => {
-                self.on_admin(now, id, Payload::Add(r.addr), r.version, r.forwarded)
-            }
-            Request::MembersRemove(r) => {
-                self.on_admin(now, id, Payload::Rm(r.addr), r.version, r.forwarded)
-            }
+            Request::MembersAdd(r) => self.on_admin(now, id, Method::MembersAdd, r),
+            Request::MembersRemove(r) => self.on_admin(now, id, Method::MembersRemove, r),
+            Request::MembersPromote(r) => self.on_admin(now, id, Method::MembersPromote, r),
             Request::ReadIndex(r) => self.on_read_index(now, id, r),
         }
         self.release_local_reads(now);
@@ -484,13 +528,15 @@ impl<S: StateMachine> Participant<S> {
                 instance,
                 proposal,
                 round,
-            } => self.on_accept_result(now, from, instance, proposal, round, res),
+                seq,
+            } => self.on_accept_result(now, from, instance, proposal, round, seq, res),
             Pending::Start { instance, campaign } => {
                 self.on_start_result(now, from, instance, campaign, res)
             }
             Pending::Forward { req } => self.on_forward_result(now, req, res),
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
+            Pending::Join => {}
         }
         self.release_local_reads(now);
         self.flush();
@@ -512,7 +558,8 @@ impl<S: StateMachine> Participant<S> {
                     }
                 }
             }
-            Role::Unjoined | Role::Removed => {}
+            Role::Unjoined => self.ask_to_join(now),
+            Role::Removed | Role::Learner => {}
         }
         self.release_local_reads(now);
         self.flush();
@@ -551,10 +598,22 @@ impl<S: StateMachine> Participant<S> {
     /// Makes an unjoined node the master of a new one-member cluster. Add members with
     /// [`add_member`](Self::add_member), one at a time.
     pub fn bootstrap(&mut self, now: u64) -> Result<(), Error> {
+        self.bootstrap_with(now, Vec::new())
+    }
+
+    /// Makes an unjoined node the master of a new cluster that grows to `peers`: once it
+    /// serves, it adds each as a learner, in order, and promotes each once it has caught up
+    /// (docs/PROTOCOL.md section 8). A peer that is not up yet is added all the same: as a
+    /// learner it lowers no majority, and it is started as soon as it answers.
+    pub fn bootstrap_with(&mut self, now: u64, peers: Vec<String>) -> Result<(), Error> {
         self.now = now;
         if self.hard.status != Status::Unjoined || self.hard.commit != 0 {
             return Err(Error::state("bootstrap needs a fresh, unjoined node"));
         }
+        self.joiners = peers
+            .into_iter()
+            .filter(|p| *p != self.hard.self_addr)
+            .collect();
         self.hard.status = Status::Joined;
         self.hard.members = alloc::vec![self.hard.self_addr.clone()];
         self.role = Role::Participant;
@@ -562,10 +621,31 @@ impl<S: StateMachine> Participant<S> {
         self.event(Event::Joined);
         self.event(Event::MembersChanged {
             members: self.hard.members.clone(),
+            learners: Vec::new(),
             version: 0,
         });
         self.campaign(now);
         self.flush();
+        Ok(())
+    }
+
+    /// Asks the members at `via` (any of them; a follower forwards) to add this unjoined node,
+    /// one after the other every `election_max_ms`, until a master starts it. It joins as a
+    /// learner and becomes a voter once it has caught up.
+    pub fn join(&mut self, now: u64, via: Vec<String>) -> Result<(), Error> {
+        self.now = now;
+        if self.hard.status != Status::Unjoined {
+            return Err(Error::state("only an unjoined node joins"));
+        }
+        if via.is_empty() {
+            return Err(Error::state("join needs the address of a member"));
+        }
+        self.joining = Some(Joining {
+            via,
+            next: 0,
+            at: now,
+        });
+        self.handle_timeout(now);
         Ok(())
     }
 
@@ -581,19 +661,25 @@ impl<S: StateMachine> Participant<S> {
         );
     }
 
-    /// Adds a member (admin); answered as request `id` once the change committed. `version`, if
+    /// Adds a member as a learner that the master promotes to voter once it has caught up
+    /// (admin); answered as request `id` once the learner's addition committed. `version`, if
     /// given, must equal the current member-list version.
     pub fn add_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
-        self.now = now;
-        self.on_admin(now, id, Payload::Add(addr), version, false);
-        self.flush();
+        let r = AdminMember {
+            version,
+            ..AdminMember::new(addr)
+        };
+        self.handle_request(now, id, Request::MembersAdd(r));
     }
 
-    /// Removes a member (admin); answered as request `id` once the change committed.
+    /// Removes a member, voter or learner (admin); answered as request `id` once the change
+    /// committed.
     pub fn remove_member(&mut self, now: u64, id: RequestId, addr: String, version: Option<u64>) {
-        self.now = now;
-        self.on_admin(now, id, Payload::Rm(addr), version, false);
-        self.flush();
+        let r = AdminMember {
+            version,
+            ..AdminMember::new(addr)
+        };
+        self.handle_request(now, id, Request::MembersRemove(r));
     }
 
     /// A consistent (linearizable) read, answered as request `id` with `seq` set to the read
@@ -610,6 +696,7 @@ impl<S: StateMachine> Participant<S> {
         self.now = now;
         match self.role {
             Role::Unjoined | Role::Removed => Err(Error::state("not a member")),
+            Role::Learner => Err(Error::state("a learner does not campaign")),
             Role::Master => Err(Error::state("already master")),
             Role::Participant | Role::Candidate => {
                 self.campaign(now);
@@ -666,7 +753,8 @@ impl<S: StateMachine> Participant<S> {
                 }
             }
             Role::Participant => self.election_deadline,
-            Role::Unjoined | Role::Removed => None,
+            Role::Unjoined => self.joining.as_ref().map(|j| j.at),
+            Role::Removed | Role::Learner => None,
         }
     }
 
@@ -790,10 +878,45 @@ impl<S: StateMachine> Participant<S> {
         self.election_deadline = Some(now + t);
     }
 
+    /// Whether this participant carries the deliberate bug `m` (only with feature `mutants`).
+    #[allow(unused_variables)]
+    fn mutant(&self, m: crate::Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.cfg.mutant == Some(m);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
+    /// Whether `addr` is a voter.
     fn is_member(&self, addr: &str) -> bool {
         self.hard.members.iter().any(|m| m == addr)
     }
 
+    fn is_learner(&self, addr: &str) -> bool {
+        self.hard.learners.iter().any(|l| l.addr == addr)
+    }
+
+    /// Unjoined and asked to join: asks the next member, and again after `election_max_ms`.
+    fn ask_to_join(&mut self, now: u64) {
+        let Some(j) = self.joining.as_mut().filter(|j| now >= j.at) else {
+            return;
+        };
+        let to = j.via[j.next % j.via.len()].clone();
+        j.next += 1;
+        j.at = now + self.cfg.election_max_ms;
+        let req = Request::MembersAdd(AdminMember::new(self.hard.self_addr.clone()));
+        self.send(to, req, Pending::Join);
+    }
+
+    /// The role of a joined node that is neither master nor candidate.
+    fn follower_role(&self) -> Role {
+        match self.is_learner(&self.hard.self_addr) {
+            true => Role::Learner,
+            false => Role::Participant,
+        }
+    }
+
+    /// The other voters: whom a candidate asks, whose votes count.
     fn others(&self) -> Vec<String> {
         self.hard
             .members
@@ -801,6 +924,25 @@ impl<S: StateMachine> Participant<S> {
             .filter(|m| **m != self.hard.self_addr)
             .cloned()
             .collect()
+    }
+
+    /// The other voters and the learners: whom a master replicates to.
+    fn replicas(&self) -> Vec<String> {
+        let learners = self.hard.learners.iter().map(|l| &l.addr);
+        self.hard
+            .members
+            .iter()
+            .chain(learners)
+            .filter(|m| **m != self.hard.self_addr)
+            .cloned()
+            .collect()
+    }
+
+    /// Every member, voters first, as a `start` lists them.
+    fn all_members(&self) -> Vec<String> {
+        let mut all = self.hard.members.clone();
+        all.extend(self.hard.learners.iter().map(|l| l.addr.clone()));
+        all
     }
 
     /// Applies the entry at `commit + 1`: the one step by which every role commits. Returns
@@ -821,16 +963,30 @@ impl<S: StateMachine> Participant<S> {
                 results = chg.iter().map(|c| self.app.apply(seq, c)).collect();
             }
             Payload::Add(a) => {
+                self.hard.learners.retain(|l| l.addr != *a);
                 if !self.is_member(a) {
                     self.hard.members.push(a.clone());
                     self.hard.members.sort();
                 }
                 self.hard.members_version = seq;
             }
-            Payload::Rm(a) => {
-                self.hard.members.retain(|m| m != a);
+            Payload::Learner(l) => {
+                if !self.is_member(&l.addr) && !self.is_learner(&l.addr) {
+                    self.hard.learners.push(l.clone());
+                    self.hard.learners.sort();
+                }
                 self.hard.members_version = seq;
             }
+            Payload::Rm(a) => {
+                self.hard.members.retain(|m| m != a);
+                self.hard.learners.retain(|l| l.addr != *a);
+                self.hard.members_version = seq;
+            }
+        }
+        if self.role == Role::Learner && self.is_member(&self.hard.self_addr) {
+            // Promoted: from now on this node votes, and campaigns when its master goes quiet.
+            self.role = Role::Participant;
+            self.reset_election_timer(now);
         }
         self.hard.commit = seq;
         if self.hard.staged.as_ref().is_some_and(|s| s.seq <= seq) {
@@ -859,6 +1015,7 @@ impl<S: StateMachine> Participant<S> {
         let committed = Event::Committed { seq, payload };
         let changed = membership.then(|| Event::MembersChanged {
             members: self.hard.members.clone(),
+            learners: self.hard.learners.clone(),
             version: seq,
         });
         for e in core::iter::once(committed).chain(changed) {

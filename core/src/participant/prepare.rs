@@ -66,6 +66,9 @@ impl<S: StateMachine> Participant<S> {
             seq: Some(commit),
             staged: self.hard.staged.clone(),
         };
+        if self.mutant(crate::Mutant::VoteBeforeDurable) {
+            return self.reply_early(id, Response::Prepare(vote));
+        }
         self.reply(id, Response::Prepare(vote));
     }
 

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use super::{Participant, Role};
 use crate::error::{Error, ErrorCode};
 use crate::output::{Event, RequestId, Snapshot, Status};
-use crate::wire::{FailResult, Method, Response, Start};
+use crate::wire::{FailResult, Learner, Method, Response, Start};
 use crate::StateMachine;
 
 impl<S: StateMachine> Participant<S> {
@@ -19,10 +19,24 @@ impl<S: StateMachine> Participant<S> {
             return refuse(self, e);
         }
         let me = s.self_.addr.clone();
-        let mut members: Vec<String> = s.participants.iter().map(|m| m.addr.clone()).collect();
+        // `participants` lists every member; the extension says which of them are learners.
+        let mut learners: Vec<Learner> = s
+            .learners
+            .iter()
+            .filter(|l| s.participants.iter().any(|m| m.addr == l.addr))
+            .cloned()
+            .collect();
+        learners.sort();
+        learners.dedup_by(|a, b| a.addr == b.addr);
+        let mut members: Vec<String> = s
+            .participants
+            .iter()
+            .map(|m| m.addr.clone())
+            .filter(|a| !learners.iter().any(|l| l.addr == *a))
+            .collect();
         members.sort();
         members.dedup();
-        let includes = members.contains(&me);
+        let includes = members.contains(&me) || learners.iter().any(|l| l.addr == me);
         match self.role {
             Role::Removed if !includes => {
                 return refuse(self, Error::state("this node was removed from the cluster"))
@@ -73,18 +87,20 @@ impl<S: StateMachine> Participant<S> {
             self.dirty = true;
             self.event(Event::SnapshotInstalled { seq: s.seq });
         }
-        if install || members != self.hard.members {
-            let changed = members != self.hard.members;
+        if install || members != self.hard.members || learners != self.hard.learners {
+            let changed = members != self.hard.members || learners != self.hard.learners;
             let v = s.version.unwrap_or(if changed {
                 s.seq
             } else {
                 self.hard.members_version
             });
             self.hard.members = members;
+            self.hard.learners = learners;
             self.hard.members_version = v;
             self.dirty = true;
             self.event(Event::MembersChanged {
                 members: self.hard.members.clone(),
+                learners: self.hard.learners.clone(),
                 version: v,
             });
         }
@@ -103,8 +119,11 @@ impl<S: StateMachine> Participant<S> {
         } else if self.hard.status != Status::Joined {
             self.hard.status = Status::Joined;
             self.dirty = true;
-            self.role = Role::Participant;
+            self.role = self.follower_role();
+            self.joining = None;
             self.event(Event::Joined);
+        } else if matches!(self.role, Role::Participant | Role::Learner) {
+            self.role = self.follower_role();
         }
         if self.role == Role::Participant {
             self.reset_election_timer(now);

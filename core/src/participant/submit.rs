@@ -45,7 +45,7 @@ impl<S: StateMachine> Participant<S> {
     pub(super) fn forward_or_refuse(&mut self, id: RequestId, req: Request, forwarded: bool) {
         let method = req.method();
         match (&self.master, self.role) {
-            (Some(m), Role::Participant) if !forwarded => {
+            (Some(m), Role::Participant | Role::Learner) if !forwarded => {
                 let m = m.clone();
                 let pending = if method == Method::ReadIndex {
                     Pending::ForwardRead { req: id }

@@ -38,6 +38,12 @@ pub struct Checker<S> {
     compared: BTreeMap<usize, u64>,
     /// What happened, to show that a run exercised something.
     pub stats: Stats,
+    /// The voters and learners as the chosen log has them at `reference_at` (from the node that
+    /// bootstrapped), and the voters and learners before each chosen seq: whose durable copies
+    /// make a majority for it.
+    voters: Vec<String>,
+    learners: Vec<String>,
+    before: BTreeMap<u64, (Vec<String>, Vec<String>)>,
 }
 
 /// Counts of interesting events in a run.
@@ -46,6 +52,9 @@ pub struct Stats {
     pub elections_won: u64,
     pub snapshots_installed: u64,
     pub membership_commits: u64,
+    /// Learners added, and learners promoted to voters.
+    pub learners_added: u64,
+    pub promotions: u64,
     pub crashes: u64,
 }
 
@@ -72,6 +81,9 @@ impl<S: SimApp> Default for Checker<S> {
             applied: BTreeMap::new(),
             compared: BTreeMap::new(),
             stats: Stats::default(),
+            voters: Vec::new(),
+            learners: Vec::new(),
+            before: BTreeMap::new(),
         }
     }
 }
@@ -133,14 +145,49 @@ impl<S: SimApp> Checker<S> {
     fn advance_reference(&mut self) {
         while let Some(p) = self.chosen.get(&(self.reference_at + 1)) {
             let seq = self.reference_at + 1;
-            if let Payload::Changes(c) = p {
-                for ch in c {
-                    let _ = self.reference.apply(seq, ch);
+            let before = (self.voters.clone(), self.learners.clone());
+            self.before.insert(seq, before);
+            match p {
+                Payload::Changes(c) => {
+                    for ch in c {
+                        let _ = self.reference.apply(seq, ch);
+                    }
+                }
+                Payload::Add(a) => {
+                    if self.learners.contains(a) {
+                        self.stats.promotions += 1;
+                    }
+                    self.learners.retain(|l| l != a);
+                    if !self.voters.contains(a) {
+                        self.voters.push(a.clone());
+                    }
+                }
+                Payload::Learner(l) => {
+                    self.stats.learners_added += 1;
+                    if !self.voters.contains(&l.addr) && !self.learners.contains(&l.addr) {
+                        self.learners.push(l.addr.clone());
+                    }
+                }
+                Payload::Rm(a) => {
+                    self.voters.retain(|v| v != a);
+                    self.learners.retain(|l| l != a);
                 }
             }
             self.reference_at = seq;
             self.digests.insert(seq, state_digest(&self.reference));
         }
+    }
+
+    /// Node `addr` bootstrapped the cluster: the only voter before seq 1.
+    pub(crate) fn on_bootstrap(&mut self, addr: &str) {
+        if self.reference_at == 0 && self.voters.is_empty() {
+            self.voters.push(String::from(addr));
+        }
+    }
+
+    /// The voters and the learners just before `seq` was chosen, if the log up to it is known.
+    pub fn members_before(&self, seq: u64) -> Option<&(Vec<String>, Vec<String>)> {
+        self.before.get(&seq).filter(|(v, _)| !v.is_empty())
     }
 
     /// A client was told its change committed: it must be chosen.

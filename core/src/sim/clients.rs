@@ -25,15 +25,22 @@ impl<S: SimApp> Sim<S> {
         self.client_call(i, format!("read {key}"), req, Some(key.to_string()))
     }
 
-    /// A client calls `members/add` or `members/remove` at node `i`.
+    /// A client calls `members/add` (a learner, promoted once caught up), `members/remove` or
+    /// `members/promote` at node `i`.
     pub fn admin(&mut self, i: usize, method: Method, member: &str, version: Option<u64>) -> u64 {
         let body = AdminMember {
-            addr: member.to_string(),
             version,
-            forwarded: false,
+            ..AdminMember::new(member)
         };
+        self.admin_call(i, method, body)
+    }
+
+    /// A client makes the admin call `method` with `body` at node `i`.
+    pub fn admin_call(&mut self, i: usize, method: Method, body: AdminMember) -> u64 {
+        let member = body.addr.clone();
         let req = match method {
             Method::MembersRemove => Request::MembersRemove(body),
+            Method::MembersPromote => Request::MembersPromote(body),
             _ => Request::MembersAdd(body),
         };
         self.client_call(i, format!("{} {member}", method.path()), req, None)

@@ -116,6 +116,10 @@ pub struct SimConfig {
     pub rpc_timeout_ms: u64,
     pub snapshot_every: u64,
     pub max_batch: usize,
+    /// A deliberate bug every node carries (feature `mutants`).
+    #[cfg(feature = "mutants")]
+    #[serde(skip)]
+    pub mutant: Option<crate::Mutant>,
 }
 
 impl SimConfig {
@@ -131,6 +135,8 @@ impl SimConfig {
             rpc_timeout_ms: 300,
             snapshot_every: 20,
             max_batch: 64,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 }
@@ -336,18 +342,24 @@ impl<S: SimApp> Sim<S> {
         c.election_max_ms = self.cfg.election_max_ms;
         c.snapshot_every = self.cfg.snapshot_every;
         c.max_batch = self.cfg.max_batch;
+        #[cfg(feature = "mutants")]
+        {
+            c.mutant = self.cfg.mutant;
+        }
         c.seed = self.rng.next_u64();
         c
     }
 
     fn form(&mut self) {
         let faults = core::mem::replace(&mut self.cfg.faults, Faults::none());
-        self.bootstrap(0);
-        self.run_until(|s| s.is_serving_master(0), 10_000);
-        for i in 1..self.cfg.nodes {
-            let op = self.admin(0, Method::MembersAdd, &addr(i), None);
-            self.run_until(|s| s.op_done(op), 10_000);
-        }
+        // Node 0 grows the cluster itself: each peer joins as a learner and is promoted once
+        // it has caught up.
+        let n = self.cfg.nodes;
+        self.bootstrap_with(0, (1..n).map(addr).collect());
+        self.run_until(
+            |s| s.node(0).is_some_and(|p| p.members().len() == n),
+            30_000,
+        );
         // Let heartbeats bring every member to the same commit.
         let horizon = self.now + 10 * self.cfg.heartbeat_ms;
         self.run_until(|s| s.now >= horizon, 10_000);

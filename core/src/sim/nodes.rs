@@ -4,16 +4,36 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use super::{Ev, NetKind, NetMsg, Origin, Sim, SimApp};
+use alloc::string::String;
+
+use super::{Ev, NetKind, NetMsg, Node, Origin, Sim, SimApp};
 use crate::error::{Error, ErrorCode};
 use crate::output::{Event, Output};
-use crate::participant::Participant;
+use crate::participant::{majority, Participant, Role};
+use crate::wire::Payload;
 
 impl<S: SimApp> Sim<S> {
     /// Bootstraps node `i` as the master of a one-member cluster.
     pub fn bootstrap(&mut self, i: usize) {
+        self.bootstrap_with(i, Vec::new());
+    }
+
+    /// Bootstraps node `i` as the master of a cluster that grows to `peers`
+    /// ([`Participant::bootstrap_with`](crate::Participant::bootstrap_with)).
+    pub fn bootstrap_with(&mut self, i: usize, peers: Vec<alloc::string::String>) {
         if let Some(p) = self.nodes[i].p.as_mut() {
-            let _ = p.bootstrap(self.now);
+            if p.bootstrap_with(self.now, peers).is_ok() {
+                let a = self.nodes[i].addr.clone();
+                self.checker.on_bootstrap(&a);
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Unjoined node `i` asks the nodes `via` to add it ([`Participant::join`](crate::Participant::join)).
+    pub fn join(&mut self, i: usize, via: Vec<alloc::string::String>) {
+        if let Some(p) = self.nodes[i].p.as_mut() {
+            let _ = p.join(self.now, via);
         }
         self.drain(i);
     }
@@ -243,10 +263,80 @@ impl<S: SimApp> Sim<S> {
     fn on_event(&mut self, i: usize, e: Event) {
         self.log(|| format!("{i} event {e:?}"));
         match e {
-            Event::Committed { seq, payload } => self.checker.on_commit(self.now, i, seq, payload),
+            Event::Committed { seq, payload } => {
+                let by_master = self.nodes[i]
+                    .p
+                    .as_ref()
+                    .is_some_and(|p| p.role() == Role::Master);
+                self.checker.on_commit(self.now, i, seq, payload.clone());
+                if by_master {
+                    self.check_chosen(i, seq, &payload);
+                }
+            }
             Event::SnapshotInstalled { seq } => self.checker.on_snapshot(i, seq),
-            Event::BecameMaster { .. } => self.checker.stats.elections_won += 1,
+            Event::BecameMaster { instance } => {
+                self.checker.stats.elections_won += 1;
+                self.check_elected(i, instance);
+            }
             _ => {}
+        }
+    }
+
+    /// A master committed `seq`: a majority of the voters before it must hold it durably (a
+    /// learner's copy never counts), and a learner it promotes must have caught up.
+    fn check_chosen(&mut self, i: usize, seq: u64, payload: &Payload) {
+        let Some((voters, learners)) = self.checker.members_before(seq).cloned() else {
+            return;
+        };
+        let holds = |n: &Node<S>| {
+            n.stored.hard.as_ref().is_some_and(|h| {
+                h.commit >= seq
+                    || h.staged
+                        .as_ref()
+                        .is_some_and(|s| s.seq == seq && s.payload == *payload)
+            })
+        };
+        let holding: Vec<&String> = voters
+            .iter()
+            .filter(|v| self.index_of(v).is_some_and(|j| holds(&self.nodes[j])))
+            .collect();
+        if holding.len() < majority(voters.len()) {
+            let msg = format!(
+                "node {i} committed seq {seq} held durably by only {holding:?} of the voters {voters:?}"
+            );
+            self.checker.violation(self.now, msg);
+        }
+        if let Payload::Add(a) = payload {
+            let commit = self
+                .index_of(a)
+                .and_then(|j| self.nodes[j].stored.hard.as_ref())
+                .map_or(0, |h| h.commit);
+            if learners.contains(a) && commit + 2 < seq {
+                let msg = format!("learner {a} promoted at seq {seq} holding only commit {commit}");
+                self.checker.violation(self.now, msg);
+            }
+        }
+    }
+
+    /// Node `i` won `instance`: a majority of its voters must have promised it durably (a
+    /// vote counts only once it cannot be forgotten).
+    fn check_elected(&mut self, i: usize, instance: u64) {
+        let Some(voters) = self.nodes[i].p.as_ref().map(|p| p.members().to_vec()) else {
+            return;
+        };
+        let promised: Vec<&String> = voters
+            .iter()
+            .filter(|v| {
+                self.index_of(v)
+                    .and_then(|j| self.nodes[j].stored.hard.as_ref())
+                    .is_some_and(|h| h.promised >= instance)
+            })
+            .collect();
+        if promised.len() < majority(voters.len()) {
+            let msg = format!(
+                "node {i} won instance {instance} with durable promises from only {promised:?} of {voters:?}"
+            );
+            self.checker.violation(self.now, msg);
         }
     }
 

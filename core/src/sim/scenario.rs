@@ -18,7 +18,7 @@ use crate::config::Rng;
 use crate::error::ErrorCode;
 use crate::kv::KvChange;
 use crate::participant::Role;
-use crate::wire::{Method, Payload};
+use crate::wire::{AdminMember, Method, Payload};
 use crate::StateMachine;
 
 /// One operation of the history.
@@ -61,6 +61,9 @@ pub struct ScenarioConfig {
     pub crashes: bool,
     pub partitions: bool,
     pub membership: bool,
+    /// A deliberate bug every node carries (feature `mutants`).
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<crate::Mutant>,
 }
 
 impl ScenarioConfig {
@@ -86,6 +89,8 @@ impl ScenarioConfig {
             crashes: r.range(0, 4) != 0,
             partitions: r.range(0, 4) != 0,
             membership: r.range(0, 3) == 0,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 
@@ -149,6 +154,10 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     let mut sc = SimConfig::new(cfg.nodes, cfg.seed);
     sc.spares = cfg.spares;
     sc.faults = cfg.faults.clone();
+    #[cfg(feature = "mutants")]
+    {
+        sc.mutant = cfg.mutant;
+    }
     let mut sim = Sim::new(sc);
     if trace {
         sim.trace = Some(Vec::new());
@@ -285,16 +294,20 @@ pub fn converged(sim: &Sim) -> Result<(), String> {
     let m = sim.serving_master().ok_or("no serving master")?;
     let master = sim.node(m).expect("up");
     let (commit, members) = (master.commit(), master.members().to_vec());
+    let learners = master.learners().to_vec();
     for i in 0..sim.len() {
         let Some(p) = sim.node(i) else {
             return Err(format!("node {i} is down"));
         };
-        if members.contains(&addr(i)) {
-            if p.commit() != commit || p.members() != members.as_slice() {
+        let learner = learners.iter().any(|l| l.addr == addr(i));
+        if members.contains(&addr(i)) || learner {
+            if p.commit() != commit || p.members() != members.as_slice() || p.learners() != learners
+            {
                 return Err(format!(
-                    "node {i} at commit {} with {:?}, master at {commit} with {members:?}",
+                    "node {i} at commit {} with {:?} and learners {:?}, master at {commit} with {members:?} and {learners:?}",
                     p.commit(),
-                    p.members()
+                    p.members(),
+                    p.learners(),
                 ));
             }
             if p.master() != Some(addr(m).as_str()) {
@@ -400,10 +413,32 @@ fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig, pauses: &mut Vec<
                 1 => version,
                 _ => version.map(|v| v.saturating_sub(1)),
             };
-            let outsiders: Vec<usize> = (0..n).filter(|i| !members.contains(&addr(*i))).collect();
-            if !outsiders.is_empty() && (members.len() <= 2 || rng.range(0, 2) == 0) {
+            let learners: Vec<String> = sim
+                .node(m)
+                .map(|p| p.learners().iter().map(|l| l.addr.clone()).collect())
+                .unwrap_or_default();
+            let outsiders: Vec<usize> = (0..n)
+                .filter(|i| !members.contains(&addr(*i)) && !learners.contains(&addr(*i)))
+                .collect();
+            if !learners.is_empty() && rng.range(0, 3) == 0 {
+                // Promote a learner, or remove it (also while it is still receiving the state).
+                let x = learners[rng.range(0, learners.len() as u64) as usize].clone();
+                let method = match rng.range(0, 2) {
+                    0 => Method::MembersPromote,
+                    _ => Method::MembersRemove,
+                };
+                sim.admin(at, method, &x, version);
+            } else if !outsiders.is_empty() && (members.len() <= 2 || rng.range(0, 2) == 0) {
+                // A learner the master promotes once it has caught up; sometimes one that stays
+                // a learner until promoted; sometimes (the seed's way) a voter at once.
                 let x = outsiders[rng.range(0, outsiders.len() as u64) as usize];
-                sim.admin(at, Method::MembersAdd, &addr(x), version);
+                let body = AdminMember {
+                    version,
+                    promote: rng.range(0, 4) != 0,
+                    voter: rng.range(0, 6) == 0,
+                    ..AdminMember::new(addr(x))
+                };
+                sim.admin_call(at, Method::MembersAdd, body);
             } else if members.len() > 2 {
                 let x = &members[rng.range(0, members.len() as u64) as usize];
                 sim.admin(at, Method::MembersRemove, &x.clone(), version);
@@ -579,4 +614,17 @@ pub fn lincheck_history(history: &[HistEvent]) -> Vec<super::lincheck::RegisterE
             },
         })
         .collect()
+}
+
+/// Checks a scenario's history for linearizability, key by key, in at most `max_steps` search
+/// steps per key: `Ok` with the most steps a key took, or what is wrong (a check that did not
+/// decide is an error too: it could hide a violation).
+pub fn check_linearizable(history: &[HistEvent], max_steps: u64) -> Result<u64, String> {
+    let events = lincheck_history(history);
+    let checked = super::lincheck::check(&super::lincheck::Register, &events, max_steps)
+        .map_err(|e| format!("{e}"))?;
+    match checked.verdict {
+        super::lincheck::Verdict::Ok => Ok(checked.max_key_steps),
+        v => Err(format!("{v}")),
+    }
 }

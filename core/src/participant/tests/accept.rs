@@ -109,13 +109,7 @@ fn accept_rule3_staged_slot_of_another_instance_is_a_gap() {
         h.promised = 2;
         h.promised_master = Some(s(C));
     });
-    assert_eq!(
-        outs,
-        vec![
-            persist(pid, hard),
-            reply(7, accept_refusal(ErrorCode::Gap, None))
-        ]
-    );
+    assert_eq!(outs, vec![persist(pid, hard), reply(7, gap_refusal(2))]);
     assert_eq!((b.commit(), b.staged()), (2, Some(&st)));
 }
 
@@ -123,9 +117,9 @@ fn accept_rule3_staged_slot_of_another_instance_is_a_gap() {
 fn accept_rule3_further_ahead_is_a_gap() {
     let mut b = follower3();
     let outs = request(&mut b, 10, 7, accept(1, 5, vec![], Some(A)));
-    assert_eq!(outs, vec![reply(7, accept_refusal(ErrorCode::Gap, None))]);
+    assert_eq!(outs, vec![reply(7, gap_refusal(2))]);
     let outs = request(&mut b, 10, 8, accept(1, 4, vec![set("y", "2")], Some(A)));
-    assert_eq!(outs, vec![reply(8, accept_refusal(ErrorCode::Gap, None))]);
+    assert_eq!(outs, vec![reply(8, gap_refusal(2))]);
     assert_eq!((b.commit(), b.staged()), (2, None));
 }
 

@@ -223,7 +223,7 @@ fn election_stands_down_when_a_voter_has_a_higher_commit() {
 fn election_starts_an_unjoined_voter_then_asks_it_again() {
     // d was added (commit 3) but its start was lost: it is still unjoined.
     let mut net = cluster3();
-    net.node(A).add_member(0, RequestId(1), s(D), None);
+    add_voter(net.node(A), 0, RequestId(1), s(D), None);
     net.run();
     let mut b = net.take(B);
     assert_eq!(b.members(), strings(&[A, B, C, D]).as_slice());

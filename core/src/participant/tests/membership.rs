@@ -6,7 +6,7 @@ use super::*;
 fn membership_add_commits_then_the_master_starts_the_new_member() {
     let mut a = master3();
     let (pid, m) = (next_persist(&a), next_msg(&a));
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(D), None));
+    let outs = drain_after(&mut a, 10, |a| add_voter(a, 10, RequestId(100), s(D), None));
     let hard = hard_with(&a, |h| h.staged = Some(staged(1, 3, Payload::Add(s(D)))));
     let add = addmember(1, 3, D, A);
     assert_eq!(
@@ -57,8 +57,8 @@ fn drain_after(p: &mut P, now: u64, f: impl FnOnce(&mut P)) -> Vec<Output> {
 fn membership_changes_go_one_at_a_time() {
     let mut a = master3();
     let m = next_msg(&a);
-    drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(D), None));
-    let outs = drain_after(&mut a, 11, |a| a.add_member(11, RequestId(101), s(E), None));
+    drain_after(&mut a, 10, |a| add_voter(a, 10, RequestId(100), s(D), None));
+    let outs = drain_after(&mut a, 11, |a| add_voter(a, 11, RequestId(101), s(E), None));
     assert_eq!(outs, vec![], "waits for the first change to commit");
     let outs = respond(&mut a, 20, m, ok());
     // After the add of d commits, e goes as a slot of its own, to the new member list.
@@ -90,7 +90,7 @@ fn membership_changes_go_one_at_a_time() {
 fn membership_stale_version_is_err_sequence() {
     let mut a = master3(); // member-list version 2
     let outs = drain_after(&mut a, 10, |a| {
-        a.add_member(10, RequestId(100), s(D), Some(1))
+        add_voter(a, 10, RequestId(100), s(D), Some(1))
     });
     assert_eq!(outs, vec![reply(100, failed(ErrorCode::Sequence, None))]);
     let outs = drain_after(&mut a, 10, |a| {
@@ -99,7 +99,7 @@ fn membership_stale_version_is_err_sequence() {
     assert_eq!(outs, vec![reply(101, failed(ErrorCode::Sequence, None))]);
     let m = next_msg(&a);
     let outs = drain_after(&mut a, 10, |a| {
-        a.add_member(10, RequestId(102), s(D), Some(2))
+        add_voter(a, 10, RequestId(102), s(D), Some(2))
     });
     assert_eq!(outs[0], send(m, B, addmember(1, 3, D, A)));
 }
@@ -107,7 +107,7 @@ fn membership_stale_version_is_err_sequence() {
 #[test]
 fn membership_change_already_in_effect_is_answered_at_once() {
     let mut a = master3();
-    let outs = drain_after(&mut a, 10, |a| a.add_member(10, RequestId(100), s(B), None));
+    let outs = drain_after(&mut a, 10, |a| add_voter(a, 10, RequestId(100), s(B), None));
     assert_eq!(outs, vec![reply(100, ok())]);
     let outs = drain_after(&mut a, 10, |a| {
         a.remove_member(10, RequestId(101), s(D), None)
@@ -132,7 +132,7 @@ fn membership_bad_address_is_err_encoding() {
     let mut a = master3();
     for (i, bad) in ["", "http://d/", "http://d e"].into_iter().enumerate() {
         let outs = drain_after(&mut a, 10, |a| {
-            a.add_member(10, RequestId(i as u64), s(bad), None)
+            add_voter(a, 10, RequestId(i as u64), s(bad), None)
         });
         assert_eq!(
             outs,
@@ -146,12 +146,13 @@ fn membership_admin_call_at_a_follower_is_forwarded() {
     let mut b = follower3();
     let m = next_msg(&b);
     let outs = drain_after(&mut b, 10, |b| {
-        b.add_member(10, RequestId(100), s(D), Some(2))
+        add_voter(b, 10, RequestId(100), s(D), Some(2))
     });
     let fwd = Request::MembersAdd(AdminMember {
-        addr: s(D),
         version: Some(2),
         forwarded: true,
+        voter: true,
+        ..AdminMember::new(s(D))
     });
     assert_eq!(outs, vec![send(m, A, fwd)]);
     assert_eq!(respond(&mut b, 20, m, ok()), vec![reply(100, ok())]);

@@ -23,7 +23,7 @@ use crate::output::{
     Snapshot, Status, Stored,
 };
 use crate::wire::{
-    Accept, AcceptResult, AdminMember, FailResult, Member, MemberChange, Payload, Prepare,
+    Accept, AcceptResult, AdminMember, FailResult, Learner, Member, MemberChange, Payload, Prepare,
     PrepareResult, ReadIndex, Request, Response, Staged, Start, Submit,
 };
 use crate::{Config, StateMachine};
@@ -31,6 +31,7 @@ use crate::{Config, StateMachine};
 mod accept;
 mod early;
 mod election;
+mod learners;
 mod master;
 mod membership;
 mod prepare;
@@ -150,6 +151,17 @@ fn unreachable_peer(p: &mut P, now: u64, msg: u64) -> Vec<Output> {
     drain(p, now)
 }
 
+/// `members/add` of a voter at once (`"voter": true`), the seed's way: most handler tests build
+/// their clusters so; the learners have tests of their own.
+fn add_voter(p: &mut P, now: u64, id: RequestId, addr: String, version: Option<u64>) {
+    let r = AdminMember {
+        version,
+        voter: true,
+        ..AdminMember::new(addr)
+    };
+    p.handle_request(now, id, Request::MembersAdd(r));
+}
+
 fn tick(p: &mut P, now: u64) -> Vec<Output> {
     p.handle_timeout(now);
     drain(p, now)
@@ -202,6 +214,7 @@ fn committed(seq: u64, payload: Payload) -> Output {
 fn members_changed(members: &[&str], version: u64) -> Output {
     ev(Event::MembersChanged {
         members: strings(members),
+        learners: vec![],
         version,
     })
 }
@@ -235,6 +248,8 @@ fn addmember(instance: u64, seq: u64, mem: &str, master: &str) -> Request {
         seq,
         mem: Member::new(mem),
         master: Some(Member::new(master)),
+        learner: false,
+        promote: true,
     })
 }
 
@@ -244,6 +259,8 @@ fn rmmember(instance: u64, seq: u64, mem: &str, master: &str) -> Request {
         seq,
         mem: Member::new(mem),
         master: Some(Member::new(master)),
+        learner: false,
+        promote: true,
     })
 }
 
@@ -266,6 +283,7 @@ fn start(
         participants: participants.iter().map(|m| Member::new(*m)).collect(),
         snap,
         version,
+        learners: vec![],
     })
 }
 
@@ -310,6 +328,7 @@ fn accepted() -> Response {
         accepted: true,
         err: None,
         instance: None,
+        seq: None,
     })
 }
 
@@ -320,6 +339,19 @@ fn accept_refusal(code: ErrorCode, instance: Option<u64>) -> Response {
         accepted: false,
         err: Some(e),
         instance,
+        seq: None,
+    })
+}
+
+/// A follower's `ERR_GAP`: it says its commit, so the master knows what it needs next.
+fn gap_refusal(commit: u64) -> Response {
+    let mut e = err(ErrorCode::Gap);
+    e.commit = Some(commit);
+    Response::Accept(AcceptResult {
+        accepted: false,
+        err: Some(e),
+        instance: None,
+        seq: Some(commit),
     })
 }
 
@@ -447,8 +479,7 @@ fn cluster_with(addrs: &[&str], f: impl Fn(&mut Config)) -> Net {
     net.node(addrs[0]).bootstrap(0).unwrap();
     net.run();
     for (i, a) in addrs[1..].iter().enumerate() {
-        net.node(addrs[0])
-            .add_member(0, RequestId(i as u64 + 1), s(a), None);
+        add_voter(net.node(addrs[0]), 0, RequestId(i as u64 + 1), s(a), None);
         net.run();
     }
     let n = addrs.len() as u64 - 1;
@@ -514,6 +545,8 @@ fn bootstrap_makes_a_serving_master_of_one() {
         commit: 0,
         staged: None,
         members: strings(&[A]),
+
+        learners: vec![],
         members_version: 0,
     };
     assert_eq!(
@@ -553,6 +586,8 @@ fn a_fresh_node_joins_with_its_first_start() {
         commit: 2,
         staged: None,
         members: strings(&[A, B, C]),
+
+        learners: vec![],
         members_version: 2,
     };
     assert_eq!(
