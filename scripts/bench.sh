@@ -14,7 +14,7 @@ if ! command -v etcd >/dev/null 2>&1; then
     echo "installing etcd-server (Debian's etcd 3.4) ..." >&2
     apt-get install -y etcd-server >/dev/null || { apt-get update >/dev/null && apt-get install -y etcd-server >/dev/null; }
 fi
-cargo build --release -p clusterconsensus-native --bins
+cargo build --release -p clusterconsensus-server --bins
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 out=${OUT_DIR:-$target/bench}
 mkdir -p "$out"

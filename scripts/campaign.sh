@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
-cargo build --release -p clusterconsensus-native -p clusterconsensus-tests --bins
+cargo build --release -p clusterconsensus-server -p clusterconsensus-tests --bins
 target="${CARGO_TARGET_DIR:-target}"
 if [ "$starve" -eq 0 ]; then
   exec "$target/release/campaign" "${args[@]}"

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 # Only what the dashboard needs (the wasm target, wasm-bindgen-cli, the package in www/pkg/),
 # not the browsers and npm packages of the tests.
 scripts/build-wasm.sh
-exec cargo run --release -p clusterconsensus-native --bin clusterconsensus -- demo "$@"
+exec cargo run --release -p clusterconsensus-server --bin clusterconsensus -- demo "$@"

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 scripts/setup.sh
-cargo build --workspace --bins
-# The README's `cargo run -p clusterconsensus-native -- demo` must pick the node binary.
-cargo run -q -p clusterconsensus-native -- demo --help >/dev/null
+# The node binary, the benchmark and the example apps: the integration tests run them.
+cargo build --workspace --bins --examples
+# The README's `cargo run -p clusterconsensus-server -- demo` must pick the node binary.
+cargo run -q -p clusterconsensus-server -- demo --help >/dev/null
 bash -n scripts/demo.sh
 # Every suite runs even when an earlier one failed (all failures show in one run); the exit
 # status is non-zero if any did.

@@ -38,9 +38,9 @@ if ! timeout 300 scripts/build-npm.sh --no-build >"$logs/build-npm.log" 2>&1; th
   step_failed "scripts/build-npm.sh" "$logs/build-npm.log"
 fi
 tail -1 "$logs/build-npm.log"
-if ! timeout 1200 cargo build -p clusterconsensus-native --bin clusterconsensus >"$logs/build-native.log" 2>&1; then
+if ! timeout 1200 cargo build -p clusterconsensus-server --bin clusterconsensus >"$logs/build-native.log" 2>&1; then
   tail -30 "$logs/build-native.log"
-  step_failed "cargo build -p clusterconsensus-native" "$logs/build-native.log"
+  step_failed "cargo build -p clusterconsensus-server" "$logs/build-native.log"
 fi
 
 # 2. wasm-bindgen tests under Node.

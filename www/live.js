@@ -116,7 +116,9 @@ export function createLive({ Client, conn }) {
 
   async function refresh(addr, n) {
     try {
-      const [status, kv] = await Promise.all([n.client.status(), n.client.kv()]);
+      const [status, page] = await Promise.all([n.client.status(), n.client.kv()]);
+      // The first page of keys (`GET kv`: {commit, items: [[key, value], ...], next, count}).
+      const kv = { commit: page.commit, data: Object.fromEntries(page.items), count: page.count };
       Object.assign(n, { status, kv, ok: true, error: null, denied: false, since: Date.now() });
     } catch (e) {
       Object.assign(n, { ok: false, error: e.code ?? String(e), denied: isDenied(e) });

@@ -12,46 +12,57 @@ use std::path::Path;
 
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 
-/// The shared secret.
+use crate::ServeError;
+
+/// The cluster's shared secret: what every protected call must carry, and what the node sends on
+/// its own calls.
 #[derive(Clone)]
-pub struct Auth {
+pub struct Token {
     token: Vec<u8>,
     header: HeaderValue,
 }
 
-impl std::fmt::Debug for Auth {
+impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Auth(<token>)") // never print the secret
+        f.write_str("Token(<secret>)") // never print the secret
     }
 }
 
-impl Auth {
+impl Token {
     /// Reads the token from the first line of `path` (surrounding whitespace is ignored). It
     /// must be 16 or more visible ASCII characters.
-    pub fn from_file(path: &Path) -> Result<Auth, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Token, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ServeError::Token(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?;
         let token = text.lines().next().unwrap_or("").trim();
-        Auth::new(token).map_err(|e| format!("token file {}: {e}", path.display()))
+        Token::new(token)
+            .map_err(|e| ServeError::Token(format!("token file {}: {e}", path.display())))
     }
 
-    pub fn new(token: &str) -> Result<Auth, String> {
+    /// A token of 16 or more visible ASCII characters.
+    pub fn new(token: &str) -> Result<Token, ServeError> {
+        let bad = |m: &str| Err(ServeError::Token(m.to_string()));
         if token.len() < 16 {
-            return Err("the token must be at least 16 characters".into());
+            return bad("the token must be at least 16 characters");
         }
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("the token must be visible ASCII without spaces".into());
+            return bad("the token must be visible ASCII without spaces");
         }
-        let header = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| format!("the token is not a valid header value: {e}"))?;
-        Ok(Auth {
+        let header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| {
+            ServeError::Token(format!("the token is not a valid header value: {e}"))
+        })?;
+        Ok(Token {
             token: token.as_bytes().to_vec(),
             header,
         })
     }
 
     /// Whether the request carries the token. Compares in constant time.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(v) = headers.get(AUTHORIZATION) else {
             return false;
         };
@@ -66,8 +77,14 @@ impl Auth {
         constant_time_eq(given, &self.token)
     }
 
+    /// The secret itself (for a client that builds its own requests).
+    pub fn as_str(&self) -> &str {
+        // Checked to be ASCII in `new`.
+        std::str::from_utf8(&self.token).unwrap_or_default()
+    }
+
     /// `Authorization: Bearer <token>`, for the node's own calls.
-    pub fn header(&self) -> HeaderValue {
+    pub(crate) fn header(&self) -> HeaderValue {
         let mut h = self.header.clone();
         h.set_sensitive(true);
         h
@@ -96,7 +113,7 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        let a = Auth::new("0123456789abcdef").unwrap();
+        let a = Token::new("0123456789abcdef").unwrap();
         assert!(a.allows(&headers("Bearer 0123456789abcdef")));
         assert!(a.allows(&headers("bearer 0123456789abcdef")));
         assert!(!a.allows(&headers("Bearer 0123456789abcdeF")));
@@ -106,8 +123,8 @@ mod tests {
         assert!(!a.allows(&headers("Bearer")));
         assert!(!a.allows(&HeaderMap::new()));
         assert_eq!(a.header().to_str().unwrap(), "Bearer 0123456789abcdef");
-        assert!(Auth::new("short").is_err());
-        assert!(Auth::new("has a space in it ok").is_err());
+        assert!(Token::new("short").is_err());
+        assert!(Token::new("has a space in it ok").is_err());
         assert!(!format!("{a:?}").contains("0123"));
     }
 }

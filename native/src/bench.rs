@@ -9,18 +9,18 @@
 //! full comparison.
 //!
 //! Every load loop stops at its deadline; every child process is killed when the bench ends.
+//!
+//! Built on the library: the nodes are started and stopped with its testkit, every client is
+//! the library's [`HttpClient`] (one per load client, so one keep-alive connection each).
 
 use std::fs::File;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use clusterconsensus_server::testkit::{Children, Cluster, Node, TempDir};
+use clusterconsensus_server::HttpClient;
 use serde_json::{json, Value};
 
 /// Benchmark: our 3-node cluster (and etcd's, when `etcd` is on the PATH) under C concurrent
@@ -106,15 +106,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (dir, _temp) = match &args.data_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let d =
-                std::env::temp_dir().join(format!("clusterconsensus-bench-{}", std::process::id()));
-            (d.clone(), Some(TempDir(d)))
-        }
+    let top = match &args.data_dir {
+        Some(d) => TempDir::existing(d)?,
+        None => TempDir::create("bench")?,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let dir = top.path().to_path_buf();
     let node_bin = match &args.node_bin {
         Some(b) => b.clone(),
         None => {
@@ -295,22 +291,23 @@ impl Target {
         }
     }
 
-    fn body(&self, key: &str, value: &str) -> Bytes {
+    fn body(&self, key: &str, value: &str) -> Vec<u8> {
         match self.kind {
             Kind::Ours => {
                 let change = format!(r#"{{"op":"set","key":"{key}","value":"{value}"}}"#);
-                Bytes::from(serde_json::to_vec(&json!({ "chg": [change] })).unwrap_or_default())
+                serde_json::to_vec(&json!({ "chg": [change] })).unwrap_or_default()
             }
-            Kind::Etcd => Bytes::from(format!(
+            Kind::Etcd => format!(
                 r#"{{"key":"{}","value":"{}"}}"#,
                 base64(key.as_bytes()),
                 base64(value.as_bytes())
-            )),
+            )
+            .into_bytes(),
         }
     }
 
-    fn ok(&self, status: hyper::StatusCode, body: &[u8]) -> bool {
-        if status != hyper::StatusCode::OK {
+    fn ok(&self, status: u16, body: &[u8]) -> bool {
+        if status != 200 {
             return false;
         }
         match self.kind {
@@ -474,16 +471,10 @@ async fn client_loop(
     deadline: Instant,
 ) -> ClientResult {
     let mut res = ClientResult::default();
-    let (addr, host) = match parse_http(url) {
-        Ok(a) => a,
-        Err(e) => {
-            res.errors += 1;
-            res.first_error = Some(e);
-            return res;
-        }
-    };
+    // Its own client, so its own keep-alive connection (reopened after a failure).
+    let http = HttpClient::new(Duration::from_secs(10));
+    let url = format!("{}{}", url.trim_end_matches('/'), target.path);
     let value = "v".repeat(100);
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         n += 1;
@@ -496,39 +487,13 @@ async fn client_loop(
         };
         let key = format!("key-{index:012}");
         let body = target.body(&key, &value);
-        if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            match tokio::time::timeout_at(deadline.into(), connect(addr)).await {
-                Ok(Ok(s)) => sender = Some(s),
-                Ok(Err(e)) => {
-                    note_error(&mut res, Instant::now() >= measure_from, e);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(_) => break,
-            }
-        }
-        let s = sender.as_mut().expect("connected above");
-        let req = hyper::Request::post(target.path.as_str())
-            .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .expect("a valid request");
         let t0 = Instant::now();
-        let exchange = async {
-            s.ready().await.map_err(|e| e.to_string())?;
-            let r = s.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = r.status();
-            let body = r
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, body))
-        };
         // A write still unanswered at the deadline is neither counted nor waited for long.
-        let outcome =
-            tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), exchange).await;
+        let outcome = tokio::time::timeout_at(
+            (deadline + Duration::from_secs(2)).into(),
+            http.post(&url, body),
+        )
+        .await;
         let t1 = Instant::now();
         let counted = t0 >= measure_from && t1 <= deadline;
         match outcome {
@@ -544,8 +509,9 @@ async fn client_loop(
                 note_error(&mut res, counted, format!("HTTP {status}: {text}"));
             }
             Ok(Err(e)) => {
-                sender = None;
-                note_error(&mut res, counted, e);
+                note_error(&mut res, counted, e.to_string());
+                // Connection refused and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(_) => break,
         }
@@ -558,30 +524,6 @@ fn note_error(res: &mut ClientResult, counted: bool, e: String) {
         res.errors += 1;
         res.first_error.get_or_insert(e);
     }
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake {addr}: {e}"))?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-/// `http://host:port` to a socket address and the Host header.
-fn parse_http(url: &str) -> Result<(SocketAddr, String), String> {
-    let host = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("not an http:// URL: {url}"))?
-        .trim_end_matches('/');
-    let addr = host
-        .parse::<SocketAddr>()
-        .map_err(|e| format!("not an IP:port URL {url}: {e}"))?;
-    Ok((addr, host.to_string()))
 }
 
 fn base64(b: &[u8]) -> String {
@@ -606,39 +548,8 @@ fn base64(b: &[u8]) -> String {
 // The clusters
 // ---------------------------------------------------------------------------------------------
 
-/// Child processes, stopped when dropped: SIGTERM (a node under a profiler writes its
-/// profile), then SIGKILL for whatever still runs after 5 s.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for c in &mut self.0 {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Ours {
-    _children: Children,
+    cluster: Cluster,
     /// Node URLs and process ids, master first.
     urls: Vec<String>,
     pids: Vec<u32>,
@@ -648,76 +559,30 @@ struct Ours {
 impl Ours {
     /// Three nodes on free ports; the first bootstraps and adds the other two.
     async fn start(bin: &Path, dir: &Path) -> Result<Ours, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let mut children = Children(Vec::new());
-        let mut urls = Vec::new();
-        for i in [2, 3, 1] {
-            let mut cmd = Command::new(bin);
-            cmd.arg("node")
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .arg("--cluster")
-                .arg(CLUSTER)
-                .arg("--data-dir")
-                .arg(dir.join(format!("node{i}")));
-            if i == 1 {
-                cmd.arg("--bootstrap");
-                for u in &urls {
-                    cmd.arg("--peer").arg(u);
-                }
-            }
-            let out = dir.join(format!("node{i}.out"));
-            let child = cmd
-                .stdout(file(&out)?)
-                .stderr(file(&dir.join(format!("node{i}.log")))?)
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start {}: {e}", bin.display()))?;
-            children.0.push(child);
-            urls.push(wait_listening(&out, &mut children).await?);
-        }
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let master = loop {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "our cluster did not form within 30 s (logs in {})",
-                    dir.display()
-                ));
-            }
-            let mut master = None;
-            let mut all = true;
-            for u in &urls {
-                let v = get_json(&http, &format!("{u}/_clusterc/{CLUSTER}/status")).await;
-                let members = v
-                    .as_ref()
-                    .and_then(|v| v["members"].as_array().map(|m| m.len()));
-                all &= members == Some(3);
-                if v.as_ref()
-                    .is_some_and(|v| v["serving"].as_bool() == Some(true))
-                {
-                    master = Some(u.clone());
-                }
-            }
-            if let (true, Some(m)) = (all, master) {
-                break m;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let (bin, dir) = (bin.to_path_buf(), dir.to_path_buf());
+        let cluster = tokio::task::spawn_blocking(move || {
+            let dir = TempDir::existing(&dir)?;
+            Cluster::launch(&bin, dir, 3, &[CLUSTER], &[], None)
+        })
+        .await
+        .map_err(|e| format!("starting our cluster: {e}"))??;
+        let master = cluster.master(CLUSTER).ok_or("our cluster has no master")?;
         // Master first: CPU and RSS columns read master / follower / follower.
-        let mut nodes: Vec<(String, u32)> = urls
-            .into_iter()
-            .zip(children.0.iter().map(|c| c.id()))
+        let mut order: Vec<usize> = (0..3).collect();
+        order.sort_by_key(|i| *i != master);
+        let urls = order
+            .iter()
+            .map(|&i| cluster.nodes[i].url.clone())
             .collect();
-        nodes.sort_by_key(|(u, _)| *u != master);
-        let (urls, pids) = nodes.into_iter().unzip();
+        let pids = order
+            .iter()
+            .map(|&i| cluster.nodes[i].pid().unwrap_or(0))
+            .collect();
         Ok(Ours {
-            _children: children,
+            master: cluster.nodes[master].url.clone(),
+            cluster,
             urls,
             pids,
-            master,
         })
     }
 
@@ -735,6 +600,15 @@ impl Ours {
                 }
             })
             .collect()
+    }
+}
+
+impl Drop for Ours {
+    /// SIGTERM first: a node under a profiler writes its profile.
+    fn drop(&mut self) {
+        self.cluster.nodes.iter_mut().for_each(|n: &mut Node| {
+            n.terminate();
+        });
     }
 }
 
@@ -787,9 +661,7 @@ impl Etcd {
                 .map_err(|e| format!("start {}: {e}", bin.display()))?;
             children.0.push(child);
         }
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
+        let http = HttpClient::new(Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if Instant::now() > deadline {
@@ -842,63 +714,17 @@ impl Etcd {
     }
 }
 
-type Http = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
-
-async fn get_json(http: &Http, url: &str) -> Option<Value> {
-    let req = hyper::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    exchange_json(http, req).await
+async fn get_json(http: &HttpClient, url: &str) -> Option<Value> {
+    match http.get(url).await {
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+        _ => None,
+    }
 }
 
-async fn post_json(http: &Http, url: &str, body: &str) -> Option<Value> {
-    let req = hyper::Request::post(url)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .ok()?;
-    exchange_json(http, req).await
-}
-
-async fn exchange_json(http: &Http, req: hyper::Request<Full<Bytes>>) -> Option<Value> {
-    let fut = async {
-        let r = http.request(req).await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        let b = r.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice(&b).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Waits for `listening on URL` in a node's stdout file.
-async fn wait_listening(out: &Path, children: &mut Children) -> Result<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(out) {
-            if let Some(u) = s.lines().find_map(|l| l.strip_prefix("listening on ")) {
-                return Ok(u.trim().to_string());
-            }
-        }
-        if let Some(Ok(Some(st))) = children.0.last_mut().map(|c| c.try_wait()) {
-            return Err(format!(
-                "a node exited at start ({st}); see {}",
-                out.with_extension("log").display()
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no 'listening on' line in {} within 10 s",
-                out.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn post_json(http: &HttpClient, url: &str, body: &str) -> Option<Value> {
+    match http.post(url, body.as_bytes().to_vec()).await {
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+        _ => None,
     }
 }
 
@@ -1046,9 +872,7 @@ async fn run_soak(
             client_loop(i as u64, keys, &url, &target, start, deadline).await
         }));
     }
-    let master_http =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+    let master_http = HttpClient::new(Duration::from_secs(2));
     let mut samples = Vec::new();
     println!("|   t s |   commit | RSS MiB per node (master first) |");
     println!("|------:|---------:|---------------------------------|");

@@ -1,12 +1,13 @@
 //! Outgoing HTTP: the peer client (pooled keep-alive connections, a per-request timeout) that
-//! turns every transport failure into the error the core expects, and the small client the
-//! `submit` / `status` subcommands use.
+//! turns every transport failure into the error the core expects, and the small client for
+//! programs that talk to a cluster (the CLI's `submit` / `status` / `get`, tests, examples).
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clusterconsensus::wire::{Method, Response};
+use clusterconsensus::wire::{FailResult, Method, Response};
 use clusterconsensus::{Error, ErrorCode};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -15,11 +16,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::auth::Token;
+use crate::ServeError;
+
 /// Answers above this size are refused (a peer's answers are small; a snapshot travels in a
 /// request, not an answer).
 const MAX_ANSWER: usize = 16 << 20;
 
-/// A pooled HTTP/1.1 client; cheap to clone (the pool is shared).
+/// A pooled HTTP/1.1 client (`http://` and `https://`); cheap to clone (the pool is shared).
+/// Every call is bounded by the client's timeout. Needs a tokio runtime.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -29,14 +34,29 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// Plain `http://` calls without a token.
+    /// Calls without a token; `https://` addresses cannot be verified (no CA).
     pub fn new(timeout: Duration) -> HttpClient {
         let tls = crate::tls::client_config(None).expect("an empty root store always builds");
         HttpClient::with_security(timeout, None, tls)
     }
 
+    /// Sends `token` on every call (`Authorization: Bearer`); verifies `https://` addresses
+    /// with the CA certificates (PEM) in `ca`.
+    pub fn secured(
+        timeout: Duration,
+        token: Option<&Token>,
+        ca: Option<&Path>,
+    ) -> Result<HttpClient, ServeError> {
+        let tls = crate::tls::client_config(ca).map_err(ServeError::Tls)?;
+        Ok(HttpClient::with_security(
+            timeout,
+            token.map(Token::header),
+            tls,
+        ))
+    }
+
     /// Sends `auth` on every call; `https://` addresses are verified with `tls`.
-    pub fn with_security(
+    pub(crate) fn with_security(
         timeout: Duration,
         auth: Option<HeaderValue>,
         tls: rustls::ClientConfig,
@@ -47,7 +67,7 @@ impl HttpClient {
     /// As [`HttpClient::with_security`], with every outgoing connection bound to the local
     /// address `source` (`--source-addr`; None: the kernel picks by route). A multi-homed
     /// server needs it so that its peers, and their firewalls, see the address it was given.
-    pub fn with_source(
+    pub(crate) fn with_source(
         timeout: Duration,
         auth: Option<HeaderValue>,
         tls: rustls::ClientConfig,
@@ -74,10 +94,46 @@ impl HttpClient {
         }
     }
 
+    /// `GET url`: the status and the body. `Err` carries the core's transport codes:
+    /// `ERR_CONNECT` when no connection could be made, `ERR_CALL` for anything else (timeout,
+    /// reset, an answer too large).
+    pub async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), Error> {
+        let (s, b) = self.request(hyper::Method::GET, url, Vec::new()).await?;
+        Ok((s.as_u16(), b.to_vec()))
+    }
+
+    /// `POST url` with a JSON body: the status and the body (errors as for [`HttpClient::get`]).
+    pub async fn post(&self, url: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), Error> {
+        let (s, b) = self.request(hyper::Method::POST, url, body).await?;
+        Ok((s.as_u16(), b.to_vec()))
+    }
+
+    /// Submits `changes` as one batch to cluster `cluster` through the node at `node` (a base
+    /// URL; a follower forwards to its master) and returns the protocol answer: on success
+    /// `{"fail":false,"seq":N,"results":[...]}` with the app's result for each change, else the
+    /// refusal. A `fail: true` answer is `Ok` too (see [`FailResult::into_result`]); `Err` is a
+    /// transport failure or an HTTP error (its `{"code","err"}` when the body has one).
+    pub async fn submit(
+        &self,
+        node: &str,
+        cluster: &str,
+        changes: &[String],
+    ) -> Result<FailResult, Error> {
+        let url = clusterconsensus::wire::url(node, cluster, Method::Submit.path());
+        let body = serde_json::to_vec(&serde_json::json!({ "chg": changes }))
+            .map_err(|e| Error::encoding(e.to_string()))?;
+        let (status, body) = self.request(hyper::Method::POST, &url, body).await?;
+        if status != hyper::StatusCode::OK {
+            return Err(http_error(&url, status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::encoding(format!("{url}: unexpected answer: {e}")))
+    }
+
     /// One HTTP exchange, bounded by the timeout. `Err` carries the core's transport codes:
     /// `ERR_CONNECT` when no connection could be made, `ERR_CALL` for anything else (timeout,
     /// reset, an answer too large).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: hyper::Method,
         url: &str,
@@ -145,6 +201,23 @@ impl HttpClient {
         }
         Response::decode(method, &body)
     }
+}
+
+/// An HTTP error answer as an [`Error`]: its `{"code","err"}` when the body is one, else
+/// `ERR_CALL` with the status and the start of the body.
+pub(crate) fn http_error(url: &str, status: u16, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Coded {
+        code: String,
+        err: String,
+    }
+    if let Ok(c) = serde_json::from_slice::<Coded>(body) {
+        if let Some(code) = ErrorCode::parse(&c.code) {
+            return Error::new(code, format!("{url}: HTTP {status}: {}", c.err));
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    Error::new(ErrorCode::Call, format!("{url}: HTTP {status}: {text}"))
 }
 
 /// The error and its sources, so "connection refused" is not hidden behind "client error".

@@ -15,20 +15,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use clusterconsensus::kv::KvStore;
 use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::{
     Error, ErrorCode, Event, MessageId, Output, Participant, Payload, Persist, PersistId, RequestId,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
+use crate::reads::{ReadAnswer, ReadRequest};
 use crate::storage::Store;
+use crate::{App, ServeError};
 
 /// Milliseconds since this process started: the core's `now`, from a monotonic clock.
 pub fn now_ms() -> u64 {
@@ -47,11 +49,11 @@ fn deadline_instant(ms: Option<u64>) -> tokio::time::Instant {
     tokio::time::Instant::from_std(at.unwrap_or_else(Instant::now))
 }
 
-/// A read-only look at the participant, run on its task (status, key-value reads).
-pub type Inspect = Box<dyn FnOnce(&Participant<KvStore>, u64) + Send>;
+/// A read-only look at the participant, run on its task (status, the app's reads).
+pub type Inspect<S> = Box<dyn FnOnce(&Participant<S>, u64) + Send>;
 
 /// What the cluster task reacts to.
-pub enum Input {
+pub enum Input<S: App> {
     /// An incoming call (HTTP or the bootstrap flow); answered on `reply`.
     Request {
         req: Request,
@@ -66,21 +68,37 @@ pub enum Input {
     Bootstrap {
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    Inspect(Inspect),
+    Inspect(Inspect<S>),
     /// The writer thread made the `Persist` with this id durable, in `took`.
     Persisted {
         id: PersistId,
         took: Duration,
     },
+    /// The writer thread could not make a `Persist` durable: the task stops.
+    StorageFailed(String),
     /// The metrics page (Prometheus text) of this cluster.
     Metrics(oneshot::Sender<String>),
 }
 
 /// The handle the HTTP server and the bootstrap flow use to reach a cluster's task.
-#[derive(Clone, Debug)]
-pub struct Cluster {
+pub struct Cluster<S: App> {
     pub id: String,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<Input<S>>,
+}
+
+impl<S: App> Clone for Cluster<S> {
+    fn clone(&self) -> Self {
+        Cluster {
+            id: self.id.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<S: App> std::fmt::Debug for Cluster<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({})", self.id)
+    }
 }
 
 /// The cluster's task is gone: the node is shutting down.
@@ -97,28 +115,29 @@ fn gone<T>(_: T) -> Gone {
     Gone
 }
 
-impl Cluster {
-    /// Starts the task for `participant`, persisting to `store`.
-    pub fn spawn(participant: Participant<KvStore>, store: Store, client: HttpClient) -> Cluster {
+impl<S: App> Cluster<S> {
+    /// The handle and the task (not started: [`Task::start`]) of `participant`, persisting to
+    /// `store`.
+    pub fn new(
+        participant: Participant<S>,
+        store: Store,
+        client: HttpClient,
+    ) -> (Cluster<S>, Task<S>) {
         let (tx, rx) = mpsc::channel(4096);
         let id = participant.cluster().to_string();
-        let store = Arc::new(store);
-        let writer = match &*store {
-            Store::Memory => None,
-            Store::Disk { .. } => Some(spawn_writer(&id, store.clone(), tx.clone())),
-        };
         let task = Task {
             lanes: BTreeMap::new(),
             node: participant,
-            writer,
+            store: Some(store),
+            writer: None,
             client,
             tx: tx.clone(),
+            rx,
             waiting: BTreeMap::new(),
             next_request: 1,
             metrics: Metrics::default(),
         };
-        tokio::spawn(task.run(rx));
-        Cluster { id, tx }
+        (Cluster { id, tx }, task)
     }
 
     /// Hands a call to the core and waits for its answer (a submit is answered once committed).
@@ -150,54 +169,54 @@ impl Cluster {
     /// Runs `f` on the participant (on its task) and returns what it computed.
     pub async fn inspect<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Participant<KvStore>, u64) -> T + Send + 'static,
+        f: impl FnOnce(&Participant<S>, u64) -> T + Send + 'static,
     ) -> Result<T, Gone> {
         let (reply, rx) = oneshot::channel();
-        let job: Inspect = Box::new(move |p, now| {
+        let job: Inspect<S> = Box::new(move |p, now| {
             let _ = reply.send(f(p, now));
         });
         self.tx.send(Input::Inspect(job)).await.map_err(gone)?;
         rx.await.map_err(gone)
     }
+
+    /// The app's answer to a read of its state as applied here (`None`: no such path).
+    pub async fn read(&self, req: ReadRequest) -> Result<Option<ReadAnswer>, Gone> {
+        self.inspect(move |p, _| p.state().read(&req.at(p.commit())))
+            .await
+    }
 }
 
 /// The writer thread: applies each `Persist` as one durable transaction, in order, and reports
-/// it back to the task. A storage failure stops the process: without durable storage the node
-/// could break promises it made, so it must not go on half-alive.
-fn spawn_writer(
+/// it back to the task. A storage failure stops the task, and with it the node (see
+/// [`ServeError::Storage`]): without durable storage the node could break promises it made, so
+/// it must not go on half-alive. The failed `Persist` is never reported durable, so nothing that
+/// depends on it leaves the core.
+fn spawn_writer<S: App>(
     cluster: &str,
-    store: Arc<Store>,
-    tx: mpsc::Sender<Input>,
-) -> std_mpsc::Sender<Persist> {
+    store: Store,
+    tx: mpsc::Sender<Input<S>>,
+) -> std::io::Result<std_mpsc::Sender<Persist>> {
     let (wtx, wrx) = std_mpsc::channel::<Persist>();
-    let name = cluster.to_string();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("writer-{cluster}"))
         .spawn(move || {
             for p in wrx {
                 let started = Instant::now();
-                if let Err(e) = store.apply(&p) {
-                    error!(cluster = %name, "storage failed, stopping: {e}");
-                    std::process::exit(1);
-                }
+                let report = match store.apply(&p) {
+                    Ok(()) => Input::Persisted {
+                        id: p.id,
+                        took: started.elapsed(),
+                    },
+                    Err(e) => Input::StorageFailed(e),
+                };
+                let failed = matches!(report, Input::StorageFailed(_));
                 // Fails only when the task is gone (shutting down).
-                let took = started.elapsed();
-                if tx
-                    .blocking_send(Input::Persisted { id: p.id, took })
-                    .is_err()
-                {
+                if tx.blocking_send(report).is_err() || failed {
                     break;
                 }
             }
-        });
-    if let Err(e) = spawned {
-        error!(
-            cluster,
-            "cannot start the storage writer thread, stopping: {e}"
-        );
-        std::process::exit(1);
-    }
-    wtx
+        })?;
+    Ok(wtx)
 }
 
 /// A master-to-follower call waiting in its peer's lane.
@@ -217,9 +236,9 @@ struct Outgoing {
 /// every few commits. A call whose deadline (set by the core) passed while it waited in the lane
 /// fails without being sent (`ERR_CALL`, as a timeout would): the core re-sends what still
 /// matters at its next tick, so a dead peer's lane cannot build up a backlog.
-async fn lane(
+async fn lane<S: App>(
     client: HttpClient,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<Input<S>>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     while let Some(o) = rx.recv().await {
@@ -243,41 +262,79 @@ async fn lane(
     }
 }
 
-struct Task {
+/// One cluster's task, built by [`Cluster::new`] and started by [`Task::start`].
+pub struct Task<S: App> {
     /// One ordered lane per peer for the accept family (see [`lane`]).
     lanes: BTreeMap<String, mpsc::UnboundedSender<Outgoing>>,
-    node: Participant<KvStore>,
-    /// The writer thread (`None` for `--memory`: nothing to wait for).
+    node: Participant<S>,
+    /// Until [`Task::start`] hands it to the writer thread.
+    store: Option<Store>,
+    /// The writer thread (`None` for memory storage: nothing to wait for).
     writer: Option<std_mpsc::Sender<Persist>>,
     client: HttpClient,
     /// To hand to the spawned calls, which report back here.
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<Input<S>>,
+    rx: mpsc::Receiver<Input<S>>,
     /// Incoming calls waiting for the core's reply, by the request id we gave the core.
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
     next_request: u64,
     metrics: Metrics,
 }
 
-impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+impl<S: App> Task<S> {
+    /// Starts the writer thread (for disk storage) and the task on `set`. A storage failure
+    /// stops the task and comes out of `fatal`.
+    pub fn start(
+        mut self,
+        set: &mut JoinSet<()>,
+        fatal: mpsc::UnboundedSender<ServeError>,
+    ) -> Result<(), ServeError> {
+        let id = self.node.cluster().to_string();
+        match self.store.take() {
+            Some(Store::Memory) | None => {}
+            Some(store) => {
+                let w = spawn_writer(&id, store, self.tx.clone()).map_err(|e| {
+                    ServeError::StorageOpen {
+                        cluster: id.clone(),
+                        message: format!("cannot start the writer thread: {e}"),
+                    }
+                })?;
+                self.writer = Some(w);
+            }
+        }
+        set.spawn(async move {
+            if let Err(message) = self.run().await {
+                error!(cluster = %id, "storage failed, stopping the node: {message}");
+                let _ = fatal.send(ServeError::Storage {
+                    cluster: id,
+                    message,
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs until the node stops it, or `Err` once storage failed.
+    async fn run(mut self) -> Result<(), String> {
         // A restored node may already have work queued (nothing today, but cheap to honour).
-        self.drain();
+        self.drain()?;
         loop {
             let timer = self.node.poll_timeout();
             let sleep = tokio::time::sleep_until(deadline_instant(timer));
             tokio::select! {
-                input = rx.recv() => match input {
-                    Some(input) => self.on_input(input),
+                input = self.rx.recv() => match input {
+                    Some(input) => self.on_input(input)?,
                     None => break,
                 },
                 _ = sleep, if timer.is_some() => self.node.handle_timeout(now_ms()),
             }
-            self.drain();
+            self.drain()?;
         }
         debug!(cluster = self.node.cluster(), "cluster task stopped");
+        Ok(())
     }
 
-    fn on_input(&mut self, input: Input) {
+    fn on_input(&mut self, input: Input<S>) -> Result<(), String> {
         let now = now_ms();
         match input {
             Input::Request { req, reply } => {
@@ -303,14 +360,17 @@ impl Task {
             Input::Metrics(reply) => {
                 let _ = reply.send(self.metrics.render(&self.node));
             }
+            Input::StorageFailed(e) => return Err(e),
         }
+        Ok(())
     }
 
     /// Carries out every output, in order. A `Persist` goes to the writer thread; until
     /// `Input::Persisted` comes back the core hands out only outputs that do not depend on it
     /// (a master's next accept, the answers to a chosen batch), so those go out while the disk
     /// works.
-    fn drain(&mut self) {
+    /// `Err` when the writer thread is gone (it stopped after a failed write).
+    fn drain(&mut self) -> Result<(), String> {
         // The master sends the same accept to every follower: encode it once.
         let mut last: Option<(clusterconsensus::Request, Vec<u8>)> = None;
         while let Some(out) = self.node.poll_output() {
@@ -318,11 +378,7 @@ impl Task {
                 Output::Persist(p) => match &self.writer {
                     Some(w) => {
                         if w.send(p).is_err() {
-                            error!(
-                                cluster = self.node.cluster(),
-                                "storage writer is gone, stopping"
-                            );
-                            std::process::exit(1);
+                            return Err("the storage writer thread is gone".into());
                         }
                     }
                     None => self.node.persisted(now_ms(), p.id),
@@ -375,13 +431,14 @@ impl Task {
                 }
             }
         }
+        Ok(())
     }
 
     /// The ordered lane to `peer`, started on first use.
     fn lane(&mut self, peer: &str) -> &mpsc::UnboundedSender<Outgoing> {
         if !self.lanes.contains_key(peer) {
             let (ltx, lrx) = mpsc::unbounded_channel();
-            tokio::spawn(lane(self.client.clone(), self.tx.clone(), lrx));
+            tokio::spawn(lane::<S>(self.client.clone(), self.tx.clone(), lrx));
             self.lanes.insert(peer.to_string(), ltx);
         }
         &self.lanes[peer]
@@ -410,84 +467,5 @@ impl Task {
             Event::Joined => info!(cluster, "joined the cluster"),
             Event::Removed => warn!(cluster, "removed from the cluster"),
         }
-    }
-}
-
-/// The bootstrap flow of `node --bootstrap --peer URL...`: become master of a one-member
-/// cluster, then add each peer, one at a time, each once it answers and is committed.
-pub async fn bootstrap(cluster: Cluster, peers: Vec<String>, client: HttpClient) {
-    let id = cluster.id.clone();
-    match cluster.bootstrap().await {
-        Ok(Ok(())) => info!(cluster = %id, "bootstrapped a one-member cluster"),
-        Ok(Err(e)) => {
-            error!(cluster = %id, "bootstrap failed: {e}");
-            return;
-        }
-        Err(Gone) => return,
-    }
-    // The core serves submits and membership changes once its first accept is confirmed.
-    loop {
-        match cluster.inspect(|p, _| p.is_serving_master()).await {
-            Ok(true) => break,
-            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(_) => return,
-        }
-    }
-    for peer in peers {
-        wait_until_up(&client, &peer, &id).await;
-        let mut attempt = 0u32;
-        loop {
-            let req = Request::MembersAdd(clusterconsensus::wire::AdminMember::new(peer.clone()));
-            let res = match cluster.call(req).await {
-                Ok(Response::Fail(f)) => f.into_result(),
-                Ok(_) => Err(Error::new(ErrorCode::Call, "unexpected answer shape")),
-                Err(Gone) => return,
-            };
-            match res {
-                Ok(()) => {
-                    info!(cluster = %id, peer = %peer, "peer added");
-                    break;
-                }
-                Err(e) if e.code == ErrorCode::Encoding => {
-                    // Not a usable member address: retrying cannot help.
-                    error!(cluster = %id, peer = %peer, "cannot add peer: {e}");
-                    break;
-                }
-                Err(e) => {
-                    attempt += 1;
-                    if attempt % 10 == 1 {
-                        warn!(cluster = %id, peer = %peer, "adding peer failed, retrying: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Waits until `peer` answers its status endpoint for this cluster: adding a member that is not
-/// running yet would leave the cluster without a majority until it comes up.
-async fn wait_until_up(client: &HttpClient, peer: &str, cluster: &str) {
-    let url = format!("{peer}/_clusterc/{cluster}/status");
-    let mut attempt = 0u32;
-    loop {
-        match client.request(hyper::Method::GET, &url, Vec::new()).await {
-            Ok((s, _)) if s.is_success() => return,
-            Ok((s, _)) => {
-                if attempt.is_multiple_of(25) {
-                    warn!(
-                        cluster,
-                        peer, "peer answers HTTP {s} for this cluster; waiting"
-                    );
-                }
-            }
-            Err(e) => {
-                if attempt.is_multiple_of(25) {
-                    info!(cluster, peer, "waiting for peer to come up: {e}");
-                }
-            }
-        }
-        attempt += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

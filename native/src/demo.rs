@@ -1,150 +1,113 @@
-//! `clusterconsensus demo`: three `node` child processes on 127.0.0.1, bootstrapped into one
-//! cluster. Real processes, so that `kill -9` of one shows a failover.
+//! `demo`: three `node` child processes of the running program on 127.0.0.1, bootstrapped
+//! into one cluster. Real processes, so that `kill -9` of one shows a failover.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::Duration;
+use crate::auth::Token;
+use crate::cli::{CliError, DemoArgs};
+use crate::testkit::{Cluster, Log, NodeOptions, TempDir};
 
-use crate::auth::Auth;
-use crate::client::HttpClient;
-use crate::DemoArgs;
+/// A running demo, for the lines that tell how to try the app.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// The nodes' URLs, node 1 first.
+    pub urls: Vec<String>,
+    pub cluster: String,
+    /// What a `curl` command needs for a write (` -H "Authorization: Bearer ..."` with a token,
+    /// else empty), and for a read (the same with `--auth-reads`).
+    pub write_auth: String,
+    pub read_auth: String,
+}
 
-/// Kills the children when the demo ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl Demo {
+    /// `<node i>/_clusterc/<cluster>/<what>`.
+    pub fn url(&self, node: usize, what: &str) -> String {
+        clusterconsensus::wire::url(&self.urls[node % self.urls.len()], &self.cluster, what)
     }
 }
 
-/// A directory removed on drop (the default demo data).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub async fn run(a: DemoArgs) -> Result<(), String> {
+/// Starts the demo, prints its nodes and `hints(&demo)`, and runs until SIGINT or SIGTERM.
+pub async fn run(a: DemoArgs, hints: &dyn Fn(&Demo) -> Vec<String>) -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     // Read (and checked) here rather than by each node, so that a bad file is one clear error
     // and not three exited children; absolute, so the banner's commands work from anywhere.
     let token = match &a.token_file {
         Some(f) => {
-            let auth = Auth::from_file(f)?;
+            let token = Token::from_file(f)?;
             let f = std::fs::canonicalize(f)
                 .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?;
-            Some((f, auth))
+            Some((f, token))
         }
         None => None,
     };
-    let (dir, _temp) = match &a.data_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let d =
-                std::env::temp_dir().join(format!("clusterconsensus-demo-{}", std::process::id()));
-            (d.clone(), Some(TempDir(d)))
-        }
+    let dir = match &a.data_dir {
+        Some(d) => TempDir::existing(d)?,
+        None => TempDir::create("demo")?,
     };
-    let ports: Vec<u16> = (0..3)
-        .map(|i| a.base_port.checked_add(i).ok_or("--base-port too high"))
-        .collect::<Result<_, _>>()?;
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let mut children = Children(Vec::new());
-    // Followers first; the first node bootstraps and adds them (it waits until they answer).
-    for i in [1, 2, 0] {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("node")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", ports[i]))
-            .arg("--cluster")
-            .arg(&a.cluster)
-            .arg("--data-dir")
-            .arg(dir.join(format!("node{}", i + 1)))
-            .arg("--www")
-            .arg(&a.www);
-        if let Some((file, _)) = &token {
-            cmd.arg("--token-file").arg(file);
-            if a.auth_reads {
-                cmd.arg("--auth-reads");
-            }
-        }
-        if i == 0 {
-            cmd.arg("--bootstrap");
-            cmd.arg("--peer").arg(&urls[1]).arg("--peer").arg(&urls[2]);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", i + 1))?;
-        children.0.push(child);
+    let data = dir.path().to_path_buf();
+    let mut args = Vec::new();
+    if let Some(w) = &a.www {
+        args.extend(["--www".to_string(), w.display().to_string()]);
     }
-
-    // Wait until every node reports three members and one of them serves as master.
-    // With --auth-reads the status page needs the token too.
-    let client = match &token {
-        Some((_, auth)) => HttpClient::with_security(
-            Duration::from_millis(1000),
-            Some(auth.header()),
-            crate::tls::client_config(None)?,
-        ),
-        None => HttpClient::new(Duration::from_millis(1000)),
+    if let Some((file, _)) = &token {
+        args.extend(["--token-file".to_string(), file.display().to_string()]);
+        if a.auth_reads {
+            args.push("--auth-reads".into());
+        }
+    }
+    let (base, id) = (a.base_port, a.cluster.clone());
+    let secret = token.as_ref().map(|(_, t)| t.as_str().to_string());
+    // The nodes' logs go to this terminal. Followers first; node 1 bootstraps and adds them
+    // (it waits until they answer).
+    let launch = move || {
+        let opts = |i: usize, args: &[String]| -> Result<NodeOptions, String> {
+            let port = base.checked_add(i as u16).ok_or("--base-port too high")?;
+            Ok(NodeOptions {
+                program: exe.clone(),
+                name: format!("node{}", i + 1),
+                data_dir: data.join(format!("node{}", i + 1)),
+                log: Log::Inherit,
+                port,
+                clusters: vec![id.clone()],
+                args: args.to_vec(),
+            })
+        };
+        Cluster::launch_each(3, &[id.as_str()], &args, dir, secret.as_deref(), opts)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::time::Instant::now() > deadline {
-            return Err("the demo cluster did not form within 30 s (see the logs above)".into());
-        }
-        for c in &mut children.0 {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Err(format!(
-                    "a node exited ({st}); is a port in use? (--base-port)"
-                ));
-            }
-        }
-        if formed(&client, &urls, &a.cluster).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let cluster = tokio::task::spawn_blocking(launch)
+        .await
+        .map_err(|e| format!("starting the demo: {e}"))?
+        .map_err(|e| format!("{e}\nis a port in use? (--base-port)"))?;
 
-    let pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
+    let auth = |file: &std::path::Path| {
+        format!(
+            " -H \"Authorization: Bearer $(head -n1 {})\"",
+            shell_quote(&file.display().to_string())
+        )
+    };
+    let (write_auth, read_auth) = match &token {
+        Some((file, _)) if a.auth_reads => (auth(file), auth(file)),
+        Some((file, _)) => (auth(file), String::new()),
+        None => (String::new(), String::new()),
+    };
+    let demo = Demo {
+        urls: cluster.urls(),
+        cluster: a.cluster.clone(),
+        write_auth,
+        read_auth,
+    };
     println!();
     println!(
         "demo cluster {:?} is up, data in {}",
         a.cluster,
-        dir.display()
+        cluster.dir.path().display()
     );
-    for (i, u) in urls.iter().enumerate() {
-        // children were started in the order node2, node3, node1
-        let pid = pids[(i + 2) % 3];
-        println!("  node{}: {u}   (pid {pid}, dashboard {u}/)", i + 1);
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        let pid = n.pid().map_or("?".into(), |p| p.to_string());
+        let www = match &a.www {
+            Some(_) => format!(", dashboard {}/", n.url),
+            None => String::new(),
+        };
+        println!("  node{}: {}   (pid {pid}{www})", i + 1, n.url);
     }
-    let c = &a.cluster;
-    let n = &urls[1];
-    // The header curl needs for the calls the token protects (`write`), and for reads.
-    let (write, read) = match &token {
-        Some((file, _)) => {
-            let h = format!(
-                " -H \"Authorization: Bearer $(head -n1 {})\"",
-                shell_quote(&file.display().to_string())
-            );
-            let read = if a.auth_reads {
-                h.clone()
-            } else {
-                String::new()
-            };
-            (h, read)
-        }
-        None => (String::new(), String::new()),
-    };
     if let Some((file, _)) = &token {
         let what = match a.auth_reads {
             true => "every call (status and reads too) needs",
@@ -153,24 +116,30 @@ pub async fn run(a: DemoArgs) -> Result<(), String> {
         println!();
         println!("the nodes run with --token-file {}:", file.display());
         println!("  {what} `Authorization: Bearer <its first line>`.");
-        println!("  The dashboard needs the token too: paste it into its Token field (live mode),");
-        println!("  else its buttons are refused with 401 ERR_DENIED.");
+        if a.www.is_some() {
+            println!(
+                "  The dashboard needs the token too: paste it into its Token field (live mode),"
+            );
+            println!("  else its buttons are refused with 401 ERR_DENIED.");
+        }
     }
     println!();
     println!("try:");
-    println!("  curl -s{write} -X POST {n}/_clusterc/{c}/submit -d '{{\"chg\":[\"{{\\\"op\\\":\\\"set\\\",\\\"key\\\":\\\"a\\\",\\\"value\\\":\\\"1\\\"}}\"]}}'");
-    println!("  curl -s{read} {}/_clusterc/{c}/kv/a", urls[2]);
-    println!("  curl -s{read} {}/_clusterc/{c}/status", urls[0]);
+    for line in hints(&demo) {
+        println!("  {line}");
+    }
+    println!("  curl -s{} {}", demo.read_auth, demo.url(0, "status"));
     println!("Ctrl-C stops the demo.");
 
-    let sig = crate::node::shutdown_signal().await;
+    let sig = crate::server::shutdown_signal().await;
     eprintln!("{sig}: stopping the demo");
-    drop(children);
+    // Killing the nodes can take a moment; not on the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
     Ok(())
 }
 
 /// `s` as one word for a POSIX shell (for the commands the banner prints).
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@,".contains(&b));
@@ -179,27 +148,6 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-async fn formed(client: &HttpClient, urls: &[String], cluster: &str) -> bool {
-    let mut serving = false;
-    for u in urls {
-        let url = format!("{u}/_clusterc/{cluster}/status");
-        let Ok((s, body)) = client.request(hyper::Method::GET, &url, Vec::new()).await else {
-            return false;
-        };
-        if !s.is_success() {
-            return false;
-        }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return false;
-        };
-        if v["members"].as_array().map_or(0, |m| m.len()) != 3 {
-            return false;
-        }
-        serving |= v["serving"].as_bool() == Some(true);
-    }
-    serving
 }
 
 #[cfg(test)]

@@ -3,18 +3,15 @@
 //!
 //! | path below `/_clusterc/<id>/` | method | answer |
 //! |---|---|---|
-//! | `prepare`, `accept`, `addmember`, `rmmember`, `start`, `submit`, `members/add`, `members/remove` | POST | 200 + the protocol answer |
+//! | `prepare`, `accept`, `addmember`, `rmmember`, `start`, `submit`, `members/add`, `members/remove`, `readindex` | POST | 200 + the protocol answer |
 //! | `status` | GET | 200 + the participant's status |
 //! | `metrics` | GET | 200 + Prometheus text: commit, instance, role, counters, write latency |
-//! | `kv` | GET | 200 + `{"commit","data"}`: the whole key-value state |
-//! | `kv/<key>` | GET | 200 + `{"key","value"}`, or 404 + `{"key","value":null}` |
-//! | `kv/<key>?consistent=true`, `kv?consistent=true` | GET | the same, linearizable (read index) |
-//! | `readindex` | POST | 200 + `{"fail","err","seq"}` (a follower asks its master) |
+//! | anything else | GET | the app's [`Reads`](crate::Reads) (`?consistent=true`: after a read index) |
 //! | any | OPTIONS | 204 CORS preflight |
 //!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
 //! body that does not decode, 401 (`ERR_DENIED`) without the token ([`crate::auth`]), 404 for an
-//! unknown cluster, path or key, 405 for a wrong method, 408 for a body that arrives too slowly,
+//! unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
 //! 413 for a body over the limit, 503 (`ERR_STATE`, retryable) while shutting down, when the
 //! node is over its limit of concurrent client calls, or when a consistent read cannot be
 //! served now (no serving master, no majority).
@@ -32,32 +29,34 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::auth::Auth;
-use crate::cluster::Cluster;
+use crate::auth::Token;
+use crate::cluster::{Cluster, Gone};
+use crate::reads::{percent_decode, ReadRequest};
+use crate::App;
 
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
 
 /// What every connection handler shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub clusters: BTreeMap<String, Cluster>,
+pub struct Shared<S: App> {
+    pub clusters: BTreeMap<String, Cluster<S>>,
     pub max_body: usize,
-    pub www: PathBuf,
-    /// `--token-file`: the token every protected call must carry.
-    pub auth: Option<Auth>,
-    /// `--auth-reads`: status and plain reads need the token too.
+    /// The dashboard's files (`None`: no static files).
+    pub www: Option<PathBuf>,
+    /// The token every protected call must carry.
+    pub auth: Option<Token>,
+    /// Status and plain reads need the token too.
     pub auth_reads: bool,
-    /// `--max-inflight`: client calls (everything but the peer protocol) handled at once; past
-    /// it a call is refused at once with 503 `ERR_STATE` rather than queued.
+    /// Client calls (everything but the peer protocol) handled at once; past it a call is
+    /// refused at once with 503 `ERR_STATE` rather than queued.
     pub inflight: Arc<tokio::sync::Semaphore>,
-    /// `--body-timeout-ms`: a body must arrive within this (slow clients get 408).
+    /// A body must arrive within this (slow clients get 408).
     pub body_timeout: std::time::Duration,
 }
 
 /// Who may call an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Access {
-    /// Status and plain reads: open unless `--auth-reads`.
+    /// Status and plain reads: open unless `auth_reads`.
     Read,
     /// Everything that changes state or reads linearizably.
     Protected,
@@ -71,8 +70,8 @@ fn wants_consistent(query: Option<&str>) -> bool {
     })
 }
 
-pub async fn handle(
-    shared: Arc<Shared>,
+pub async fn handle<S: App>(
+    shared: Arc<Shared<S>>,
     req: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path().to_string();
@@ -82,12 +81,24 @@ pub async fn handle(
             add_cors(res.headers_mut());
             res
         }
-        None => static_file(&shared.www, req.method(), &path).await,
+        None => static_file(shared.www.as_deref(), req.method(), &path).await,
     };
     Ok(res)
 }
 
-async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &str) -> HttpResponse {
+fn unavailable(gone: Gone) -> HttpResponse {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::State,
+        &gone.to_string(),
+    )
+}
+
+async fn cluster_route<S: App>(
+    shared: &Shared<S>,
+    req: hyper::Request<Incoming>,
+    rest: &str,
+) -> HttpResponse {
     let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(cluster) = shared.clusters.get(id) else {
         return error(
@@ -99,36 +110,8 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     if req.method() == Method::OPTIONS {
         return preflight();
     }
-    if sub == "status" || sub == "metrics" || sub == "kv" || sub.starts_with("kv/") {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return method_not_allowed("GET, HEAD, OPTIONS");
-        }
-        // Only key-value reads can be linearizable; status and metrics describe this node.
-        let consistent = sub.starts_with("kv") && wants_consistent(req.uri().query());
-        let access = if consistent {
-            Access::Protected
-        } else {
-            Access::Read
-        };
-        if let Some(denied) = check_auth(shared, &req, access) {
-            return denied;
-        }
-        let Some(_permit) = admit(shared) else {
-            return overloaded();
-        };
-        if consistent {
-            if let Some(refused) = read_index(cluster).await {
-                return refused;
-            }
-        }
-        return read_route(cluster, sub).await;
-    }
     let Some(call) = Call::from_path(sub) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::Call,
-            &format!("no such method {sub:?}"),
-        );
+        return read_route(shared, cluster, &req, sub).await;
     };
     if req.method() != Method::POST {
         return method_not_allowed("POST, OPTIONS");
@@ -138,7 +121,7 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
         return denied;
     }
     // The replication calls are bounded by the member count and must not starve behind
-    // clients; the core says which calls count as client load.
+    // clients; the core says which calls count as client load (a client's readindex does).
     let _permit = match call.counts_as_client_load() {
         false => None,
         true => match admit(shared) {
@@ -171,17 +154,71 @@ async fn cluster_route(shared: &Shared, req: hyper::Request<Incoming>, rest: &st
     };
     match cluster.call(request).await {
         Ok(answer) => json(StatusCode::OK, answer.encode()),
-        Err(gone) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::State,
-            &gone.to_string(),
+        Err(gone) => unavailable(gone),
+    }
+}
+
+/// Every `GET` that is not a protocol method: `status` and `metrics` describe this node; any
+/// other path is the app's ([`Reads`](crate::Reads)), plain or consistent.
+async fn read_route<S: App>(
+    shared: &Shared<S>,
+    cluster: &Cluster<S>,
+    req: &hyper::Request<Incoming>,
+    sub: &str,
+) -> HttpResponse {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return match sub {
+            "status" | "metrics" => method_not_allowed("GET, HEAD, OPTIONS"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::Call,
+                &format!("no such method {sub:?}"),
+            ),
+        };
+    }
+    // Only the app's state can be read linearizably; status and metrics describe this node.
+    let own = matches!(sub, "status" | "metrics");
+    let consistent = !own && wants_consistent(req.uri().query());
+    let access = if consistent {
+        Access::Protected
+    } else {
+        Access::Read
+    };
+    if let Some(denied) = check_auth(shared, req, access) {
+        return denied;
+    }
+    let Some(_permit) = admit(shared) else {
+        return overloaded();
+    };
+    match sub {
+        "status" => return status(cluster).await,
+        "metrics" => return metrics(cluster).await,
+        _ => {}
+    }
+    if consistent {
+        if let Some(refused) = read_index(cluster).await {
+            return refused;
+        }
+    }
+    let read = ReadRequest::new(sub, req.uri().query().map(String::from), 0);
+    match cluster.read(read).await {
+        Ok(Some(a)) => {
+            let status =
+                StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json(status, serde_json::to_vec(&a.body).unwrap_or_default())
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Call,
+            &format!("no such path {sub:?}"),
         ),
+        Err(gone) => unavailable(gone),
     }
 }
 
 /// `None` if the caller may go on; else the 401 to answer.
-fn check_auth(
-    shared: &Shared,
+fn check_auth<S: App>(
+    shared: &Shared<S>,
     req: &hyper::Request<Incoming>,
     access: Access,
 ) -> Option<HttpResponse> {
@@ -203,7 +240,7 @@ fn check_auth(
 }
 
 /// A permit for one client call, or `None` when `--max-inflight` calls are already running.
-fn admit(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
+fn admit<S: App>(shared: &Shared<S>) -> Option<tokio::sync::OwnedSemaphorePermit> {
     shared.inflight.clone().try_acquire_owned().ok()
 }
 
@@ -217,7 +254,7 @@ fn overloaded() -> HttpResponse {
 
 /// The read-index round of a consistent read: `None` once this node has applied everything
 /// committed before the read arrived (read the local state now), else the 503 to answer.
-async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
+async fn read_index<S: App>(cluster: &Cluster<S>) -> Option<HttpResponse> {
     let req = Request::ReadIndex(clusterconsensus::wire::ReadIndex::default());
     let err = match cluster.call(req).await {
         Ok(clusterconsensus::wire::Response::Fail(f)) => match f.into_result() {
@@ -227,13 +264,7 @@ async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
         Ok(other) => {
             clusterconsensus::Error::new(ErrorCode::Call, format!("unexpected answer {other:?}"))
         }
-        Err(gone) => {
-            return Some(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::State,
-                &gone.to_string(),
-            ))
-        }
+        Err(gone) => return Some(unavailable(gone)),
     };
     Some(error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -242,76 +273,35 @@ async fn read_index(cluster: &Cluster) -> Option<HttpResponse> {
     ))
 }
 
-/// `status`, `kv` and `kv/<key>`: reads of the local state (not linearizable: a follower may
-/// lag the master by a heartbeat).
-async fn read_route(cluster: &Cluster, sub: &str) -> HttpResponse {
-    if sub == "metrics" {
-        return match cluster.metrics().await {
-            Ok(text) => {
-                let mut res = hyper::Response::new(Full::new(Bytes::from(text)));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                res
-            }
-            Err(gone) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::State,
-                &gone.to_string(),
-            ),
-        };
-    }
-    let answer = if sub == "status" {
-        cluster
-            .inspect(|p, now| {
-                let mut v = serde_json::to_value(p.status(now)).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("serving".into(), p.is_serving_master().into());
-                }
-                Ok(v)
-            })
-            .await
-    } else if sub == "kv" {
-        cluster
-            .inspect(|p, _| {
-                let data: serde_json::Map<String, serde_json::Value> = p
-                    .state()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
-                    .collect();
-                Ok(serde_json::json!({"commit": p.commit(), "data": data}))
-            })
-            .await
-    } else {
-        let raw = &sub["kv/".len()..];
-        let Some(key) = percent_decode(raw) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::Encoding,
-                "bad percent-encoding in key",
+/// `metrics`: this cluster's counters and state, in Prometheus' text format.
+async fn metrics<S: App>(cluster: &Cluster<S>) -> HttpResponse {
+    match cluster.metrics().await {
+        Ok(text) => {
+            let mut res = hyper::Response::new(Full::new(Bytes::from(text)));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
             );
-        };
-        cluster
-            .inspect(move |p, _| match p.state().get(&key) {
-                Some(v) => Ok(serde_json::json!({"key": key, "value": v})),
-                None => Err(key),
-            })
-            .await
-    };
+            res
+        }
+        Err(gone) => unavailable(gone),
+    }
+}
+
+/// `status`: the participant's view (not linearizable: a follower may lag the master).
+async fn status<S: App>(cluster: &Cluster<S>) -> HttpResponse {
+    let answer = cluster
+        .inspect(|p, now| {
+            let mut v = serde_json::to_value(p.status(now)).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("serving".into(), p.is_serving_master().into());
+            }
+            v
+        })
+        .await;
     match answer {
-        Ok(Ok(v)) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        // Not an error object: a client tells "no such key" from "no such cluster" (404 with
-        // a code) by the shape alone.
-        Ok(Err(key)) => json(
-            StatusCode::NOT_FOUND,
-            serde_json::to_vec(&serde_json::json!({"key": key, "value": null})).unwrap_or_default(),
-        ),
-        Err(gone) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::State,
-            &gone.to_string(),
-        ),
+        Ok(v) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
+        Err(gone) => unavailable(gone),
     }
 }
 
@@ -360,10 +350,13 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, HttpRespon
 }
 
 /// The dashboard: files below `www`, `index.html` for a directory.
-async fn static_file(www: &Path, method: &Method, path: &str) -> HttpResponse {
+async fn static_file(www: Option<&Path>, method: &Method, path: &str) -> HttpResponse {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
+    let Some(www) = www else {
+        return error(StatusCode::NOT_FOUND, ErrorCode::State, "no such file");
+    };
     let Some(decoded) = percent_decode(path) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -441,27 +434,6 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     let mut res = hyper::Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
@@ -519,16 +491,6 @@ fn add_cors(h: &mut hyper::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
-        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
-        assert_eq!(percent_decode("%2"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%+1"), None);
-        assert_eq!(percent_decode("%FF"), None);
-    }
 
     #[test]
     fn consistent_query() {

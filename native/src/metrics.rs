@@ -5,8 +5,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use clusterconsensus::kv::KvStore;
-use clusterconsensus::{Event, Participant, Payload, Role};
+use clusterconsensus::{Event, Participant, Payload, Role, StateMachine};
 
 /// Upper bounds (seconds) of the write-latency histogram: an fdatasync on a good disk is
 /// 0.1-0.3 ms, a slow or overloaded one shows up in the top buckets.
@@ -63,7 +62,7 @@ impl Metrics {
     }
 
     /// The exposition of this cluster's metrics and of `p`'s state.
-    pub fn render(&self, p: &Participant<KvStore>) -> String {
+    pub fn render<S: StateMachine>(&self, p: &Participant<S>) -> String {
         let c = p.cluster();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -160,7 +159,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clusterconsensus::Config;
+    use clusterconsensus::{Config, WholeRestore, WholeSnapshot};
+
+    /// An app that keeps nothing: the metrics do not look at the state.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Snapshot = WholeSnapshot;
+        type Restore = WholeRestore<Nothing>;
+        fn validate(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn apply(&mut self, _: u64, _: &str) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn snapshot(&self) -> WholeSnapshot {
+            WholeSnapshot::new("")
+        }
+        fn restore(&self) -> WholeRestore<Nothing> {
+            WholeRestore::new(|_| Ok(Nothing))
+        }
+    }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()
@@ -170,7 +189,7 @@ mod tests {
 
     #[test]
     fn counts_events_and_writes_and_renders_them_with_the_state() {
-        let mut p = Participant::new(Config::new("c1", "http://a"), KvStore::new()).unwrap();
+        let mut p = Participant::new(Config::new("c1", "http://a"), Nothing).unwrap();
         p.bootstrap(0).unwrap();
         while let Some(o) = p.poll_output() {
             if let clusterconsensus::Output::Persist(x) = o {

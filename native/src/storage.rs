@@ -22,7 +22,7 @@
 //!
 //! Crash recovery ([`Store::open`]): only the last record can be incomplete, because each
 //! `apply` returns (and the next one starts) only after its fdatasync, and a failed write stops
-//! the process. So a short header or body, a CRC mismatch or an undecodable body at the end is a
+//! the node (and no later write is attempted). So a short header or body, a CRC mismatch or an undecodable body at the end is a
 //! torn write that was never acknowledged: the file is truncated to the last good record, so
 //! later records do not follow garbage. A bad record followed by a good one is not a torn write
 //! but damage to acknowledged state, and opening fails rather than forget it.
@@ -88,7 +88,7 @@ pub struct Wal {
     /// What `open` read, handed out by the first `load` so startup parses the log once.
     recovered: Option<Stored>,
     /// Set when a write or sync failed: the file's tail is then unknown, so nothing more may be
-    /// written (and the process stops anyway, see `cluster::spawn_writer`).
+    /// written (and the node stops anyway, see `cluster::spawn_writer`).
     failed: bool,
 }
 

@@ -37,7 +37,7 @@ fn repeated_master_kills_under_concurrent_writers() {
                             return;
                         }
                         match submit_ok(&urls[via % 3], "c1", std::slice::from_ref(&change)) {
-                            Ok(()) => {
+                            Ok(_) => {
                                 acked.lock().unwrap().push((w, req));
                                 break;
                             }

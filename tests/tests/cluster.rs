@@ -45,11 +45,51 @@ fn three_nodes_form_and_submits_to_master_and_follower_are_readable_everywhere()
     }
 
     // The seed's submit body, to the master and to a follower (which forwards it).
-    submit_ok(&c.nodes[m].url, "c1", &[set("a", "1")]).unwrap();
-    submit_ok(&c.nodes[f].url, "c1", &[set("b", "2"), set("c", "3")]).unwrap();
+    // Answered with the seq that committed them and the app's result per change (the key's
+    // previous value), also through a follower.
+    let v = submit_ok(&c.nodes[m].url, "c1", &[set("a", "1")]).unwrap();
+    assert_eq!(v["results"], json!([{"prev": null}]), "{v}");
+    let seq = v["seq"].as_u64().expect("a seq");
+    let v = submit_ok(&c.nodes[f].url, "c1", &[set("b", "2"), set("c", "3")]).unwrap();
+    assert_eq!(v["results"], json!([{"prev": null}, {"prev": null}]), "{v}");
+    assert!(v["seq"].as_u64().expect("a seq") > seq, "{v}");
     readable_everywhere(&c, "c1", "a", "1");
     readable_everywhere(&c, "c1", "b", "2");
     readable_everywhere(&c, "c1", "c", "3");
+    // The key-value app's pages: in key order, a cursor to the next page, the key count.
+    let page = |q: &str| {
+        let a = http("GET", &cluster_url(&c.nodes[f].url, "c1", q), b"").unwrap();
+        assert_eq!(a.status, 200, "{q}");
+        a.json()
+    };
+    let first = page("kv?limit=2");
+    assert_eq!(first["items"], json!([["a", "1"], ["b", "2"]]));
+    assert_eq!((&first["next"], &first["count"]), (&json!("b"), &json!(3)));
+    let second = page("kv?limit=2&after=b");
+    assert_eq!(second["items"], json!([["c", "3"]]));
+    assert_eq!(second["next"], Value::Null);
+    assert_eq!(second["commit"], first["commit"]);
+    assert_eq!(page("kv?prefix=b")["items"], json!([["b", "2"]]));
+    let bad = http(
+        "GET",
+        &cluster_url(&c.nodes[f].url, "c1", "kv?limit=0"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        (bad.status, bad.json()["code"].clone()),
+        (400, json!("ERR_ENCODING"))
+    );
+    let none = http(
+        "GET",
+        &cluster_url(&c.nodes[f].url, "c1", "nothing/here"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        (none.status, none.json()["code"].clone()),
+        (404, json!("ERR_CALL"))
+    );
     // The metrics page: the state, the counters and the write latency, per node.
     let metric = |node: usize, name: &str| -> f64 {
         let a = http(

@@ -110,7 +110,7 @@ fn kill_9_of_all_three_mid_stream_then_restart_loses_and_repeats_nothing() {
                     set("last", &i.to_string()),
                 ];
                 match submit_ok(&urls[via % 3], "c1", &chg) {
-                    Ok(()) => acked.lock().unwrap().push(i),
+                    Ok(_) => acked.lock().unwrap().push(i),
                     Err(_) => via += 1,
                 }
             }

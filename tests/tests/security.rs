@@ -423,6 +423,26 @@ fn overload_is_refused_at_once_with_err_state() {
     assert_eq!((s, v["code"].as_str()), (503, Some("ERR_STATE")), "{v}");
     // At once, not after the 4-5 s the waiting submits take (kept far apart for loaded machines).
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A client's readindex is client load like a read (it costs the master a round): refused
+    // the same way, as are the app's reads, plain and consistent. The peer protocol is not
+    // counted: an accept still gets its (refusing) protocol answer.
+    let (s, v) = call("POST", &cluster_url(&murl, "c1", "readindex"), None, "{}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("ERR_STATE")),
+        "readindex: {v}"
+    );
+    for read in ["kv/q0", "kv/q0?consistent=true", "kv?limit=1"] {
+        let (s, v) = call("GET", &cluster_url(&murl, "c1", read), None, "");
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (503, Some("ERR_STATE")),
+            "{read}: {v}"
+        );
+    }
+    let stale = json!({"instance": 0, "seq": 1, "chg": []}).to_string();
+    let (s, v) = call("POST", &cluster_url(&murl, "c1", "accept"), None, &stale);
+    assert_eq!((s, &v["accepted"]), (200, &json!(false)), "accept: {v}");
     for w in waiting {
         let _ = w.join();
     }

@@ -11,7 +11,7 @@
 //! | `watch(from, onEvent, opts?)` | `GET watch?from=SEQ` | `text/event-stream`, or the long poll `&wait=MS`; see [`crate::watch`] |
 //! | `status()` | `GET status` | the node's status object, returned as is |
 //! | `get(key, consistent?)` | `GET kv/<key>` (`?consistent=true`) | `{"key","value"}`, or `404` for a missing key (`null`) |
-//! | `kv()` | `GET kv` | `{"commit", "data": {...}}`, the node's whole key-value state |
+//! | `kv()` | `GET kv` | `{"commit", "items": [[key, value], ...], "next", "count"}`: the first page (1,000 keys) of the node's key-value state |
 //! | `addMember(addr, version?)` | `POST members/add` | [`AdminMember`], answer [`FailResult`](clusterconsensus::wire::FailResult) |
 //! | `removeMember(addr, version?)` | `POST members/remove` | same |
 //!
@@ -214,7 +214,9 @@ impl Client {
         })
     }
 
-    /// This node's whole key-value state: `{commit, data: {key: value, ...}}`.
+    /// The first page of this node's key-value state: `{commit, items: [[key, value], ...],
+    /// next, count}` (the first 1,000 keys in key order; `next` is the last key of the page when
+    /// more follow, `count` the number of keys).
     pub fn kv(&self) -> js_sys::Promise {
         let this = self.clone();
         promise(async move {

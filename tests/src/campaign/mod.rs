@@ -1087,17 +1087,8 @@ pub fn run(cfg: &Config) -> Report {
         if marker_done {
             let states: Vec<Option<Value>> = (0..n)
                 .map(|i| {
-                    let url = format!("{}/_clusterc/{CLUSTER}/kv", cluster.nodes[i].direct());
-                    request(
-                        "GET",
-                        &url,
-                        cluster.token.as_deref(),
-                        b"",
-                        Duration::from_secs(3),
-                    )
-                    .ok()
-                    .filter(|(s, _)| *s == 200)
-                    .map(|(_, b)| json_of(&b))
+                    let node = cluster.nodes[i].direct();
+                    crate::kv_state(&node, CLUSTER, cluster.token.as_deref())
                 })
                 .collect();
             let same = states.iter().all(|s| s.is_some() && *s == states[0]);
