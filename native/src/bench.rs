@@ -288,7 +288,7 @@ enum Kind {
 impl Target {
     fn ours() -> Target {
         Target {
-            path: format!("/_clusterc/{CLUSTER}/submit"),
+            path: clusterconsensus::wire::path(CLUSTER, "submit"),
             kind: Kind::Ours,
         }
     }
@@ -942,7 +942,7 @@ async fn run_soak(
         let t = start.elapsed().as_secs_f64();
         let commit = get_json(
             &master_http,
-            &format!("{}/_clusterc/{CLUSTER}/status", ours.master),
+            &clusterconsensus::wire::url(&ours.master, CLUSTER, "status"),
         )
         .await
         .and_then(|v| v["commit"].as_u64())
