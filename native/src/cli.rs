@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::auth::Token;
 use crate::server::{
@@ -131,7 +131,8 @@ pub struct NodeArgs {
     /// Default: the kernel picks one by route.
     #[arg(long, value_name = "IP")]
     pub source_addr: Option<std::net::IpAddr>,
-    /// Directory of static files (the dashboard), served at GET /.
+    /// Directory of static files (the dashboard), served at GET /. The `clusterconsensus`
+    /// binary serves the repository's www/ by default; other apps serve none.
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
     /// Largest request body accepted, in bytes; larger ones get 413.
@@ -229,7 +230,8 @@ pub struct DemoArgs {
     /// The cluster id.
     #[arg(long, default_value = "cluster1")]
     pub cluster: String,
-    /// Directory of static files (the dashboard), served by each node at GET /.
+    /// Directory of static files (the dashboard), served by each node at GET /. The
+    /// `clusterconsensus` binary serves the repository's www/ by default; other apps serve none.
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
     /// Start every node with this --token-file: writes (and consistent reads) then need
@@ -352,13 +354,16 @@ pub fn app_main<S: App>(
     app: impl Fn() -> S,
     hints: impl Fn(&Demo) -> Vec<String>,
 ) -> ExitCode {
-    let cli = AppCli::parse_from(std::env::args_os().enumerate().map(|(i, a)| {
-        if i == 0 {
-            std::ffi::OsString::from(name)
-        } else {
-            a
-        }
-    }));
+    let about = format!(
+        "{name}: nodes of a replicated app (clusterconsensus); without a subcommand, a local \
+         3-node cluster of them (demo)"
+    );
+    let matches = AppCli::command()
+        .name(name)
+        .bin_name(name)
+        .about(about)
+        .get_matches();
+    let cli = AppCli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logs();
     run_main(async move {
         match cli.cmd {
