@@ -689,7 +689,7 @@ mod tests {
 
     /// 2000 small writes in a row (across several preallocation steps) reload exactly; prints
     /// their latency, which only measures this disk, so nothing asserts on it:
-    /// `cargo test -p clusterconsensus-native --release wal_apply_latency -- --nocapture`
+    /// `cargo test -p clusterconsensus-server --release wal_apply_latency -- --nocapture`
     #[test]
     fn wal_apply_latency() {
         let dir = TempDir::new("bench");
