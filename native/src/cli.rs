@@ -38,11 +38,19 @@ pub use crate::demo::{run as demo, Demo};
 /// Security and resource limits of a node.
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// File whose first line is the cluster's token (16+ visible ASCII characters, the same on
-    /// every member). Peer calls, submit, members/* and consistent reads then need
-    /// `Authorization: Bearer <token>` (else 401 ERR_DENIED); the node sends it to its peers.
+    /// File of the clients' token: one token a line (16+ visible ASCII characters; blank lines
+    /// and # comments skipped), each accepted, so a new one can be added before the old one
+    /// is removed. Submit, members/* and consistent reads then need `Authorization: Bearer
+    /// <token>` (else 401 ERR_DENIED), and so do the peer calls unless --peer-token-file;
+    /// without that the node sends the first token to its peers.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// File of the members' token, in the --token-file format: the peer calls (prepare,
+    /// accept, start, readindex, ...) then need it and the client token no longer opens
+    /// them. It opens the client calls too. The node sends its first line on all its calls,
+    /// so every member must accept the first line of every other member's file.
+    #[arg(long, value_name = "FILE")]
+    pub peer_token_file: Option<PathBuf>,
     /// With --token-file: status and plain reads need the token too.
     #[arg(long, requires = "token_file")]
     pub auth_reads: bool,
@@ -55,6 +63,11 @@ pub struct LimitArgs {
     /// CA certificate(s) (PEM) that https:// peers' certificates must chain to.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Peer calls must come over a connection with a client certificate that chains to
+    /// --tls-ca (as etcd's flag); clients need none. The node presents --tls-cert as its
+    /// client certificate to peers that ask for one, with or without this flag.
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub peer_client_cert_auth: bool,
     /// Client calls (submit, members/*, readindex, reads, status) handled at once; more get
     /// 503 ERR_STATE at once. The peer protocol is not counted.
     #[arg(long, value_name = "N", default_value_t = 1024)]
@@ -178,6 +191,10 @@ impl NodeArgs {
         if let Some(f) = &l.token_file {
             b = b.token(Token::from_file(f)?, l.auth_reads);
         }
+        if let Some(f) = &l.peer_token_file {
+            b = b.peer_token(Token::from_file(f)?);
+        }
+        b = b.peer_client_cert_auth(l.peer_client_cert_auth);
         if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
             b = b.tls(TlsFiles {
                 cert: cert.clone(),

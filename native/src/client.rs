@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,14 +31,16 @@ const MAX_ANSWER: usize = 16 << 20;
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
-    /// `Authorization: Bearer <token>` on every call (`--token-file`).
+    /// `Authorization: Bearer <token>` on every call (`--token-file`, `--peer-token-file`).
     auth: Option<HeaderValue>,
+    /// Peer calls refused with 401 so far (a credential the peers do not accept).
+    denied: Arc<AtomicU64>,
 }
 
 impl HttpClient {
     /// Calls without a token; `https://` addresses cannot be verified (no CA).
     pub fn new(timeout: Duration) -> HttpClient {
-        let tls = crate::tls::client_config(None).expect("an empty root store always builds");
+        let tls = crate::tls::client_config(None, None).expect("an empty root store always builds");
         HttpClient::with_security(timeout, None, tls)
     }
 
@@ -47,7 +51,7 @@ impl HttpClient {
         token: Option<&Token>,
         ca: Option<&Path>,
     ) -> Result<HttpClient, ServeError> {
-        let tls = crate::tls::client_config(ca).map_err(ServeError::Tls)?;
+        let tls = crate::tls::client_config(ca, None).map_err(ServeError::Tls)?;
         Ok(HttpClient::with_security(
             timeout,
             token.map(Token::header),
@@ -91,6 +95,7 @@ impl HttpClient {
             client,
             timeout,
             auth,
+            denied: Arc::default(),
         }
     }
 
@@ -194,6 +199,18 @@ impl HttpClient {
             // Not a protocol answer (the peer does not host the cluster, refused the body, ...):
             // to the core this call failed.
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            if status == hyper::StatusCode::UNAUTHORIZED {
+                // Not a fault that heals by itself: the members' tokens (or certificates)
+                // differ. Said at once, then every 100th time, not on every heartbeat.
+                let n = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 || n.is_multiple_of(100) {
+                    tracing::warn!(
+                        "a peer refused this node's credentials (HTTP 401, {n} refused calls so far): {url}: \
+                         {text}; every member must accept the token the others send (the \
+                         first line of --peer-token-file, else of --token-file)"
+                    );
+                }
+            }
             return Err(Error::new(
                 ErrorCode::Call,
                 format!("{url}: HTTP {status}: {text}"),

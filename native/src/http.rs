@@ -10,7 +10,8 @@
 //! | any | OPTIONS | 204 CORS preflight |
 //!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
-//! body that does not decode, 401 (`ERR_DENIED`) without the token ([`crate::auth`]), 404 for an
+//! body that does not decode, 401 (`ERR_DENIED`) without the credential the call needs
+//! ([`crate::auth`]: the peer token for the peer protocol, the client token for the rest), 404 for an
 //! unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
 //! 413 for a body over the limit, 503 (`ERR_STATE`, retryable) while shutting down, when the
 //! node is over its limit of concurrent client calls, or when a consistent read cannot be
@@ -29,7 +30,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::auth::Token;
+use crate::auth::{Access, Policy, VerifiedClientCert};
 use crate::cluster::{Cluster, Gone};
 use crate::reads::{percent_decode, ReadRequest};
 use crate::App;
@@ -42,24 +43,13 @@ pub struct Shared<S: App> {
     pub max_body: usize,
     /// The dashboard's files (`None`: no static files).
     pub www: Option<PathBuf>,
-    /// The token every protected call must carry.
-    pub auth: Option<Token>,
-    /// Status and plain reads need the token too.
-    pub auth_reads: bool,
+    /// Which credential each kind of call needs.
+    pub auth: Policy,
     /// Client calls (everything but the peer protocol) handled at once; past it a call is
     /// refused at once with 503 `ERR_STATE` rather than queued.
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// A body must arrive within this (slow clients get 408).
     pub body_timeout: std::time::Duration,
-}
-
-/// Who may call an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    /// Status and plain reads: open unless `auth_reads`.
-    Read,
-    /// Everything that changes state or reads linearizably.
-    Protected,
 }
 
 /// Whether the query string asks for a consistent read (`consistent`, `consistent=true|1`).
@@ -117,7 +107,11 @@ async fn cluster_route<S: App>(
         return method_not_allowed("POST, OPTIONS");
     }
     // Checked before the body is read: an unauthenticated call reaches no cluster.
-    if let Some(denied) = check_auth(shared, &req, Access::Protected) {
+    let access = match call.is_peer_call() {
+        true => Access::Peer,
+        false => Access::Protected,
+    };
+    if let Some(denied) = check_auth(shared, &req, access) {
         return denied;
     }
     // The replication calls are bounded by the member count and must not starve behind
@@ -222,18 +216,9 @@ fn check_auth<S: App>(
     req: &hyper::Request<Incoming>,
     access: Access,
 ) -> Option<HttpResponse> {
-    let auth = shared.auth.as_ref()?;
-    if access == Access::Read && !shared.auth_reads {
-        return None;
-    }
-    if auth.allows(req.headers()) {
-        return None;
-    }
-    let mut res = error(
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Denied,
-        "this call needs the cluster's token: Authorization: Bearer <token>",
-    );
+    let cert = req.extensions().get::<VerifiedClientCert>().is_some();
+    let why = shared.auth.check(access, req.headers(), cert).err()?;
+    let mut res = error(StatusCode::UNAUTHORIZED, ErrorCode::Denied, &why);
     res.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     Some(res)

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::auth::Token;
+use crate::auth::{Policy, Token, VerifiedClientCert};
 use crate::client::HttpClient;
 use crate::cluster::{self, Cluster, Task};
 use crate::http::{self, Shared};
@@ -129,8 +129,10 @@ pub struct ServerBuilder<S> {
     timing: Timing,
     limits: Limits,
     token: Option<Token>,
+    peer_token: Option<Token>,
     auth_reads: bool,
     tls: Option<TlsFiles>,
+    peer_client_cert_auth: bool,
     tls_ca: Option<PathBuf>,
     source_addr: Option<IpAddr>,
     www: Option<PathBuf>,
@@ -160,8 +162,10 @@ impl<S: App> ServerBuilder<S> {
             timing: Timing::default(),
             limits: Limits::default(),
             token: None,
+            peer_token: None,
             auth_reads: false,
             tls: None,
+            peer_client_cert_auth: false,
             tls_ca: None,
             source_addr: None,
             www: None,
@@ -198,13 +202,33 @@ impl<S: App> ServerBuilder<S> {
         self
     }
 
-    /// The cluster's token: the peer endpoints, `submit`, `members/*`, `readindex` and
-    /// consistent reads then need `Authorization: Bearer <token>` (else `401 ERR_DENIED`,
-    /// decided before the body is read); the node sends it on its own calls. With
-    /// `auth_reads`, `status`, `metrics` and plain reads need it too.
+    /// The clients' token (`--token-file`): `submit`, `members/*` and consistent reads then
+    /// need `Authorization: Bearer <token>` (else `401 ERR_DENIED`, decided before the body is
+    /// read), and so do the peer calls unless there is a [`peer_token`](Self::peer_token);
+    /// without one the node also sends it on its own calls. With `auth_reads`, `status`,
+    /// `metrics` and plain reads need it too.
     pub fn token(mut self, token: Token, auth_reads: bool) -> Self {
         self.token = Some(token);
         self.auth_reads = auth_reads;
+        self
+    }
+
+    /// The members' token (`--peer-token-file`): the peer calls
+    /// ([`Method::is_peer_call`](clusterconsensus::wire::Method::is_peer_call)) then need it
+    /// and the client token no longer opens them; it opens the client calls too (a member
+    /// forwards clients' calls with it). The node sends its first token on all its own calls.
+    /// See [`Token::parse`] for several tokens (rotation).
+    pub fn peer_token(mut self, token: Token) -> Self {
+        self.peer_token = Some(token);
+        self
+    }
+
+    /// Peer calls must also come over a connection with a TLS client certificate that chains
+    /// to [`tls_ca`](Self::tls_ca) (`--peer-client-cert-auth`); needs [`tls`](Self::tls) and
+    /// `tls_ca`. The node presents its own TLS certificate to peers that ask for one (with or
+    /// without this), so the flag can be turned on one member at a time.
+    pub fn peer_client_cert_auth(mut self, on: bool) -> Self {
+        self.peer_client_cert_auth = on;
         self
     }
 
@@ -265,12 +289,33 @@ impl<S: App> ServerBuilder<S> {
                 format!("{scheme}://{host}:{}", local.port())
             }
         };
+        let client_ca = match (self.peer_client_cert_auth, &self.tls, &self.tls_ca) {
+            (false, _, _) => None,
+            (true, Some(_), Some(ca)) => Some(ca.as_path()),
+            (true, _, _) => {
+                return Err(ServeError::Tls(
+                    "--peer-client-cert-auth needs --tls-cert, --tls-key and --tls-ca".into(),
+                ))
+            }
+        };
         let tls = match &self.tls {
             Some(f) => Some(tokio_rustls::TlsAcceptor::from(
-                tls::server_config(&f.cert, &f.key).map_err(ServeError::Tls)?,
+                tls::server_config(&f.cert, &f.key, client_ca).map_err(ServeError::Tls)?,
             )),
             None => None,
         };
+        let auth = Policy {
+            client: self.token,
+            peer: self.peer_token,
+            auth_reads: self.auth_reads,
+            peer_cert: self.peer_client_cert_auth,
+        };
+        if let (Some(c), Some(p)) = (&auth.client, &auth.peer) {
+            if c.overlaps(p) {
+                // Right in the middle of an upgrade to a peer token, wrong once it is done.
+                warn!("a client token is also a peer token: clients can make the peer calls");
+            }
+        }
         if let Some(ip) = self.source_addr {
             // Said once at startup rather than as a failed connect on every peer call.
             if let Err(source) = std::net::UdpSocket::bind((ip, 0)) {
@@ -279,8 +324,14 @@ impl<S: App> ServerBuilder<S> {
         }
         let client = HttpClient::with_source(
             Duration::from_millis(self.timing.request_timeout_ms),
-            self.token.as_ref().map(Token::header),
-            tls::client_config(self.tls_ca.as_deref()).map_err(ServeError::Tls)?,
+            auth.outgoing(),
+            tls::client_config(
+                self.tls_ca.as_deref(),
+                self.tls
+                    .as_ref()
+                    .map(|f| (f.cert.as_path(), f.key.as_path())),
+            )
+            .map_err(ServeError::Tls)?,
             self.source_addr,
         );
 
@@ -352,8 +403,7 @@ impl<S: App> ServerBuilder<S> {
             clusters,
             max_body: self.limits.max_body,
             www: self.www,
-            auth: self.token,
-            auth_reads: self.auth_reads,
+            auth,
             inflight: Arc::new(tokio::sync::Semaphore::new(self.limits.max_inflight.max(1))),
             body_timeout: Duration::from_millis(self.limits.body_timeout_ms.max(1)),
         });
@@ -467,7 +517,6 @@ impl<S: App> Server<S> {
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    let service = service_fn(move |req| http::handle(shared.clone(), req));
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     // Slow clients (slowloris): the head of every request, the first included,
                     // must arrive within the header timeout, else the connection is closed.
@@ -475,9 +524,19 @@ impl<S: App> Server<S> {
                     let watcher = graceful.watcher();
                     let acceptor = tls.clone();
                     connections.spawn(async move {
+                        // Each request says whether its connection proved a client certificate
+                        // (the peer calls may need one: crate::auth).
+                        let service = |cert: bool| {
+                            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                                if cert {
+                                    req.extensions_mut().insert(VerifiedClientCert);
+                                }
+                                http::handle(shared.clone(), req)
+                            })
+                        };
                         let served = match acceptor {
                             None => {
-                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                let conn = builder.serve_connection(TokioIo::new(stream), service(false));
                                 watcher.watch(conn).await
                             }
                             Some(acceptor) => {
@@ -486,7 +545,9 @@ impl<S: App> Server<S> {
                                     Ok(Err(e)) => return debug!("TLS handshake: {e}"),
                                     Err(_) => return debug!("TLS handshake timed out"),
                                 };
-                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                // Offered certificates were verified in the handshake.
+                                let cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                                let conn = builder.serve_connection(TokioIo::new(stream), service(cert));
                                 watcher.watch(conn).await
                             }
                         };
