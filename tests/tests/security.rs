@@ -268,6 +268,144 @@ fn a_cluster_over_tls_with_a_token() {
     }
 }
 
+/// `--peer-client-cert-auth`: the members present their certificates to each other, and a peer
+/// call over a connection without a client certificate is refused even with the peer token;
+/// clients need none. One node runs without the flag, as in the middle of turning it on one
+/// node at a time: it presents its certificate all the same when a peer asks for one.
+#[test]
+fn peer_calls_need_a_client_certificate_with_peer_client_cert_auth() {
+    const PEER: &str = "peer-token-0123456789";
+    let dir = TempDir::new("mtls");
+    let (ca, cert, key) = make_certs(dir.path());
+    let peer = dir.path().join("peer-token");
+    std::fs::write(&peer, format!("{PEER}\n")).unwrap();
+    let mut args = token_args(&dir);
+    args.extend(
+        [
+            "--peer-token-file",
+            peer.to_str().unwrap(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca,
+        ]
+        .map(String::from),
+    );
+    let mut flagged = args.clone();
+    flagged.push("--peer-client-cert-auth".into());
+    let n2 = Node::start(dir.path(), "n2", &["c1"], &args);
+    let n3 = Node::start(dir.path(), "n3", &["c1"], &flagged);
+    let mut first = flagged.clone();
+    first.extend(["--bootstrap", "--peer", &n2.url, "--peer", &n3.url].map(String::from));
+    let n1 = Node::start(dir.path(), "n1", &["c1"], &first);
+    let urls = [&n1.url, &n2.url, &n3.url];
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A client that trusts the CA but has no certificate of its own.
+    let client = |token: &str| {
+        let token = clusterconsensus_server::Token::new(token).unwrap();
+        clusterconsensus_server::HttpClient::secured(
+            Duration::from_secs(5),
+            Some(&token),
+            Some(std::path::Path::new(&ca)),
+        )
+        .unwrap()
+    };
+    let (as_client, as_peer) = (client(TOKEN), client(PEER));
+    let get = |c: &clusterconsensus_server::HttpClient, url: String| {
+        let (s, b) = rt.block_on(c.get(&url)).unwrap();
+        (
+            s,
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    };
+    let post = |c: &clusterconsensus_server::HttpClient, url: String, body: &str| {
+        let (s, b) = rt.block_on(c.post(&url, body.as_bytes().to_vec())).unwrap();
+        (
+            s,
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    };
+    // The three form a cluster: they present their certificates on their calls.
+    let master = wait_for(Duration::from_secs(30), "the cluster to form", || {
+        let all = urls.iter().all(|u| {
+            let (s, v) = get(&as_client, cluster_url(u, "c1", "status"));
+            s == 200 && v["members"].as_array().map(Vec::len) == Some(3)
+        });
+        let serving = urls.iter().position(|u| {
+            get(&as_client, cluster_url(u, "c1", "status")).1["serving"] == json!(true)
+        });
+        serving.filter(|_| all)
+    });
+    let instance = get(&as_client, cluster_url(urls[master], "c1", "status")).1["instance"].clone();
+
+    // Without a client certificate the peer token opens no peer call on the nodes with the
+    // flag; on the one without, it does.
+    let stale = json!({"instance": 0, "seq": 1, "chg": []}).to_string();
+    let (s, v) = post(&as_peer, cluster_url(&n2.url, "c1", "accept"), &stale);
+    assert_eq!((s, &v["accepted"]), (200, &json!(false)), "{v}");
+    for u in [&n1.url, &n3.url] {
+        for (what, body) in [
+            ("accept", json!({"instance": 0, "seq": 1, "chg": []})),
+            (
+                "prepare",
+                json!({"instance": 1_000_000, "master": {"addr": "https://127.0.0.1:1"}, "seq": 1}),
+            ),
+            ("readindex", json!({})),
+        ] {
+            let (s, v) = post(&as_peer, cluster_url(u, "c1", what), &body.to_string());
+            assert_eq!(
+                (s, v["code"].as_str()),
+                (401, Some("ERR_DENIED")),
+                "{what}: {v}"
+            );
+            assert!(v["err"].as_str().unwrap().contains("certificate"), "{v}");
+        }
+    }
+    // Clients need none: a submit through each node (a follower forwards it), then a
+    // consistent read through each. n2 (without the flag) calls a node with it either way: as
+    // master its accepts (the commit needs one of the others), as follower its readindex.
+    for (i, u) in urls.iter().enumerate() {
+        let body = json!({"chg": [set("k", &i.to_string())]}).to_string();
+        let (s, v) = post(&as_client, cluster_url(u, "c1", "submit"), &body);
+        assert_eq!((s, &v["fail"]), (200, &json!(false)), "via {u}: {v}");
+    }
+    for u in urls {
+        let read = format!("{}?consistent=true", cluster_url(u, "c1", "kv/k"));
+        let (s, v) = get(&as_client, read);
+        assert_eq!((s, v["value"].as_str()), (200, Some("2")), "via {u}: {v}");
+    }
+    // The refused prepare changed no promise.
+    let st = get(&as_client, cluster_url(urls[master], "c1", "status")).1;
+    assert_eq!(
+        (&st["instance"], &st["serving"]),
+        (&instance, &json!(true)),
+        "{st}"
+    );
+
+    // The flag needs the CA the certificates must chain to.
+    let (code, _, err) = run_cli(&[
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--memory",
+        "--cluster",
+        "c1",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--peer-client-cert-auth",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-ca"), "{err}");
+}
+
 /// Reads until the server closes the connection; how long that took, or None past `within`.
 fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
     let t = Instant::now();
