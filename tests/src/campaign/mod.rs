@@ -43,7 +43,9 @@ pub struct Config {
     pub duration: Duration,
     pub nodes: usize,
     pub clients: usize,
-    /// Run the nodes with `--token-file` and have every caller send the token.
+    /// Run the nodes with `--token-file` and have every caller send the token; the nodes get
+    /// a `--peer-token-file` of their own too (the token with `-peers` appended), so the
+    /// calls between them need a token the clients do not have.
     pub token: Option<String>,
     /// Where the nodes live; a fresh temp dir by default.
     pub dir: Option<PathBuf>,
@@ -418,6 +420,10 @@ impl Cluster {
             let f = dir.join("token");
             std::fs::write(&f, format!("{t}\n")).expect("token file");
             args.push("--token-file".into());
+            args.push(f.display().to_string());
+            let f = dir.join("peer-token");
+            std::fs::write(&f, format!("{t}-peers\n")).expect("peer token file");
+            args.push("--peer-token-file".into());
             args.push(f.display().to_string());
         }
         let mut nodes: Vec<NodeProc> = (0..n)
