@@ -205,9 +205,9 @@ impl HttpClient {
                 let n = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == 1 || n.is_multiple_of(100) {
                     tracing::warn!(
-                        "a peer refused this node's credentials (HTTP 401, {n} refused calls so far): {url}: \
-                         {text}; every member must accept the token the others send (the \
-                         first line of --peer-token-file, else of --token-file)"
+                        "a peer refused this node's credentials (HTTP 401, {n} refused calls \
+                         so far): {url}: {text}; every member must accept the token the others \
+                         send (the first line of --peer-token-file, else of --token-file)"
                     );
                 }
             }

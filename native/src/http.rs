@@ -11,8 +11,8 @@
 //!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
 //! body that does not decode, 401 (`ERR_DENIED`) without the credential the call needs
-//! ([`crate::auth`]: the peer token for the peer protocol, the client token for the rest), 404 for an
-//! unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
+//! ([`crate::auth`]: the peer token for the peer protocol, the client token for the rest), 404
+//! for an unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
 //! 413 for a body over the limit, 503 (`ERR_STATE`, retryable) while shutting down, when the
 //! node is over its limit of concurrent client calls, or when a consistent read cannot be
 //! served now (no serving master, no majority).
