@@ -142,6 +142,7 @@ mod error;
 mod http;
 pub mod kv;
 mod metrics;
+mod probes;
 mod reads;
 mod server;
 mod storage;
