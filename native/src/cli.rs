@@ -1,6 +1,7 @@
-//! The command line of a node for any app (feature `cli`): the flags of `node` and `demo`, and
-//! [`app_main`], the whole `main` of an example app. The `clusterconsensus` binary is these
-//! plus the key-value app's client subcommands.
+//! The command line of a node for any app (feature `cli`): the flags of `node` and `demo`, the
+//! operator commands [`member`] (`list|add|remove|promote`) and [`transfer`], and [`app_main`],
+//! the whole `main` of an example app. The `clusterconsensus` binary is these plus the
+//! key-value app's client subcommands.
 //!
 //! ```no_run
 //! # use clusterconsensus::{StateMachine, WholeRestore, WholeSnapshot};
