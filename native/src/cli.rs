@@ -1,6 +1,7 @@
-//! The command line of a node for any app (feature `cli`): the flags of `node` and `demo`, and
-//! [`app_main`], the whole `main` of an example app. The `clusterconsensus` binary is these
-//! plus the key-value app's client subcommands.
+//! The command line of a node for any app (feature `cli`): the flags of `node` and `demo`, the
+//! operator commands [`member`] (`list|add|remove|promote`) and [`transfer`], and [`app_main`],
+//! the whole `main` of an example app. The `clusterconsensus` binary is these plus the
+//! key-value app's client subcommands.
 //!
 //! ```no_run
 //! # use clusterconsensus::{StateMachine, WholeRestore, WholeSnapshot};
@@ -26,8 +27,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::auth::Token;
+use crate::client::HttpClient;
 use crate::server::{
     shutdown_signal, Limits, Server, ServerBuilder, Startup, Storage, Timing, TlsFiles,
 };
@@ -139,6 +143,18 @@ pub struct NodeArgs {
     /// several. They are added one at a time, each once it answers.
     #[arg(long = "peer", value_name = "URL", requires = "bootstrap")]
     pub peers: Vec<String>,
+    /// Without existing data: ask this member to add this node (repeat for several; any
+    /// member will do, they are asked in turn until a master starts this node). It joins as a
+    /// learner and becomes a voter once caught up. The node whose own address (--advertise)
+    /// comes first in the list founds the cluster instead, unless another listed node answers
+    /// as a member, so every node can be given the same list (a StatefulSet, a compose file).
+    /// Ignored when the node resumes from existing data.
+    #[arg(long = "join", value_name = "URL", conflicts_with = "bootstrap")]
+    pub join: Vec<String>,
+    /// GET /readyz answers 503 while this node is more than this many committed entries
+    /// behind its master.
+    #[arg(long, value_name = "N", default_value_t = crate::server::READY_MAX_LAG)]
+    pub ready_max_lag: u64,
     /// Local IP address that outgoing connections to peers are bound to (a multi-homed host:
     /// the address its peers and their firewalls expect). It must be an address of this host.
     /// Default: the kernel picks one by route.
@@ -181,7 +197,8 @@ impl NodeArgs {
                 max_connections: l.max_connections,
                 header_timeout_ms: l.header_timeout_ms,
                 body_timeout_ms: l.body_timeout_ms,
-            });
+            })
+            .ready_max_lag(self.ready_max_lag);
         if let Some(a) = &self.advertise {
             b = b.advertise(a);
         }
@@ -207,11 +224,16 @@ impl NodeArgs {
         if let Some(w) = &self.www {
             b = b.www(w);
         }
-        let startup = match self.bootstrap {
-            true => Startup::Bootstrap {
+        let startup = if self.bootstrap {
+            Startup::Bootstrap {
                 peers: self.peers.clone(),
-            },
-            false => Startup::Join,
+            }
+        } else if !self.join.is_empty() {
+            Startup::JoinVia {
+                via: self.join.clone(),
+            }
+        } else {
+            Startup::Join
         };
         for id in &self.clusters {
             b = b.cluster(id, app(), startup.clone());
@@ -361,6 +383,10 @@ enum AppCmd {
     /// Start a 3-node cluster on 127.0.0.1 (child processes), bootstrap it, print its URLs
     /// (the default).
     Demo(DemoArgs),
+    /// List, add, remove or promote the members of a cluster; exit code 2 on failure.
+    Member(MemberArgs),
+    /// Move mastership to another voter; exit code 2 on failure.
+    Transfer(TransferArgs),
 }
 
 /// The whole `main` of an app's program: `<name> node <flags>` runs one node of it (the
@@ -386,7 +412,406 @@ pub fn app_main<S: App>(
         match cli.cmd {
             Some(AppCmd::Node(a)) => Ok(run_node(*a, app).await?),
             Some(AppCmd::Demo(d)) => demo(d, &hints).await,
+            Some(AppCmd::Member(m)) => member(m).await,
+            Some(AppCmd::Transfer(t)) => transfer(t).await,
             None => demo(cli.demo, &hints).await,
         }
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator commands: `member` and `transfer`, for any app's cluster.
+// ---------------------------------------------------------------------------------------------
+
+/// Security flags of the client subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct ClientSecurity {
+    /// File whose first line is the cluster's token (sent as Authorization: Bearer).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify an https:// node with.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ClientSecurity {
+    /// A client with these settings whose calls each end within `timeout_ms`.
+    pub fn client(&self, timeout_ms: u64) -> Result<HttpClient, CliError> {
+        let token = match &self.token_file {
+            Some(f) => Some(Token::from_file(f)?),
+            None => None,
+        };
+        Ok(HttpClient::secured(
+            Duration::from_millis(timeout_ms),
+            token.as_ref(),
+            self.tls_ca.as_deref(),
+        )?)
+    }
+}
+
+/// Which cluster an operator command is about, through which node, and how it answers.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// A node of the cluster, e.g. http://127.0.0.1:9001 (a follower forwards changes to its
+    /// master).
+    #[arg(long, value_name = "URL")]
+    pub node: String,
+    /// The cluster id.
+    #[arg(long, value_name = "ID")]
+    pub cluster: String,
+    /// Print the answer as JSON (for scripts) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for each answer, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub security: ClientSecurity,
+}
+
+impl Target {
+    fn url(&self, what: &str) -> String {
+        clusterconsensus::wire::url(self.node.trim().trim_end_matches('/'), &self.cluster, what)
+    }
+}
+
+/// The flags of `member`.
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    pub cmd: MemberCmd,
+}
+
+/// `member list|add|remove|promote`.
+#[derive(Subcommand, Debug)]
+pub enum MemberCmd {
+    /// List the members: address, voter or learner, the master, reachable and lag as the
+    /// master sees them (asked through --node).
+    List(Target),
+    /// Add a member (it must run unjoined, or be started with --join): by default a learner
+    /// that the master promotes to voter once it has caught up.
+    Add(AddArgs),
+    /// Remove a member, voter or learner.
+    Remove(ChangeArgs),
+    /// Make a learner a voter (refused with ERR_STATE while it has not caught up: retry).
+    Promote(ChangeArgs),
+}
+
+/// The flags of `member add`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("kind").args(["learner", "no_promote", "voter"])))]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// A learner that the master promotes once it has caught up (the default).
+    #[arg(long)]
+    pub learner: bool,
+    /// A learner that stays one until `member promote`.
+    #[arg(long)]
+    pub no_promote: bool,
+    /// A voter at once (until it has caught up, the cluster needs a majority of the larger
+    /// member list).
+    #[arg(long)]
+    pub voter: bool,
+    /// The member-list version seen (the `version` of status); refused with ERR_SEQUENCE if
+    /// the list changed since.
+    #[arg(long, value_name = "V")]
+    pub version: Option<u64>,
+    /// The new member's address, as it advertises itself.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+}
+
+/// The flags of `member remove` and `member promote`.
+#[derive(Args, Debug)]
+pub struct ChangeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The member-list version seen (the `version` of status); refused with ERR_SEQUENCE if
+    /// the list changed since.
+    #[arg(long, value_name = "V")]
+    pub version: Option<u64>,
+    /// The member's address.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+}
+
+/// The flags of `transfer`.
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The voter to hand mastership to. Default: the most caught-up voter.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+}
+
+/// `member ...`: prints a table or a line (JSON with --json); `Err` (exit 2) when the node
+/// cannot be asked or refuses.
+pub async fn member(args: MemberArgs) -> Result<(), CliError> {
+    match args.cmd {
+        MemberCmd::List(t) => member_list(t).await,
+        MemberCmd::Add(a) => {
+            let (what, mut body) = ("members/add", json!({"addr": a.addr.trim()}));
+            let done = if a.voter {
+                body["voter"] = true.into();
+                "added as a voter".to_string()
+            } else if a.no_promote {
+                body["promote"] = false.into();
+                "added as a learner; it stays one until `member promote`".to_string()
+            } else {
+                "added as a learner; the master promotes it once it has caught up".to_string()
+            };
+            if let Some(v) = a.version {
+                body["version"] = v.into();
+            }
+            admin(&a.target, what, body, &format!("{}: {done}", a.addr.trim())).await
+        }
+        MemberCmd::Remove(a) => {
+            let mut body = json!({"addr": a.addr.trim()});
+            if let Some(v) = a.version {
+                body["version"] = v.into();
+            }
+            let done = format!("{}: removed", a.addr.trim());
+            admin(&a.target, "members/remove", body, &done).await
+        }
+        MemberCmd::Promote(a) => {
+            let mut body = json!({"addr": a.addr.trim()});
+            if let Some(v) = a.version {
+                body["version"] = v.into();
+            }
+            let done = format!("{}: promoted to voter", a.addr.trim());
+            admin(&a.target, "members/promote", body, &done).await
+        }
+    }
+}
+
+/// `transfer`: asks the master (through any node) to hand over its mastership.
+pub async fn transfer(args: TransferArgs) -> Result<(), CliError> {
+    let body = match &args.to {
+        Some(to) => json!({"to": to.trim()}),
+        None => json!({}),
+    };
+    let done = match &args.to {
+        Some(to) => format!(
+            "mastership of {} transferred to {}",
+            args.target.cluster, to
+        ),
+        None => format!(
+            "mastership of {} transferred to the most caught-up voter",
+            args.target.cluster
+        ),
+    };
+    admin(&args.target, "transfer", body, &done).await
+}
+
+/// POSTs an admin call and reports its `{"fail","err"}` answer: `done` (or the answer, with
+/// --json) on success, else `Err`. A refusal is printed as JSON with --json too, for scripts.
+async fn admin(t: &Target, what: &str, body: Value, done: &str) -> Result<(), CliError> {
+    let client = t.security.client(t.timeout_ms)?;
+    let url = t.url(what);
+    let (status, answer) = client
+        .post(&url, body.to_string().into_bytes())
+        .await
+        .map_err(|e| format!("{what} through {}: {e}", t.node))?;
+    let text = String::from_utf8_lossy(&answer);
+    if status != 200 {
+        return Err(format!(
+            "{what}: {}",
+            crate::client::http_error(&url, status, &answer)
+        )
+        .into());
+    }
+    let v: Value = serde_json::from_slice(&answer)
+        .map_err(|e| format!("{what}: {url} answered something that is not JSON ({e}): {text}"))?;
+    let result: clusterconsensus::wire::FailResult = serde_json::from_value(v.clone())
+        .map_err(|e| format!("{what}: unexpected answer from {url} ({e}): {text}"))?;
+    if t.json {
+        println!("{v}");
+    }
+    match result.into_result() {
+        Ok(()) => {
+            if !t.json {
+                println!("{done}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("{what} refused: {e}").into()),
+    }
+}
+
+/// One row of `member list`.
+#[derive(Debug, Serialize)]
+struct MemberRow {
+    addr: String,
+    /// `voter` or `learner`.
+    role: &'static str,
+    /// A learner: whether the master promotes it once it has caught up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    promote: Option<bool>,
+    master: bool,
+    /// As the node whose view this is sees it (`None`: unknown).
+    reachable: Option<bool>,
+    /// Committed entries it is behind (known on the master only).
+    lag: Option<u64>,
+    /// The commit it is known to hold (known on the master only).
+    matched: Option<u64>,
+}
+
+/// `member list`: the status of --node, or of its master when it knows one (the master knows
+/// every member's progress); the node's own view if the master cannot be reached.
+async fn member_list(t: Target) -> Result<(), CliError> {
+    let client = t.security.client(t.timeout_ms)?;
+    let status_of = |node: String| {
+        let client = client.clone();
+        let url = clusterconsensus::wire::url(&node, &t.cluster, "status");
+        async move {
+            let (code, body) = client.get(&url).await.map_err(|e| e.to_string())?;
+            if code != 200 {
+                return Err(crate::client::http_error(&url, code, &body).to_string());
+            }
+            serde_json::from_slice::<Value>(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+        }
+    };
+    let node = t.node.trim().trim_end_matches('/').to_string();
+    let mine = status_of(node.clone())
+        .await
+        .map_err(|e| format!("member list: {e}"))?;
+    let mut view = mine.clone();
+    let mut note = None;
+    match mine["master"].as_str() {
+        Some(m) if mine["role"] != "master" => match status_of(m.to_string()).await {
+            Ok(v) if v["role"] == "master" => view = v,
+            Ok(v) => {
+                note = Some(format!(
+                    "the master {m} answers as {}: reachability from {node}'s view, lag unknown",
+                    v["role"]
+                ))
+            }
+            Err(e) => {
+                note = Some(format!(
+                    "the master cannot be asked ({e}): reachability from {node}'s view, lag \
+                     unknown"
+                ))
+            }
+        },
+        Some(_) => {}
+        None => note = Some(format!("{node} knows no master: its own view, lag unknown")),
+    }
+    let rows = member_rows(&view);
+    if t.json {
+        let out = json!({
+            "cluster": t.cluster,
+            "master": view["master"],
+            "version": view["version"],
+            "view": view["self"],
+            "members": rows,
+        });
+        println!("{out}");
+    } else {
+        print!("{}", member_table(&rows));
+    }
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    Ok(())
+}
+
+/// The members in `status` (voters, then learners), with what it knows of each.
+fn member_rows(status: &Value) -> Vec<MemberRow> {
+    let me = status["self"].as_str().unwrap_or("");
+    let master = status["master"].as_str();
+    let on_master = status["role"] == "master";
+    let peer = |addr: &str| {
+        status["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["addr"] == addr))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let row = |addr: &str, role: &'static str, promote: Option<bool>| {
+        let p = peer(addr);
+        let (reachable, lag, matched) = if addr == me {
+            let lag = on_master.then_some(0);
+            (
+                Some(true),
+                lag,
+                on_master.then(|| status["commit"].as_u64()).flatten(),
+            )
+        } else {
+            (
+                p["reachable"].as_bool(),
+                p["lag"].as_u64(),
+                p["matched"].as_u64(),
+            )
+        };
+        MemberRow {
+            addr: addr.to_string(),
+            role,
+            promote,
+            master: master == Some(addr),
+            reachable,
+            lag,
+            matched,
+        }
+    };
+    let mut rows = Vec::new();
+    for m in status["members"].as_array().into_iter().flatten() {
+        if let Some(a) = m.as_str() {
+            rows.push(row(a, "voter", None));
+        }
+    }
+    for l in status["learners"].as_array().into_iter().flatten() {
+        if let Some(a) = l["addr"].as_str() {
+            let promote = l["promote"].as_bool().unwrap_or(true);
+            rows.push(row(a, "learner", Some(promote)));
+        }
+    }
+    rows
+}
+
+/// `member list`'s table: one line per member under a header, columns aligned.
+fn member_table(rows: &[MemberRow]) -> String {
+    let mut lines = vec![[
+        "ADDRESS".to_string(),
+        "ROLE".into(),
+        "MASTER".into(),
+        "REACHABLE".into(),
+        "LAG".into(),
+    ]];
+    for r in rows {
+        let role = match r.promote {
+            Some(false) => "learner (no auto-promote)".to_string(),
+            _ => r.role.to_string(),
+        };
+        let yes_no = |b: Option<bool>| match b {
+            Some(true) => "yes".to_string(),
+            Some(false) => "no".to_string(),
+            None => "-".to_string(),
+        };
+        lines.push([
+            r.addr.clone(),
+            role,
+            if r.master { "*".into() } else { String::new() },
+            yes_no(r.reachable),
+            r.lag.map_or("-".to_string(), |l| l.to_string()),
+        ]);
+    }
+    let mut width = [0usize; 5];
+    for l in &lines {
+        for (w, c) in width.iter_mut().zip(l) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for l in &lines {
+        let cells: Vec<String> = l
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -9,6 +9,9 @@
 //! | anything else | GET | the app's [`Reads`](crate::Reads) (`?consistent=true`: after a read index) |
 //! | any | OPTIONS | 204 CORS preflight |
 //!
+//! Outside `/_clusterc/`: `GET /livez` and `GET /readyz` ([`crate::probes`]), then the static
+//! files.
+//!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
 //! body that does not decode, 401 (`ERR_DENIED`) without the credential the call needs
 //! ([`crate::auth`]: the peer token for the peer protocol, the client token for the rest), 404
@@ -50,6 +53,8 @@ pub struct Shared<S: App> {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// A body must arrive within this (slow clients get 408).
     pub body_timeout: std::time::Duration,
+    /// `/readyz`: most committed entries a ready node may be behind its master.
+    pub ready_max_lag: u64,
 }
 
 /// Whether the query string asks for a consistent read (`consistent`, `consistent=true|1`).
@@ -71,7 +76,11 @@ pub async fn handle<S: App>(
             add_cors(res.headers_mut());
             res
         }
-        None => static_file(shared.www.as_deref(), req.method(), &path).await,
+        None => match path.as_str() {
+            "/livez" => crate::probes::livez(req.method()),
+            "/readyz" => crate::probes::readyz(&shared, req.method(), req.uri().query()).await,
+            _ => static_file(shared.www.as_deref(), req.method(), &path).await,
+        },
     };
     Ok(res)
 }
@@ -419,7 +428,7 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     let mut res = hyper::Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -435,7 +444,7 @@ pub fn error(status: StatusCode, code: ErrorCode, msg: &str) -> HttpResponse {
     json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-fn method_not_allowed(allow: &'static str) -> HttpResponse {
+pub(crate) fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut res = error(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Call,

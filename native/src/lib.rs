@@ -128,6 +128,11 @@
 //! | `status`, `metrics` | GET | the node's view, Prometheus text |
 //! | anything else | GET | your [`Reads`] (`?consistent=true`: linearizable) |
 //!
+//! Outside it, `GET /livez` (the process serves) and `GET /readyz` (every cluster has a master
+//! heard within the election timeout and this node is at most
+//! [`ServerBuilder::ready_max_lag`] entries behind it; else `503` saying why), for health
+//! probes; neither needs the token.
+//!
 //! A storage failure at run time stops the node: [`Server::serve`] returns
 //! [`ServeError::Storage`] rather than go on without durable storage.
 
@@ -142,6 +147,7 @@ mod error;
 mod http;
 pub mod kv;
 mod metrics;
+mod probes;
 mod reads;
 mod server;
 mod storage;

@@ -1,17 +1,19 @@
 //! `clusterconsensus`: a node of the key-value app, and its client.
 //!
 //! A thin command line over the `clusterconsensus_server` library: `node` and `demo` are the
-//! library's [`cli`] for [`KvStore`]; `submit`, `status` and `get` are small clients.
+//! library's [`cli`] for [`KvStore`]; `submit`, `status` and `get` are small clients; `member`
+//! and `transfer` the library's operator commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use clusterconsensus::wire::FailResult;
-use clusterconsensus_server::cli::{self, CliError, Demo, DemoArgs, NodeArgs};
+use clusterconsensus_server::cli::{
+    self, CliError, ClientSecurity, Demo, DemoArgs, MemberArgs, NodeArgs, TransferArgs,
+};
 use clusterconsensus_server::kv::KvStore;
-use clusterconsensus_server::{percent_encode, HttpClient, Token};
+use clusterconsensus_server::percent_encode;
 
 /// A replicated key-value store: Paxos with an elected master, its peers speaking JSON over
 /// HTTP.
@@ -35,31 +37,10 @@ enum Cmd {
     /// Read one key through a node (--consistent: linearizable); exit code 2 if it cannot be read,
     /// 3 if the key does not exist.
     Get(GetArgs),
-}
-
-/// Security flags of the client subcommands.
-#[derive(Args, Debug, Clone)]
-struct ClientSecurity {
-    /// File whose first line is the cluster's token (sent as Authorization: Bearer).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// CA certificate (PEM) to verify an https:// node with.
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-}
-
-impl ClientSecurity {
-    fn client(&self, timeout_ms: u64) -> Result<HttpClient, CliError> {
-        let token = match &self.token_file {
-            Some(f) => Some(Token::from_file(f)?),
-            None => None,
-        };
-        Ok(HttpClient::secured(
-            Duration::from_millis(timeout_ms),
-            token.as_ref(),
-            self.tls_ca.as_deref(),
-        )?)
-    }
+    /// List, add, remove or promote the members of a cluster; exit code 2 on failure.
+    Member(MemberArgs),
+    /// Move mastership to another voter (default: the most caught-up); exit code 2 on failure.
+    Transfer(TransferArgs),
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +119,8 @@ fn main() -> ExitCode {
             Cmd::Submit(a) => submit(a).await,
             Cmd::Status(a) => status(a).await,
             Cmd::Get(a) => get(a).await,
+            Cmd::Member(a) => cli::member(a).await,
+            Cmd::Transfer(a) => cli::transfer(a).await,
         }
     })
 }

@@ -44,6 +44,17 @@ pub enum Startup {
     /// Become master of a new one-member cluster, then add each peer (base URLs of nodes that
     /// run unjoined), one at a time, each once it answers.
     Bootstrap { peers: Vec<String> },
+    /// Ask the members at `via` (base URLs; any member will do, a follower forwards) to add
+    /// this node, one after the other, until a master starts it: it joins as a learner and
+    /// becomes a voter once it has caught up. Its own address in `via` is skipped.
+    ///
+    /// The node whose own address comes **first** in `via` founds the cluster instead (as
+    /// `Bootstrap` with no peers), so every node of a set can be given the same list: the pods
+    /// of a StatefulSet, the services of a compose file. Before it does, it asks the others in
+    /// `via` for their status: if one answers as a member of the cluster, the cluster already
+    /// exists (this node lost its data) and it joins through them rather than found a second
+    /// cluster of the same name.
+    JoinVia { via: Vec<String> },
 }
 
 /// Protocol timing. Every member of a cluster should use the same values.
@@ -136,8 +147,12 @@ pub struct ServerBuilder<S> {
     tls_ca: Option<PathBuf>,
     source_addr: Option<IpAddr>,
     www: Option<PathBuf>,
+    ready_max_lag: u64,
     clusters: Vec<ClusterSpec<S>>,
 }
+
+/// The default of [`ServerBuilder::ready_max_lag`].
+pub(crate) const READY_MAX_LAG: u64 = 1000;
 
 impl<S> std::fmt::Debug for ServerBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,6 +184,7 @@ impl<S: App> ServerBuilder<S> {
             tls_ca: None,
             source_addr: None,
             www: None,
+            ready_max_lag: READY_MAX_LAG,
             clusters: Vec::new(),
         }
     }
@@ -254,6 +270,14 @@ impl<S: App> ServerBuilder<S> {
     /// Serve the files of `dir` at `/` (the dashboard); without it only `/_clusterc/` answers.
     pub fn www(mut self, dir: impl Into<PathBuf>) -> Self {
         self.www = Some(dir.into());
+        self
+    }
+
+    /// `GET /readyz` answers 200 only while this node is at most `entries` committed entries
+    /// behind its master (default 1000), besides having heard from it within the
+    /// election timeout.
+    pub fn ready_max_lag(mut self, entries: u64) -> Self {
+        self.ready_max_lag = entries;
         self
     }
 
@@ -369,7 +393,7 @@ impl<S: App> ServerBuilder<S> {
                     });
                 }
             }
-            let participant = Participant::restore(cfg, spec.app, stored, cluster::now_ms())
+            let mut participant = Participant::restore(cfg, spec.app, stored, cluster::now_ms())
                 .map_err(|error| ServeError::Restore {
                     cluster: id.clone(),
                     error,
@@ -393,6 +417,34 @@ impl<S: App> ServerBuilder<S> {
                 Startup::Join => {
                     info!(cluster = %id, "unjoined: waiting for a start from a master")
                 }
+                Startup::JoinVia { via } => {
+                    let via: Vec<String> = via.iter().map(|v| trim_addr(v)).collect();
+                    let others: Vec<String> =
+                        via.iter().filter(|v| **v != advertise).cloned().collect();
+                    let first = via.first() == Some(&advertise);
+                    if others.is_empty() && !first {
+                        return Err(ServeError::Config {
+                            cluster: id,
+                            error: clusterconsensus::ConfigError(
+                                "join needs the address of another member".into(),
+                            ),
+                        });
+                    }
+                    if first && !cluster_exists(&client, &id, &others).await {
+                        info!(cluster = %id, "first of the join list: founding the cluster");
+                        to_bootstrap.push((id.clone(), Vec::new()));
+                    } else {
+                        info!(cluster = %id, via = ?others, "asking to join");
+                        // The requests it queues go out once the task runs.
+                        let now = cluster::now_ms();
+                        if let Err(e) = participant.join(now, others) {
+                            return Err(ServeError::Config {
+                                cluster: id,
+                                error: clusterconsensus::ConfigError(e.to_string()),
+                            });
+                        }
+                    }
+                }
             }
             let (handle, task) = Cluster::new(participant, store, client.clone());
             clusters.insert(id, handle);
@@ -406,6 +458,7 @@ impl<S: App> ServerBuilder<S> {
             auth,
             inflight: Arc::new(tokio::sync::Semaphore::new(self.limits.max_inflight.max(1))),
             body_timeout: Duration::from_millis(self.limits.body_timeout_ms.max(1)),
+            ready_max_lag: self.ready_max_lag,
         });
         Ok(Server {
             listener,
@@ -598,6 +651,32 @@ fn config(timing: &Timing, limits: &Limits, id: &str, advertise: &str) -> Config
     h.write_u128(t.as_nanos());
     cfg.seed = h.finish();
     cfg
+}
+
+/// Whether any of `others` answers its status for cluster `id` as a member (not unjoined):
+/// then the cluster exists and a node first in a join list must not found another. Asked all
+/// at once, each within the client's timeout; a node that does not answer says nothing.
+async fn cluster_exists(client: &HttpClient, id: &str, others: &[String]) -> bool {
+    let mut asks = JoinSet::new();
+    for o in others {
+        let (client, url) = (client.clone(), clusterconsensus::wire::url(o, id, "status"));
+        asks.spawn(async move {
+            let (code, body) = client.get(&url).await.ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            let role = v.get("role")?.as_str()?.to_string();
+            (code == 200 && role != "unjoined").then_some(url)
+        });
+    }
+    while let Some(done) = asks.join_next().await {
+        if let Ok(Some(url)) = done {
+            info!(
+                cluster = id,
+                "{url} is a member: the cluster exists, joining it"
+            );
+            return true;
+        }
+    }
+    false
 }
 
 /// A member address is a base URL without trailing slash.

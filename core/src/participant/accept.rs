@@ -55,6 +55,8 @@ impl<S: StateMachine> Participant<S> {
             // The seed's accept does not name its sender: ask for a start, which does.
             return self.reply_err(id, method, Error::state("master unknown; send start"));
         }
+        // The master proposes at its commit + 1 (heartbeats too): what a follower is behind by.
+        self.heard_commit = self.heard_commit.max(seq.saturating_sub(1));
         // 2. Already committed here: the value at that seq is the chosen one.
         let commit = self.hard.commit;
         if seq <= commit {

@@ -136,6 +136,8 @@ pub struct Participant<S: StateMachine> {
     behind_until: Option<u64>,
     /// When each peer last answered successfully.
     contact: BTreeMap<String, u64>,
+    /// The highest commit a master's accept showed this node (see [`Participant::known_commit`]).
+    heard_commit: u64,
     forward_failures: u32,
     commits_since_snapshot: u64,
 
@@ -262,6 +264,7 @@ impl<S: StateMachine> Participant<S> {
             election_deadline: None,
             behind_until: None,
             contact: BTreeMap::new(),
+            heard_commit: 0,
             forward_failures: 0,
             commits_since_snapshot: 0,
             outputs: VecDeque::new(),
@@ -362,6 +365,14 @@ impl<S: StateMachine> Participant<S> {
     /// The commit index: the highest seq applied to the state machine.
     pub fn commit(&self) -> u64 {
         self.hard.commit
+    }
+    /// The highest commit index this node knows the cluster has reached: its own, or what a
+    /// master's accept showed it (a master proposes at its commit + 1, one slot at a time, so
+    /// an accept at seq S says S - 1 is committed). `known_commit() - commit()` is how far this
+    /// node is behind, as of the master's last accept (a readiness probe's lag). Never
+    /// decreases; not durable (a restarted node learns it again from the next heartbeat).
+    pub fn known_commit(&self) -> u64 {
+        self.heard_commit.max(self.hard.commit)
     }
     /// The master this node follows (its own address when it is master).
     pub fn master(&self) -> Option<&str> {

@@ -124,6 +124,24 @@ fn accept_rule3_further_ahead_is_a_gap() {
 }
 
 #[test]
+fn a_gap_shows_how_far_behind_the_follower_is() {
+    let mut b = follower3();
+    assert_eq!(b.known_commit(), 2);
+    request(&mut b, 10, 7, accept(1, 9, vec![], Some(A)));
+    assert_eq!((b.commit(), b.known_commit()), (2, 8));
+    // An older accept (a late heartbeat) does not lower it; one of a deposed master (below
+    // the instance promised since) does not count.
+    request(&mut b, 11, 8, accept(1, 5, vec![], Some(A)));
+    request(&mut b, 5000, 9, prepare(5, C, Some(2)));
+    let outs = request(&mut b, 5001, 10, accept(1, 20, vec![], Some(A)));
+    assert_eq!(
+        outs,
+        vec![reply(10, accept_refusal(ErrorCode::Denied, Some(5)))]
+    );
+    assert_eq!((b.commit(), b.known_commit()), (2, 8));
+}
+
+#[test]
 fn accept_rule4_stages_a_payload_replacing_the_staged_slot() {
     let (mut b, _) = follower3_staged();
     let pid = next_persist(&b);
