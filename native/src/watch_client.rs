@@ -213,6 +213,8 @@ pub struct Watch {
     gaps: u32,
     reconnects: u32,
     connected: bool,
+    /// Entries a node sent at or before one already handed out.
+    resent: u64,
 }
 
 impl std::fmt::Debug for Watch {
@@ -253,6 +255,7 @@ impl Watch {
             gaps: 0,
             reconnects: 0,
             connected: false,
+            resent: 0,
         }
     }
 
@@ -296,6 +299,13 @@ impl Watch {
     /// Connections made after the first.
     pub fn reconnects(&self) -> u32 {
         self.reconnects
+    }
+
+    /// Entries a node sent at or before one this watch had handed out already (they are
+    /// dropped). Each connection asks for the entries after the last one handed out, so a node
+    /// that serves `from` correctly sends none: a test can count on zero.
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     /// The next event. Entries come in commit order, each once, across reconnects; see the
@@ -478,7 +488,8 @@ impl Watch {
                     return Err(Broken::Retry("an entry without a seq".into()));
                 };
                 if self.next.is_some_and(|n| seq < n) {
-                    return Ok(()); // handed out already, before a reconnect
+                    self.resent += 1;
+                    return Ok(()); // handed out already
                 }
                 self.next = Some(seq + 1);
                 match data.members {
@@ -600,6 +611,7 @@ mod tests {
             .event(raw("message", r#"{"seq":4,"chg":["old"]}"#))
             .is_ok());
         assert!(w.events.is_empty(), "before from");
+        assert_eq!(w.resent(), 1);
         w.event(raw("message", r#"{"seq":5,"chg":["a"]}"#))
             .ok()
             .unwrap();
@@ -621,7 +633,7 @@ mod tests {
                 r#"{"type":"members","seq":10,"members":["http://b"],"learners":[]}"#,
             ]
         );
-        assert_eq!(w.next_seq(), Some(11));
+        assert_eq!((w.next_seq(), w.resent()), (Some(11), 2));
         assert_eq!(w.nodes, ["http://a"], "learns only when asked to");
         let gap = w.event(raw(
             "error",
