@@ -8,6 +8,10 @@
 //! majority. The bench installs nothing; `scripts/bench.sh` installs etcd-server and runs the
 //! full comparison.
 //!
+//! `--watchers N` measures the change stream instead: N watchers (`GET watch`) on one node while
+//! C clients write, writes/s without them, with them and without them again in the same run,
+//! and whether every watcher received every entry, in order.
+//!
 //! Every load loop stops at its deadline; every child process is killed when the bench ends.
 //!
 //! Built on the library: the nodes are started and stopped with its testkit, the clusters are
@@ -20,6 +24,8 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,6 +84,17 @@ struct Args {
     /// Distinct keys the clients write (the applied state is bounded by this).
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// Instead of the comparison: this many watchers (`GET watch`) on one node while
+    /// --watch-concurrency clients write to the master; writes/s without the watchers, with
+    /// them, and without them again, and whether every watcher received every entry.
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// Concurrency of the writers in the watch mode.
+    #[arg(long, default_value_t = 32)]
+    watch_concurrency: usize,
+    /// The node the watchers follow: a follower (the default) or the master.
+    #[arg(long, default_value = "follower", value_parser = ["follower", "master"])]
+    watch_node: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -137,6 +154,9 @@ async fn run(args: Args) -> Result<(), String> {
 
     if let Some(soak) = args.soak {
         return run_soak(&args, &node_bin, &dir, soak, &machine).await;
+    }
+    if let Some(n) = args.watchers {
+        return run_watch(&args, &node_bin, &dir, n, &machine).await;
     }
 
     // Both clusters run side by side and each concurrency measures ours, then etcd, so that
@@ -971,6 +991,311 @@ async fn run_soak(
     if let Some(out) = &args.out {
         let v = json!({"machine": machine, "c": c, "duration_s": soak.as_secs_f64(), "committed": ok,
                        "errors": errors, "keys": args.keys, "samples": samples});
+        std::fs::write(out, serde_json::to_vec_pretty(&v).unwrap_or_default())
+            .map_err(|e| format!("write {}: {e}", out.display()))?;
+    }
+    drop(ours);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watchers
+// ---------------------------------------------------------------------------------------------
+
+/// What one watcher received: the entries (`id: S` lines) in order, each checked to be the one
+/// after the last.
+#[derive(Debug)]
+struct Tally {
+    /// The seq due next.
+    next: AtomicU64,
+    count: AtomicU64,
+    /// Entries that were not the one due (a gap or a duplicate).
+    out_of_order: AtomicU64,
+    /// The node answered the watch (200, the stream follows).
+    open: AtomicBool,
+    /// Streams after the first (each after one ended).
+    reconnects: AtomicU64,
+    /// Why a stream ended first, if one did.
+    ended: std::sync::Mutex<Option<String>>,
+}
+
+/// Finds the `id: N` lines of a stream's bytes, however they are cut into frames. Only the start
+/// of each line is kept between frames: the data lines are never copied.
+struct IdScan {
+    head: Vec<u8>,
+    /// The current line is longer than `head` holds (it is not an id line).
+    long: bool,
+    /// An `event: error` came.
+    error: bool,
+}
+
+impl IdScan {
+    const HEAD: usize = 32;
+
+    fn push(&mut self, mut chunk: &[u8], tally: &Tally) {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            self.take(&chunk[..i]);
+            if !self.long {
+                self.error |= self.head == b"event: error";
+                if let Some(seq) = self
+                    .head
+                    .strip_prefix(b"id: ")
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    let due = tally.next.load(Ordering::Relaxed);
+                    if seq != due {
+                        tally.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tally.count.fetch_add(1, Ordering::Relaxed);
+                    tally.next.store(seq + 1, Ordering::Relaxed);
+                }
+            }
+            self.head.clear();
+            self.long = false;
+            chunk = &chunk[i + 1..];
+        }
+        self.take(chunk);
+    }
+
+    fn take(&mut self, part: &[u8]) {
+        let room = Self::HEAD - self.head.len();
+        if part.len() > room {
+            self.long = true;
+        }
+        self.head.extend_from_slice(&part[..part.len().min(room)]);
+    }
+}
+
+/// One watcher: `GET watch?from=NEXT` on its own connection, read until `stop`. When a stream
+/// ends (the node cut a watcher that fell behind, or installed a snapshot) it resumes on the
+/// next node, as a client does, from the entry after the last it received.
+async fn watcher(
+    nodes: Vec<(SocketAddr, String)>,
+    first: usize,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut at = first;
+    while !stop.load(Ordering::Relaxed) {
+        let (addr, host) = nodes[at % nodes.len()].clone();
+        if let Err(why) = watch_once(addr, host, &tally, &stop).await {
+            {
+                let mut ended = tally.ended.lock().unwrap_or_else(|e| e.into_inner());
+                ended.get_or_insert(why);
+            }
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
+            at += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One stream, read until `stop` (`Ok`) or until it ends (`Err`: why).
+async fn watch_once(
+    addr: SocketAddr,
+    host: String,
+    tally: &Tally,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut sender = connect(addr).await?;
+    let next = tally.next.load(Ordering::Relaxed);
+    let path = clusterconsensus::wire::path(CLUSTER, &format!("watch?from={next}"));
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::ACCEPT, "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let res = match sender.send_request(req).await {
+        Ok(r) if r.status() == hyper::StatusCode::OK => {
+            tally.open.store(true, Ordering::Relaxed);
+            r
+        }
+        Ok(r) => return Err(format!("HTTP {}", r.status())),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut body = res.into_body();
+    let mut scan = IdScan {
+        head: Vec::with_capacity(IdScan::HEAD),
+        long: false,
+        error: false,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), body.frame()).await {
+            Err(_) => continue, // idle: look at `stop` again
+            Ok(None) if scan.error => return Err("the node sent an error event".into()),
+            Ok(None) => return Err("the node ended the stream".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(f))) => {
+                if let Ok(data) = f.into_data() {
+                    scan.push(&data, tally);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_watch(
+    args: &Args,
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+    machine: &str,
+) -> Result<(), String> {
+    let ours = Ours::start(bin, &dir.join("watch")).await?;
+    let pids = ours.pids();
+    let c = args.watch_concurrency;
+    let target = Target::ours();
+    let urls = ours.urls_for(c, false);
+    // The urls and pids are master first.
+    let watched = if args.watch_node == "master" { 0 } else { 1 };
+    let node = ours.urls[watched].clone();
+    let status = |url: String| async move {
+        let http = HttpClient::new(Duration::from_secs(2));
+        get_json(&http, &clusterconsensus::wire::url(&url, CLUSTER, "status"))
+            .await
+            .and_then(|v| v["commit"].as_u64())
+            .unwrap_or(0)
+    };
+    let me = std::process::id();
+    let mut rows = Vec::new();
+    let mut bench_cpu = Vec::new();
+
+    // 1. Without watchers.
+    let cpu0 = cpu_seconds(me);
+    let row = measure(args, "no watchers", &target, &urls, c, &pids).await;
+    bench_cpu.push(cpu_seconds(me) - cpu0);
+    eprintln!("{}", row_line(&row));
+    rows.push(row);
+
+    // 2. With them: all connected (and answered) before the writers start.
+    let from = status(node.clone()).await + 1;
+    // Each watcher starts on `node` and moves on to the next one if its stream ends.
+    let nodes: Vec<(SocketAddr, String)> = ours
+        .urls
+        .iter()
+        .map(|u| parse_http(u))
+        .collect::<Result<_, _>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: Vec<Arc<Tally>> = (0..n)
+        .map(|_| {
+            Arc::new(Tally {
+                next: AtomicU64::new(from),
+                count: AtomicU64::new(0),
+                out_of_order: AtomicU64::new(0),
+                open: AtomicBool::new(false),
+                reconnects: AtomicU64::new(0),
+                ended: std::sync::Mutex::new(None),
+            })
+        })
+        .collect();
+    let connect_start = Instant::now();
+    let mut handles = Vec::new();
+    for t in &tallies {
+        let (t, stop, nodes) = (t.clone(), stop.clone(), nodes.clone());
+        handles.push(tokio::spawn(watcher(nodes, watched, t, stop)));
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while tallies.iter().any(|t| !t.open.load(Ordering::Relaxed)) {
+        if Instant::now() > until {
+            return Err("the watchers did not all connect within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{n} watchers on {} ({}) from seq {from}, connected in {:.1} s",
+        node,
+        args.watch_node,
+        connect_start.elapsed().as_secs_f64()
+    );
+    let cpu0 = cpu_seconds(me);
+    let row = measure(args, "watchers", &target, &urls, c, &pids).await;
+    bench_cpu.push(cpu_seconds(me) - cpu0);
+    eprintln!("{}", row_line(&row));
+    rows.push(row);
+    // Every watcher must get to the last entry the node applied.
+    let last = status(node.clone()).await;
+    let drain_start = Instant::now();
+    let drain_until = drain_start + Duration::from_secs(120);
+    while Instant::now() < drain_until
+        && tallies
+            .iter()
+            .any(|t| t.next.load(Ordering::Relaxed) <= last)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = drain_start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.await;
+    }
+    let want = last + 1 - from;
+    // Complete: every entry from `from` to `last` once, in order, across its reconnects (each
+    // seq was the one after the last; entries after `last` may follow).
+    let complete = tallies
+        .iter()
+        .filter(|t| {
+            t.out_of_order.load(Ordering::Relaxed) == 0 && t.next.load(Ordering::Relaxed) > last
+        })
+        .count();
+    let reconnects: u64 = tallies
+        .iter()
+        .map(|t| t.reconnects.load(Ordering::Relaxed))
+        .sum();
+    let out_of_order: u64 = tallies
+        .iter()
+        .map(|t| t.out_of_order.load(Ordering::Relaxed))
+        .sum();
+    let delivered: u64 = tallies
+        .iter()
+        .map(|t| t.count.load(Ordering::Relaxed))
+        .sum();
+    let first_end = tallies
+        .iter()
+        .find_map(|t| t.ended.lock().ok().and_then(|e| e.clone()));
+
+    // 3. Without them again: a machine whose load drifts shows here.
+    let cpu0 = cpu_seconds(me);
+    let row = measure(args, "no watchers", &target, &urls, c, &pids).await;
+    bench_cpu.push(cpu_seconds(me) - cpu0);
+    eprintln!("{}", row_line(&row));
+    rows.push(row);
+
+    let base = (rows[0].per_sec + rows[2].per_sec) / 2.0;
+    let ratio = rows[1].per_sec / base.max(1e-9);
+    let mut table = format!(
+        "{} s per run after {} ms warm-up; 3 nodes on 127.0.0.1, fsync on; C = {c}; {n} watchers on the {} ({node}); {machine}\n\n",
+        args.duration.as_secs_f64(),
+        args.warmup.as_millis(),
+        args.watch_node,
+    );
+    table.push_str(&header());
+    for r in &rows {
+        table.push_str(&row_line(r));
+        table.push('\n');
+    }
+    let cpu: Vec<String> = bench_cpu.iter().map(|c| format!("{c:.2}")).collect();
+    table.push_str(&format!(
+        "\nwrites/s with the watchers: {:.0}, {ratio:.2}x the mean without them ({base:.0})\n\
+         watchers complete: {complete} of {n} (each seqs {from}..={last}: {want} entries; {delivered} delivered in all, \
+         {out_of_order} out of order, {reconnects} reconnects; drained {:.1} s after the writers stopped){}\n\
+         CPU s of the bench process (writers and watchers) per run: {}\n",
+        rows[1].per_sec,
+        drained.as_secs_f64(),
+        first_end.map(|e| format!("; first stream end: {e}")).unwrap_or_default(),
+        cpu.join(" / "),
+    ));
+    println!("{table}");
+    if let Some(out) = &args.out {
+        let v = json!({
+            "machine": machine, "c": c, "watchers": n, "watch_node": args.watch_node,
+            "duration_s": args.duration.as_secs_f64(),
+            "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "ratio": ratio, "complete": complete, "from": from, "last": last,
+            "delivered": delivered, "out_of_order": out_of_order, "reconnects": reconnects,
+            "drained_s": drained.as_secs_f64(), "bench_cpu_s": bench_cpu, "table": table,
+        });
         std::fs::write(out, serde_json::to_vec_pretty(&v).unwrap_or_default())
             .map_err(|e| format!("write {}: {e}", out.display()))?;
     }

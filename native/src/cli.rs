@@ -89,6 +89,16 @@ pub struct LimitArgs {
     /// A request's body must arrive within this, in ms (else 408).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Watchers (watch streams and long polls) served at once; more get 503 ERR_STATE.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_watchers: usize,
+    /// Recent committed entries kept in memory per cluster for watchers that start or resume
+    /// behind; a watch from before them gets ERR_GAP.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub watch_window: usize,
+    /// The most bytes of those entries kept per cluster (the newest is kept whatever its size).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub watch_window_bytes: usize,
 }
 
 /// Protocol timing of a node.
@@ -197,6 +207,9 @@ impl NodeArgs {
                 max_connections: l.max_connections,
                 header_timeout_ms: l.header_timeout_ms,
                 body_timeout_ms: l.body_timeout_ms,
+                max_watchers: l.max_watchers,
+                watch_window: l.watch_window,
+                watch_window_bytes: l.watch_window_bytes,
             })
             .ready_max_lag(self.ready_max_lag);
         if let Some(a) = &self.advertise {

@@ -144,6 +144,55 @@ impl HttpClient {
         url: &str,
         body: Vec<u8>,
     ) -> Result<(hyper::StatusCode, Bytes), Error> {
+        let req = self.build(method, url, body, &[])?;
+        let exchange = async {
+            let res = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| transport(url, &e))?;
+            let status = res.status();
+            let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| Error::new(ErrorCode::Call, format!("{url}: reading answer: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(self.no_answer(url)),
+        }
+    }
+
+    /// `GET url` with `headers`, answered once the head has arrived (within the timeout): the
+    /// response, whose body the caller reads as it comes (a watch stream).
+    pub(crate) async fn open(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        let req = self.build(hyper::Method::GET, url, Vec::new(), headers)?;
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(r) => r.map_err(|e| transport(url, &e)),
+            Err(_) => Err(self.no_answer(url)),
+        }
+    }
+
+    fn no_answer(&self, url: &str) -> Error {
+        Error::new(
+            ErrorCode::Call,
+            format!("{url}: no answer within {} ms", self.timeout.as_millis()),
+        )
+    }
+
+    fn build(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Result<hyper::Request<Full<Bytes>>, Error> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| Error::new(ErrorCode::Connect, format!("bad address {url:?}: {e}")))?;
@@ -162,33 +211,11 @@ impl HttpClient {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::new(ErrorCode::Call, format!("request to {url}: {e}")))?;
-        let exchange = async {
-            let res = self.client.request(req).await.map_err(|e| {
-                let code = if e.is_connect() {
-                    ErrorCode::Connect
-                } else {
-                    ErrorCode::Call
-                };
-                Error::new(code, format!("{url}: {}", error_chain(&e)))
-            })?;
-            let status = res.status();
-            let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| Error::new(ErrorCode::Call, format!("{url}: reading answer: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorCode::Call,
-                format!("{url}: no answer within {} ms", self.timeout.as_millis()),
-            )),
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
+        req.body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::new(ErrorCode::Call, format!("request to {url}: {e}")))
     }
 
     /// POSTs a protocol request to a peer and decodes its answer for `method`. Every outcome
@@ -235,6 +262,16 @@ pub(crate) fn http_error(url: &str, status: u16, body: &[u8]) -> Error {
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     Error::new(ErrorCode::Call, format!("{url}: HTTP {status}: {text}"))
+}
+
+/// A failed exchange: `ERR_CONNECT` when no connection could be made, else `ERR_CALL`.
+fn transport(url: &str, e: &hyper_util::client::legacy::Error) -> Error {
+    let code = if e.is_connect() {
+        ErrorCode::Connect
+    } else {
+        ErrorCode::Call
+    };
+    Error::new(code, format!("{url}: {}", error_chain(e)))
 }
 
 /// The error and its sources, so "connection refused" is not hidden behind "client error".

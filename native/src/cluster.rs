@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clusterconsensus::wire::{Method, Request, Response};
@@ -30,6 +30,7 @@ use crate::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::reads::{ReadAnswer, ReadRequest};
 use crate::storage::Store;
+use crate::watch::{Hub, WindowLimits};
 use crate::{App, ServeError};
 
 /// Milliseconds since this process started: the core's `now`, from a monotonic clock.
@@ -84,6 +85,8 @@ pub enum Input<S: App> {
 pub struct Cluster<S: App> {
     pub id: String,
     tx: mpsc::Sender<Input<S>>,
+    /// The change stream of what this node applies (`watch`).
+    pub watch: Arc<Hub>,
 }
 
 impl<S: App> Clone for Cluster<S> {
@@ -91,6 +94,7 @@ impl<S: App> Clone for Cluster<S> {
         Cluster {
             id: self.id.clone(),
             tx: self.tx.clone(),
+            watch: self.watch.clone(),
         }
     }
 }
@@ -117,15 +121,18 @@ fn gone<T>(_: T) -> Gone {
 
 impl<S: App> Cluster<S> {
     /// The handle and the task (not started: [`Task::start`]) of `participant`, persisting to
-    /// `store`.
+    /// `store`, keeping a `window` of recent entries for watchers.
     pub fn new(
         participant: Participant<S>,
         store: Store,
         client: HttpClient,
+        window: WindowLimits,
     ) -> (Cluster<S>, Task<S>) {
         let (tx, rx) = mpsc::channel(4096);
         let id = participant.cluster().to_string();
+        let watch = Hub::new(participant.commit(), window);
         let task = Task {
+            watch: watch.clone(),
             lanes: BTreeMap::new(),
             node: participant,
             store: Some(store),
@@ -137,7 +144,7 @@ impl<S: App> Cluster<S> {
             next_request: 1,
             metrics: Metrics::default(),
         };
-        (Cluster { id, tx }, task)
+        (Cluster { id, tx, watch }, task)
     }
 
     /// Hands a call to the core and waits for its answer (a submit is answered once committed).
@@ -279,6 +286,8 @@ pub struct Task<S: App> {
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
     next_request: u64,
     metrics: Metrics,
+    /// Where committed entries go for watchers.
+    watch: Arc<Hub>,
 }
 
 impl<S: App> Task<S> {
@@ -302,6 +311,8 @@ impl<S: App> Task<S> {
                 self.writer = Some(w);
             }
         }
+        // Wakes this cluster's watchers; ends with the node, like the task.
+        set.spawn(self.watch.clone().fan_out());
         set.spawn(async move {
             if let Err(message) = self.run().await {
                 error!(cluster = %id, "storage failed, stopping the node: {message}");
@@ -427,6 +438,7 @@ impl<S: App> Task<S> {
                 }
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
+                    self.watch.on_event(&e);
                     self.log_event(e)
                 }
             }

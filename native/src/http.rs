@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `prepare`, `accept`, `addmember`, `rmmember`, `start`, `submit`, `members/add`, `members/remove`, `readindex` | POST | 200 + the protocol answer |
 //! | `status` | GET | 200 + the participant's status |
+//! | `watch?from=SEQ[&prefix=P][&wait=MS]` | GET | the change stream ([`crate::watch`]): `text/event-stream`, or with `wait` a long poll's JSON |
 //! | `metrics` | GET | 200 + Prometheus text: commit, instance, role, counters, write latency |
 //! | anything else | GET | the app's [`Reads`](crate::Reads) (`?consistent=true`: after a read index) |
 //! | any | OPTIONS | 204 CORS preflight |
@@ -13,12 +14,14 @@
 //! files.
 //!
 //! Errors that are not protocol answers carry `{"code": "ERR_...", "err": "..."}`: 400 for a
-//! body that does not decode, 401 (`ERR_DENIED`) without the credential the call needs
-//! ([`crate::auth`]: the peer token for the peer protocol, the client token for the rest), 404
-//! for an unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
-//! 413 for a body over the limit, 503 (`ERR_STATE`, retryable) while shutting down, when the
-//! node is over its limit of concurrent client calls, or when a consistent read cannot be
-//! served now (no serving master, no majority).
+//! body that does not decode, 401 (`ERR_DENIED`) without the
+//! credential the call needs ([`crate::auth`]: the peer token for the peer protocol, the client
+//! token for the rest), 404 for an
+//! unknown cluster or path, 405 for a wrong method, 408 for a body that arrives too slowly,
+//! 410 (`ERR_GAP`) for a long poll from before the node's window, 413 for a body over the
+//! limit, 503 (`ERR_STATE`, retryable) while shutting down, when the node is over its limit of
+//! concurrent client calls or of watchers, or when a consistent read cannot be served now (no
+//! serving master, no majority).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clusterconsensus::wire::{Method as Call, Request};
 use clusterconsensus::ErrorCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
@@ -36,9 +39,16 @@ use hyper::{Method, StatusCode};
 use crate::auth::{Access, Policy, VerifiedClientCert};
 use crate::cluster::{Cluster, Gone};
 use crate::reads::{percent_decode, ReadRequest};
+use crate::watch::{self, WatchStream};
 use crate::App;
 
+/// An answer with its whole body at once (every route but a watch stream).
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
+/// What the server answers: a whole body, or a watch that streams.
+pub type ResponseBody = Either<Full<Bytes>, WatchStream>;
+
+/// The longest a long poll (`watch?wait=MS`) waits.
+pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// What every connection handler shares.
 pub struct Shared<S: App> {
@@ -55,6 +65,9 @@ pub struct Shared<S: App> {
     pub body_timeout: std::time::Duration,
     /// `/readyz`: most committed entries a ready node may be behind its master.
     pub ready_max_lag: u64,
+    /// One permit per watcher (`watch` stream or long poll); none left: 503.
+    pub watchers: Arc<tokio::sync::Semaphore>,
+    pub max_watchers: usize,
 }
 
 /// Whether the query string asks for a consistent read (`consistent`, `consistent=true|1`).
@@ -68,18 +81,28 @@ fn wants_consistent(query: Option<&str>) -> bool {
 pub async fn handle<S: App>(
     shared: Arc<Shared<S>>,
     req: hyper::Request<Incoming>,
-) -> Result<HttpResponse, Infallible> {
+) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let path = req.uri().path().to_string();
     let res = match path.strip_prefix("/_clusterc/") {
         Some(rest) => {
-            let mut res = cluster_route(&shared, req, rest).await;
+            let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut res = match shared.clusters.get(id) {
+                Some(cluster) if sub == "watch" && req.method() != Method::OPTIONS => {
+                    watch_route(&shared, cluster, &req).await
+                }
+                _ => cluster_route(&shared, req, rest).await.map(Either::Left),
+            };
             add_cors(res.headers_mut());
             res
         }
         None => match path.as_str() {
-            "/livez" => crate::probes::livez(req.method()),
-            "/readyz" => crate::probes::readyz(&shared, req.method(), req.uri().query()).await,
-            _ => static_file(shared.www.as_deref(), req.method(), &path).await,
+            "/livez" => crate::probes::livez(req.method()).map(Either::Left),
+            "/readyz" => crate::probes::readyz(&shared, req.method(), req.uri().query())
+                .await
+                .map(Either::Left),
+            _ => static_file(shared.www.as_deref(), req.method(), &path)
+                .await
+                .map(Either::Left),
         },
     };
     Ok(res)
@@ -217,6 +240,93 @@ async fn read_route<S: App>(
         ),
         Err(gone) => unavailable(gone),
     }
+}
+
+/// `watch`: the stream of committed entries from `from` (or from `Last-Event-ID` + 1, or from
+/// now), filtered by the app ([`Reads::watch_filter`]); with `wait=MS` one long poll. A read:
+/// the token is needed only with `auth_reads`. Each watcher holds one of `max_watchers`
+/// places until it ends.
+async fn watch_route<S: App>(
+    shared: &Shared<S>,
+    cluster: &Cluster<S>,
+    req: &hyper::Request<Incoming>,
+) -> hyper::Response<ResponseBody> {
+    let whole = |r: HttpResponse| r.map(Either::Left);
+    let bad = |m: &str| whole(error(StatusCode::BAD_REQUEST, ErrorCode::Encoding, m));
+    if req.method() != Method::GET {
+        return whole(method_not_allowed("GET, OPTIONS"));
+    }
+    if let Some(denied) = check_auth(shared, req, Access::Read) {
+        return whole(denied);
+    }
+    let query = ReadRequest::new("watch", req.uri().query().map(String::from), 0);
+    let number = |name: &str| query.param(name).map(|v| v.parse::<u64>().map_err(|_| v));
+    let mut from = match number("from") {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(v)) => return bad(&format!("from must be a seq (a whole number), not {v:?}")),
+    };
+    if let Some(last) = req.headers().get("last-event-id") {
+        match last
+            .to_str()
+            .ok()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+        {
+            Some(n) => from = Some(n.saturating_add(1)),
+            None => return bad("Last-Event-ID must be the seq of the last entry received"),
+        }
+    }
+    let wait = match number("wait") {
+        None => None,
+        Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms.min(MAX_WAIT_MS))),
+        Some(Err(v)) => return bad(&format!("wait must be milliseconds, not {v:?}")),
+    };
+    let filter = match S::watch_filter(&query) {
+        Ok(f) => f,
+        Err(a) => {
+            let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return whole(json(
+                status,
+                serde_json::to_vec(&a.body).unwrap_or_default(),
+            ));
+        }
+    };
+    let Ok(slot) = shared.watchers.clone().try_acquire_owned() else {
+        return whole(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::State,
+            &format!(
+                "this node serves its limit of {} watchers; watch through another node",
+                shared.max_watchers
+            ),
+        ));
+    };
+    let cursor = cluster.watch.cursor(from, filter);
+    let Some(wait) = wait else {
+        let body = match cursor {
+            Ok(c) => Either::Right(WatchStream::new(c, slot)),
+            // The one error event, then the end (the client re-reads, or tries elsewhere).
+            Err(refusal) => Either::Left(Full::new(refusal.event())),
+        };
+        let mut res = hyper::Response::new(body);
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return res;
+    };
+    let answer = match cursor {
+        Ok(c) => watch::long_poll(c, wait).await,
+        Err(refusal) => Err(refusal),
+    };
+    drop(slot);
+    whole(match answer {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(r) if r.code == ErrorCode::Gap => json(StatusCode::GONE, r.body()),
+        Err(r) => json(StatusCode::SERVICE_UNAVAILABLE, r.body()),
+    })
 }
 
 /// `None` if the caller may go on; else the 401 to answer.
@@ -465,7 +575,7 @@ fn preflight() -> HttpResponse {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type, authorization"),
+        HeaderValue::from_static("content-type, authorization, last-event-id"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

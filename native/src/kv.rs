@@ -13,11 +13,16 @@
 //! `commit` the commit index of the state read. Pages read at different times may come from
 //! different commits (compare `commit`); a consistent read (`?consistent=true`) of each page is
 //! linearizable on its own.
+//!
+//! A watch (`watch?prefix=P`) sends only the changes whose key starts with `P`.
+
+use std::sync::Arc;
 
 pub use clusterconsensus::kv::{KvChange, KvOp, KvStore};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::reads::{ReadAnswer, ReadRequest, Reads};
+use crate::reads::{ChangeFilter, ReadAnswer, ReadRequest, Reads};
 
 /// Keys in a `kv` page when the query gives no `limit`.
 pub const DEFAULT_PAGE: usize = 1000;
@@ -37,6 +42,24 @@ impl Reads for KvStore {
             Some(v) => ReadAnswer::ok(json!({"key": key, "value": v})),
             None => ReadAnswer::not_found(json!({"key": key, "value": null})),
         })
+    }
+
+    /// `prefix=P`: the changes whose key starts with `P` (an empty `P`: every change).
+    fn watch_filter(req: &ReadRequest) -> Result<Option<ChangeFilter>, ReadAnswer> {
+        /// Only the key of a change: less to decode than a whole [`KvChange`].
+        #[derive(Deserialize)]
+        struct Keyed<'a> {
+            #[serde(borrow)]
+            key: std::borrow::Cow<'a, str>,
+        }
+        let prefix = match req.param("prefix") {
+            None => return Ok(None),
+            Some(p) if p.is_empty() => return Ok(None),
+            Some(p) => p,
+        };
+        Ok(Some(Arc::new(move |change: &str| {
+            serde_json::from_str::<Keyed>(change).is_ok_and(|c| c.key.starts_with(&prefix))
+        })))
     }
 }
 
@@ -139,6 +162,23 @@ mod tests {
         }
         let want: Vec<String> = (0..25).map(|i| format!("k{i:03}")).collect();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_watch_filters_changes_by_key_prefix() {
+        let req = |q: &str| ReadRequest::new("watch", Some(q.to_string()), 0);
+        assert!(KvStore::watch_filter(&req("from=1")).unwrap().is_none());
+        assert!(KvStore::watch_filter(&req("prefix=")).unwrap().is_none());
+        let f = KvStore::watch_filter(&req("prefix=user%2F"))
+            .unwrap()
+            .unwrap();
+        assert!(f(&KvChange::set("user/1", "x").encode()));
+        assert!(f(&KvChange::cas("user/2", None, "x").encode()));
+        assert!(!f(&KvChange::del("users").encode()));
+        assert!(!f(&KvChange::set("other", "x").encode()));
+        assert!(!f("not json"));
+        // An escaped key decodes before the comparison.
+        assert!(f(r#"{"op":"del","key":"user\/3"}"#));
     }
 
     #[test]

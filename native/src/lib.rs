@@ -126,6 +126,7 @@
 //! | `submit` | POST | `{"chg": [...]}` → `{"fail":false,"err":null,"seq":N,"results":[...]}` once committed |
 //! | `members/add`, `members/remove` | POST | `{"addr": URL}` → once committed |
 //! | `status`, `metrics` | GET | the node's view, Prometheus text |
+//! | `watch?from=SEQ` | GET | the committed entries as this node applies them (server-sent events; `&wait=MS`: long poll) |
 //! | anything else | GET | your [`Reads`] (`?consistent=true`: linearizable) |
 //!
 //! Outside it, `GET /livez` (the process serves) and `GET /readyz` (every cluster has a master
@@ -152,6 +153,8 @@ mod reads;
 mod server;
 mod storage;
 mod tls;
+mod watch;
+mod watch_client;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -163,10 +166,12 @@ pub mod testkit;
 pub use auth::Token;
 pub use client::HttpClient;
 pub use error::ServeError;
-pub use reads::{percent_decode, percent_encode, ReadAnswer, ReadRequest, Reads};
+pub use reads::{percent_decode, percent_encode, ChangeFilter, ReadAnswer, ReadRequest, Reads};
 pub use server::{
     shutdown_signal, Limits, Server, ServerBuilder, Startup, Storage, Timing, TlsFiles,
 };
+pub use watch::WatchError;
+pub use watch_client::{Watch, WatchEvent};
 
 /// What a node can serve: a [`StateMachine`](clusterconsensus::StateMachine) with its
 /// [`Reads`], that can move to the cluster's task (and whose snapshots can move to a writer

@@ -1,7 +1,7 @@
 //! Apps bring their own reads: [`Reads`] answers `GET /_clusterc/<id>/<path>` for the paths the
 //! library does not own.
 //!
-//! The library owns the protocol's `POST` methods, `status` and `metrics`; every other `GET`
+//! The library owns the protocol's `POST` methods, `status`, `metrics` and `watch`; every other `GET`
 //! below a cluster goes to the app's [`Reads::read`], which runs on the cluster's task with
 //! the applied state. The library does the rest for every app route alike:
 //!
@@ -15,7 +15,12 @@
 //! `read` runs on the task that orders the log, so it must be cheap: bounded work whatever the
 //! size of the state (one key, one page of keys; never a scan of everything).
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
+
+/// Which changes a watcher sees: true to keep a change (see [`Reads::watch_filter`]).
+pub type ChangeFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The read endpoints of an app. The default answers no path (every `GET` outside the
 /// library's own paths is then `404`), so an app without reads writes `impl Reads for App {}`.
@@ -25,6 +30,27 @@ pub trait Reads {
     fn read(&self, req: &ReadRequest) -> Option<ReadAnswer> {
         let _ = req;
         None
+    }
+
+    /// The filter of a watch (`GET /_clusterc/<id>/watch?<query>`; the library owns `from`
+    /// and `wait`): `Ok(None)` to send every change, `Ok(Some(f))` to send only the changes
+    /// `f` keeps (an entry left without changes is skipped; membership entries always pass),
+    /// `Err(answer)` to refuse the watch with that answer. The default sends everything and
+    /// refuses a `prefix` (`400`): this app's changes have no keys it knows of. The key-value
+    /// app filters by key prefix.
+    ///
+    /// It runs on the watcher's connection, not on the cluster's task, and `f` runs once per
+    /// change for every watcher that has a filter: keep it cheap.
+    fn watch_filter(req: &ReadRequest) -> Result<Option<ChangeFilter>, ReadAnswer>
+    where
+        Self: Sized,
+    {
+        match req.param("prefix") {
+            Some(_) => Err(ReadAnswer::bad_request(
+                "this app's watch has no prefix filter",
+            )),
+            None => Ok(None),
+        }
     }
 }
 

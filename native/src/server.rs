@@ -103,6 +103,13 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// A request's body must arrive within this (else `408`).
     pub body_timeout_ms: u64,
+    /// Watchers (`watch` streams and long polls) served at once by this node; more get `503`.
+    pub max_watchers: usize,
+    /// Recent entries each cluster keeps for watchers that start or resume behind (a `from`
+    /// older than them is a gap): at most this many, ...
+    pub watch_window: usize,
+    /// ... and at most this many bytes of them (the newest entry is kept whatever its size).
+    pub watch_window_bytes: usize,
 }
 
 impl Default for Limits {
@@ -114,6 +121,9 @@ impl Default for Limits {
             max_connections: 4096,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            max_watchers: 2048,
+            watch_window: 10_000,
+            watch_window_bytes: 32 << 20,
         }
     }
 }
@@ -446,7 +456,11 @@ impl<S: App> ServerBuilder<S> {
                     }
                 }
             }
-            let (handle, task) = Cluster::new(participant, store, client.clone());
+            let window = crate::watch::WindowLimits {
+                entries: self.limits.watch_window,
+                bytes: self.limits.watch_window_bytes,
+            };
+            let (handle, task) = Cluster::new(participant, store, client.clone(), window);
             clusters.insert(id, handle);
             tasks.push(task);
         }
@@ -459,6 +473,8 @@ impl<S: App> ServerBuilder<S> {
             inflight: Arc::new(tokio::sync::Semaphore::new(self.limits.max_inflight.max(1))),
             body_timeout: Duration::from_millis(self.limits.body_timeout_ms.max(1)),
             ready_max_lag: self.ready_max_lag,
+            watchers: Arc::new(tokio::sync::Semaphore::new(self.limits.max_watchers)),
+            max_watchers: self.limits.max_watchers,
         });
         Ok(Server {
             listener,

@@ -1,9 +1,11 @@
 // End-to-end tests of the dashboard: Debian's chromium (headless, through playwright-core)
-// against a live `clusterconsensus demo`, and the simulation mode. Screenshots go to
-// target/screenshots/. Run by scripts/test-web.sh (`node --test www/tests/`).
+// against a live `clusterconsensus demo`, and the simulation mode. Live mode follows the change
+// stream (`watch`) and reads status at most once a second and one page of keys, never the whole
+// state: a test records every request the page makes. Screenshots go to target/screenshots/.
+// Run by scripts/test-web.sh (`node --test www/tests/`).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startDemo, startBrowser, screenshot, eventually, sleep, serveStatic, liveCards } from "./harness.mjs";
+import { startDemo, startBrowser, screenshot, eventually, sleep, serveStatic, liveCards, liveKeys, liveFeed, submitForm } from "./harness.mjs";
 
 let demo, browser, page;
 let killed = null; // the node the failover test kills
@@ -22,6 +24,11 @@ after(async () => {
 
 /** What the live view shows, per card (see `liveCards` in the harness). */
 const cards = () => liveCards(page);
+/** Every card reachable and caught up with at least `seq`. */
+const allAt = async (seq, n = 3) => {
+  const c = await cards();
+  return c.length === n && c.every((x) => x.reachable && x.commit >= seq && x.lag === 0) ? c : null;
+};
 
 test("live: the dashboard served by a node shows 3 nodes and exactly one master", { timeout: 60_000 }, async () => {
   await page.goto(`${demo.urls[1]}/`); // no hash: a node's page opens in live mode
@@ -39,21 +46,73 @@ test("live: the dashboard served by a node shows 3 nodes and exactly one master"
   await screenshot(page, "live-3-nodes");
 });
 
-test("live: a change submitted through the form appears on all 3 nodes", { timeout: 60_000 }, async () => {
+test("live: a change submitted through the form shows in the feed, the keys, and on all 3 nodes", { timeout: 60_000 }, async () => {
   const value = `v${Date.now() % 100000}`;
-  await page.fill("#submit-form input[name=key]", "color");
-  await page.fill("#submit-form input[name=value]", value);
-  await page.click("#submit-form button[type=submit]");
-  await page.waitForSelector("#submit-result.ok", { timeout: 10_000 });
-  await eventually("color on every card", async () => {
-    const c = await cards();
-    return c.length === 3 && c.every((n) => n.kv.color === value);
-  }, 10_000);
+  const seq = await submitForm(page, "color", value);
+  assert.ok(seq > 0, "the result line says where it committed");
+  // The feed has the entry at that seq, from the stream.
+  await eventually(`entry #${seq} in the feed`, async () => (await liveFeed(page)).some((f) => f.seq === seq && f.text === `color = ${value}`), 10_000);
+  await eventually("color in the keys page", async () => (await liveKeys(page)).color === value, 10_000);
+  await eventually(`every card at commit ${seq} or later`, () => allAt(seq), 10_000);
   // And the nodes really hold it (the UI is not making it up).
   for (const u of demo.urls) assert.equal(await demo.get(u, "color"), value, u);
-  const feed = await page.textContent("#feed");
-  assert.match(feed, new RegExp(`color = ${value}`));
   await screenshot(page, "live-submitted");
+});
+
+test("live: no whole-state kv reads, even with 20,000 keys; the feed follows the stream", { timeout: 120_000 }, async () => {
+  // A larger state, written outside the page: 20 batches of 1,000 keys.
+  for (let b = 0; b < 20; b++) {
+    const chg = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ op: "set", key: `bulk/${String(b * 1000 + i).padStart(5, "0")}`, value: "x".repeat(40) }));
+    const r = await fetch(`${demo.urls[0]}/_clusterc/${demo.cluster}/submit`, { method: "POST", body: JSON.stringify({ chg }) });
+    assert.equal((await r.json()).fail, false);
+  }
+  const requests = [];
+  const record = (r) => requests.push({ url: new URL(r.url()), at: Date.now() });
+  page.on("request", record);
+  try {
+    const t0 = Date.now();
+    await page.goto(`${demo.urls[2]}/#live`);
+    await page.waitForSelector("body[data-ready=true]");
+    await eventually("3 cards", async () => (await cards()).length === 3, 15_000);
+    const count = await eventually("the key count", async () => {
+      const m = /^([\d,]+) keys at commit/.exec(await page.textContent("#keys-head"));
+      return m ? Number(m[1].replace(/,/g, "")) : null;
+    }, 10_000);
+    assert.ok(count >= 20_000, `${count} keys`);
+    assert.equal(Object.keys(await liveKeys(page)).length, 20, "one page of keys is shown");
+
+    // A burst from outside: 30 more entries of 1,000 changes, then one write from the page.
+    for (let b = 0; b < 30; b++) {
+      const chg = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ op: "set", key: `burst/${b}/${i}`, value: "y" }));
+      await fetch(`${demo.urls[0]}/_clusterc/${demo.cluster}/submit`, { method: "POST", body: JSON.stringify({ chg }) });
+    }
+    const t1 = performance.now();
+    const seq = await submitForm(page, "after-burst", "1");
+    await eventually(`entry #${seq} in the feed`, async () => (await liveFeed(page)).some((f) => f.seq === seq && f.text === "after-burst = 1"), 10_000);
+    console.log(`# page write to its feed entry after a 30,000-change burst: ${Math.round(performance.now() - t1)} ms`);
+    const feed = await liveFeed(page);
+    assert.ok(feed.length <= 50, `the feed keeps the last 50 entries, not ${feed.length}`);
+    assert.deepEqual(feed.map((f) => f.seq), [...feed.map((f) => f.seq)].sort((a, b) => b - a), "newest first, in commit order");
+    await sleep(2500); // a few more seconds of the page running on its own
+    const secs = (Date.now() - t0) / 1000;
+
+    const path = (u) => u.pathname.replace(`/_clusterc/${demo.cluster}/`, "");
+    const kv = requests.filter((r) => path(r.url) === "kv");
+    for (const r of kv) {
+      const limit = Number(r.url.searchParams.get("limit"));
+      assert.ok(limit > 0 && limit <= 100, `a kv read without a small limit: ${r.url}`);
+      assert.equal(r.url.searchParams.get("after"), null, `a kv read walking the pages: ${r.url}`);
+    }
+    assert.ok(kv.length >= 1 && kv.length <= secs + 2, `${kv.length} kv pages in ${secs.toFixed(1)} s: at most one a second`);
+    const statuses = requests.filter((r) => path(r.url) === "status");
+    assert.ok(statuses.length <= 3 * secs + 10, `${statuses.length} status reads in ${secs.toFixed(1)} s for 3 nodes`);
+    const watches = requests.filter((r) => path(r.url) === "watch");
+    assert.ok(watches.length >= 1 && watches.every((r) => r.url.searchParams.get("from")), "the page follows the stream");
+    console.log(`# live mode over ${secs.toFixed(1)} s: ${kv.length} kv pages, ${statuses.length} status reads, ${watches.length} watch connections`);
+    await screenshot(page, "live-large-state");
+  } finally {
+    page.off("request", record);
+  }
 });
 
 test("worker: the wasm Client works in a module web worker", { timeout: 30_000 }, async () => {
@@ -84,9 +143,12 @@ test("live: the Remove button and the Add form change the membership", { timeout
   const back = await eventually("3 cards again, the re-added node caught up", async () => {
     const c = await cards();
     const v = c.find((n) => n.addr === victim);
-    return c.length === 3 && v?.reachable && v.role === "participant" && v.kv["from-worker"] === "w1" ? c : null;
+    return c.length === 3 && v?.reachable && v.role === "participant" && v.lag === 0 ? c : null;
   }, 15_000);
   assert.equal(back.filter((n) => n.master).length, 1);
+  assert.equal(await demo.get(victim, "from-worker"), "w1", "the re-added node has the state");
+  // The membership changes came through the stream.
+  assert.ok((await liveFeed(page)).some((f) => f.text.startsWith("members:")), "members in the feed");
 });
 
 test("live: after the master process is killed, the UI shows a new master within seconds", { timeout: 60_000 }, async () => {
@@ -107,14 +169,15 @@ test("live: after the master process is killed, the UI shows a new master within
   assert.equal(await demo.master(), fresh);
   await screenshot(page, "live-failover");
 
-  // The cluster still takes writes through the form, on the two live nodes.
-  await page.fill("#submit-form input[name=key]", "after");
-  await page.fill("#submit-form input[name=value]", "failover");
-  await page.click("#submit-form button[type=submit]");
-  await eventually("the write after failover on the live nodes", async () => {
+  // The cluster still takes writes through the form, on the two live nodes, and the feed
+  // shows them (the stream moved to a live node if it was on the killed one).
+  const seq = await eventually("a write after failover", () => submitForm(page, "after", "failover"), 15_000, 300);
+  await eventually(`entry #${seq} in the feed`, async () => (await liveFeed(page)).some((f) => f.seq === seq && f.text === "after = failover"), 15_000);
+  await eventually("the live cards at that commit", async () => {
     const c = await cards();
-    return c.filter((n) => n.reachable).every((n) => n.kv.after === "failover");
+    return c.filter((n) => n.reachable).every((n) => n.commit >= seq);
   }, 15_000);
+  for (const u of demo.urls.filter((u) => u !== old)) assert.equal(await demo.get(u, "after"), "failover", u);
 });
 
 // ---------------------------------------------------------------------------------------------

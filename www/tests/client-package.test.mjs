@@ -11,9 +11,8 @@
 //   Deno and workerd: events cut mid-event and mid-character, a connection cut, a silent node
 //   dropped after idleTimeoutMs, a consumer "fell behind" error, each reconnect going to the
 //   other node with Last-Event-ID, the node list learnt from `status`, and the ERR_GAP stop;
-// - WAITING FOR THE SERVER (skipped unless enabled; see the `skip` reasons): cas and the
-//   `{seq, results}` of submit against the live cluster (CC_TEST_LIVE_CAS=1), and a live watch
-//   across a node kill (CC_TEST_LIVE_WATCH=1).
+// - against the live cluster, from Node and Deno: cas and the `{seq, results}` of submit, and
+//   a live watch through a follower that follows the kill of its node to another one.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync, copyFileSync, existsSync, readFileSync } from "node:fs";
@@ -28,8 +27,6 @@ const DENO = join(ROOT, "node_modules", ".bin", "deno");
 const WORKERD = join(ROOT, "node_modules", ".bin", "workerd");
 const VERSION = JSON.parse(readFileSync(join(ROOT, "wasm/npm/package.json"), "utf8")).version;
 const TARBALL = join(ROOT, "target", "npm", `clusterconsensus-client-${VERSION}.tgz`);
-const LIVE_CAS = process.env.CC_TEST_LIVE_CAS === "1";
-const LIVE_WATCH = process.env.CC_TEST_LIVE_WATCH === "1";
 const exec = promisify(execFile);
 let project, demo, workerd, edge;
 
@@ -139,10 +136,7 @@ for (const runtime of ["node", "deno", "workerd"]) {
 
   if (runtime === "workerd") continue; // the live cas and watch checks run from Node and Deno
 
-  test(`${runtime}: cas and submit results against the live cluster`, {
-    timeout: 90_000,
-    skip: !LIVE_CAS && "WAITING FOR THE SERVER: the key-value cas op and the submit answer's seq/results (issue 12 item 2); CC_TEST_LIVE_CAS=1 runs it",
-  }, async () => {
+  test(`${runtime}: cas and submit results against the live cluster`, { timeout: 90_000 }, async () => {
     const [out] = await script(runtime, ["cli.mjs", "cas", demo.cluster, demo.urls[1]]);
     assert.equal(typeof out.set.seq, "number");
     assert.deepEqual(out.set.results, [{ prev: null }]);
@@ -154,10 +148,7 @@ for (const runtime of ["node", "deno", "workerd"]) {
     assert.equal(out.after, null);
   });
 
-  test(`${runtime}: a live watch follows a kill of its node without gap or duplicate`, {
-    timeout: 120_000,
-    skip: !LIVE_WATCH && "WAITING FOR THE SERVER: GET /_clusterc/<id>/watch (issue 12 item 1); CC_TEST_LIVE_WATCH=1 runs it",
-  }, async () => {
+  test(`${runtime}: a live watch follows a kill of its node without gap or duplicate`, { timeout: 120_000 }, async () => {
     await liveWatch(runtime);
   });
 }

@@ -208,10 +208,11 @@ export async function startBrowser() {
   return {
     context,
     /** A new tab. `expected`: console errors caused on purpose (e.g. /401/), not printed. */
-    async page({ expected = /ERR_CONNECTION_REFUSED/ } = {}) {
+    async page({ expected = /ERR_CONNECTION_REFUSED|ERR_INCOMPLETE_CHUNKED_ENCODING/ } = {}) {
       const page = await context.newPage();
       page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-      // A killed node makes fetches fail on purpose; anything else is worth seeing.
+      // A killed node makes fetches fail on purpose, and cuts the change stream it was sending
+      // (an unfinished chunked body); anything else is worth seeing.
       page.on("console", (m) => m.type() === "error" && !expected.test(m.text()) && console.error(`console: ${m.text()}`));
       return page;
     },
@@ -223,7 +224,7 @@ export async function startBrowser() {
 }
 
 /** What the dashboard's live view shows: per node card, its address, role, reachability,
- *  whether it is the master, and its key-value pairs. */
+ *  whether it is the master, its commit and how far it is behind (lag). */
 export const liveCards = (page) =>
   page.$$eval(".node-card", (els) =>
     els.map((e) => ({
@@ -231,8 +232,29 @@ export const liveCards = (page) =>
       role: e.dataset.role,
       reachable: e.dataset.reachable === "true",
       master: e.classList.contains("is-master"),
-      kv: Object.fromEntries([...e.querySelectorAll(".kv li[data-key]")].map((li) => [li.dataset.key, li.querySelector(".v").textContent])),
+      commit: e.dataset.commit === "" ? null : Number(e.dataset.commit),
+      lag: e.dataset.lag === "" ? null : Number(e.dataset.lag),
     })));
+
+/** The live view's page of keys: `{key: value}` as shown in the Keys panel. */
+export const liveKeys = (page) =>
+  page.$$eval("#keys li[data-key]", (els) => Object.fromEntries(els.map((li) => [li.dataset.key, li.querySelector(".v").textContent])));
+
+/** The live view's feed: `{seq, text}` per entry shown, newest first. */
+export const liveFeed = (page) =>
+  page.$$eval("#feed li[data-seq]", (els) => els.map((li) => ({ seq: Number(li.dataset.seq), text: li.querySelector(".what").textContent })));
+
+/** Submits `key = value` through the live view's form; the seq it committed at (throws with
+ * the result line if it did not commit). */
+export async function submitForm(page, key, value) {
+  await page.fill("#submit-form input[name=key]", key);
+  await page.fill("#submit-form input[name=value]", value);
+  await page.click("#submit-form button[type=submit]");
+  await page.waitForSelector("#submit-result.ok, #submit-result.err", { timeout: 10_000 });
+  const text = await page.textContent("#submit-result");
+  if (!(await page.$("#submit-result.ok"))) throw new Error(`not committed: ${text}`);
+  return Number(await page.getAttribute("#submit-result", "data-seq"));
+}
 
 export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });

@@ -1,12 +1,15 @@
 //! The campaign's history and its checks: linearizability per key (the core's
-//! `sim::lincheck` over a `Register`, bounded by a step budget because a history that is not
-//! linearizable can make the search explode), no acknowledged write lost, no retried change
-//! applied twice, and every node converged to the same state.
+//! `sim::lincheck` over a `Register` with reads, writes and compare-and-sets, bounded by a step
+//! budget because a history that is not linearizable can make the search explode), no
+//! acknowledged write lost, no retried change applied twice, every node converged to the same
+//! state, and every watcher saw every committed entry once, in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use clusterconsensus::kv::KvStore;
 use clusterconsensus::sim::lincheck::{self, Register, RegisterEvent, RegisterOp, RegisterRet};
+use clusterconsensus::StateMachine;
 use serde_json::Value;
 
 /// One entry of the history, in real-time order (pushed under one lock).
@@ -20,10 +23,26 @@ pub enum Event {
         client: String,
         req: u64,
     },
+    /// `thread` starts a compare-and-set of `key` from `expect` (`None`: absent) to `value`
+    /// (client `client`, request `req`).
+    Cas {
+        thread: u64,
+        key: String,
+        expect: Option<String>,
+        value: String,
+        client: String,
+        req: u64,
+    },
     /// `thread` starts a consistent read of `key`.
     Read { thread: u64, key: String },
     /// The write committed.
     WriteOk { thread: u64 },
+    /// The compare-and-set committed: whether it applied, and the value after it.
+    CasOk {
+        thread: u64,
+        ok: bool,
+        current: Option<String>,
+    },
     /// The read answered (None: no such key).
     ReadOk { thread: u64, value: Option<String> },
     /// Definitely no effect (a read that never got an answer, a write refused for good).
@@ -52,6 +71,9 @@ impl History {
 pub struct Counts {
     pub operations: u64,
     pub writes: u64,
+    pub cas: u64,
+    /// Compare-and-sets acknowledged as applied.
+    pub cas_applied: u64,
     pub reads: u64,
     pub acknowledged: u64,
     pub failed: u64,
@@ -66,9 +88,17 @@ pub fn counts(h: &[Event]) -> Counts {
                 c.operations += 1;
                 c.writes += 1;
             }
+            Event::Cas { .. } => {
+                c.operations += 1;
+                c.cas += 1;
+            }
             Event::Read { .. } => {
                 c.operations += 1;
                 c.reads += 1;
+            }
+            Event::CasOk { ok, .. } => {
+                c.acknowledged += 1;
+                c.cas_applied += u64::from(*ok);
             }
             Event::WriteOk { .. } | Event::ReadOk { .. } => c.acknowledged += 1,
             Event::Fail { .. } => c.failed += 1,
@@ -96,10 +126,35 @@ pub fn lincheck_history(h: &[Event]) -> Vec<RegisterEvent> {
                 key: key.clone(),
                 op: RegisterOp::Write(Some(value.clone())),
             },
+            Event::Cas {
+                thread,
+                key,
+                expect,
+                value,
+                ..
+            } => lincheck::Event::Invoke {
+                id: *thread,
+                key: key.clone(),
+                op: RegisterOp::Cas {
+                    expect: expect.clone(),
+                    new: Some(value.clone()),
+                },
+            },
             Event::Read { thread, key } => lincheck::Event::Invoke {
                 id: *thread,
                 key: key.clone(),
                 op: RegisterOp::Read,
+            },
+            Event::CasOk {
+                thread,
+                ok,
+                current,
+            } => lincheck::Event::Return {
+                id: *thread,
+                ret: RegisterRet::Cas {
+                    ok: *ok,
+                    current: current.clone(),
+                },
             },
             Event::WriteOk { thread } => lincheck::Event::Return {
                 id: *thread,
@@ -131,8 +186,9 @@ fn check_linearizable(h: &[Event]) -> Result<lincheck::Checked, String> {
 }
 
 /// The data checks on the converged state `data` (the key-value map every node agrees on):
-/// - every acknowledged write of request N by client C left `w/C/N` (written in the same
-///   batch as the register write, so it cannot be overwritten): none lost;
+/// - every acknowledged write (or compare-and-set, applied or not) of request N by client C
+///   left `w/C/N` (written in the same batch as the register write, so it cannot be
+///   overwritten): none lost;
 /// - `last/C` (also in the same batch) is at least C's highest acknowledged request: a retried
 ///   older request applied again after a newer one would move it back.
 pub fn check_data(h: &[Event], data: &serde_json::Map<String, Value>) -> Vec<String> {
@@ -147,10 +203,17 @@ pub fn check_data(h: &[Event], data: &serde_json::Map<String, Value>) -> Vec<Str
                 req,
                 value,
                 ..
+            }
+            | Event::Cas {
+                thread,
+                client,
+                req,
+                value,
+                ..
             } => {
                 invoked.insert(*thread, (client.clone(), *req, value.clone()));
             }
-            Event::WriteOk { thread } => {
+            Event::WriteOk { thread } | Event::CasOk { thread, .. } => {
                 let (client, req, value) = invoked[thread].clone();
                 let wkey = format!("w/{client}/{req}");
                 if data.get(&wkey).and_then(Value::as_str) != Some(value.as_str()) {
@@ -176,6 +239,102 @@ pub fn check_data(h: &[Event], data: &serde_json::Map<String, Value>) -> Vec<Str
                 "last/{client} = {last} below its acknowledged request {m}: an older request was applied again"
             ));
         }
+    }
+    problems
+}
+
+/// What one watcher saw, in the order it was handed out.
+#[derive(Clone, Debug, Default)]
+pub struct Watched {
+    /// Each entry: its seq, and its changes (`None`: a membership change).
+    pub entries: Vec<(u64, Option<Vec<String>>)>,
+    /// Entries a node sent that the watcher had handed out already (none, if every node
+    /// serves `from` right).
+    pub resent: u64,
+    /// Times every node of a round said it no longer held the watcher's next entry.
+    pub gaps: Vec<String>,
+    /// Connections after the first.
+    pub reconnects: u64,
+    /// The nodes it received entries from (`node<i>`).
+    pub nodes: BTreeSet<String>,
+}
+
+/// The watchers' checks, once the cluster converged at commit `last` with state `data`: every
+/// watcher saw every entry from `from` to `last` exactly once and in order (no gap across its
+/// reconnects, nothing twice), all of them the same entries, and those entries, applied in
+/// order to an empty key-value store, give `data`.
+pub fn check_watchers(
+    watched: &[Watched],
+    from: u64,
+    last: u64,
+    data: &serde_json::Map<String, Value>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(first) = watched.first() else {
+        return vec!["no watcher".into()];
+    };
+    for (i, w) in watched.iter().enumerate() {
+        for g in &w.gaps {
+            problems.push(format!("watcher {i}: a gap on every node: {g}"));
+        }
+        if w.resent > 0 {
+            problems.push(format!(
+                "watcher {i}: nodes resent {} entries it had asked to skip",
+                w.resent
+            ));
+        }
+        let mut want = from;
+        for (seq, _) in &w.entries {
+            if *seq != want {
+                problems.push(format!(
+                    "watcher {i}: entry {seq} where {want} was due (a gap or a duplicate)"
+                ));
+                break;
+            }
+            want += 1;
+        }
+        if want <= last {
+            problems.push(format!(
+                "watcher {i}: saw entries up to {} of {from}..={last}",
+                want - 1
+            ));
+        }
+        let common = w.entries.len().min(first.entries.len());
+        if let Some(k) = (0..common).find(|&k| w.entries[k] != first.entries[k]) {
+            problems.push(format!(
+                "watcher {i} and watcher 0 saw different entries at seq {}: {:?} and {:?}",
+                w.entries[k].0, w.entries[k].1, first.entries[k].1
+            ));
+        }
+    }
+    // The entries make the state: replayed, they give what every node converged to.
+    let mut kv = KvStore::new();
+    for (seq, chg) in first.entries.iter().filter(|(s, _)| *s <= last) {
+        for c in chg.iter().flatten() {
+            kv.apply(*seq, c);
+        }
+    }
+    let replayed: BTreeMap<&str, &str> = kv.iter().collect();
+    let converged: BTreeMap<&str, &str> = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("")))
+        .collect();
+    if replayed != converged {
+        let differ = converged
+            .iter()
+            .find(|(k, v)| replayed.get(*k) != Some(*v))
+            .map(|(k, _)| *k)
+            .or_else(|| {
+                replayed
+                    .keys()
+                    .find(|k| !converged.contains_key(*k))
+                    .copied()
+            });
+        problems.push(format!(
+            "the watched entries replayed give {} keys, the nodes hold {} (first difference: {differ:?})",
+            replayed.len(),
+            converged.len()
+        ));
     }
     problems
 }
@@ -386,5 +545,103 @@ mod tests {
         let checked = timed_check("a hot key", &h);
         assert_eq!(checked.verdict, lincheck::Verdict::Ok);
         assert_eq!(linearizable(&h), Ok(1));
+    }
+
+    #[test]
+    fn a_compare_and_set_is_checked_as_a_read_modify_write() {
+        let w = |thread, value: &str| Event::Write {
+            thread,
+            key: "k".into(),
+            value: value.into(),
+            client: format!("c{thread}"),
+            req: 1,
+        };
+        let cas = |thread, expect: Option<&str>, value: &str| Event::Cas {
+            thread,
+            key: "k".into(),
+            expect: expect.map(String::from),
+            value: value.into(),
+            client: format!("c{thread}"),
+            req: 1,
+        };
+        let done = |thread, ok, current: &str| Event::CasOk {
+            thread,
+            ok,
+            current: Some(current.into()),
+        };
+        // k = 1, then a cas 1 -> 2 that applied, then one 1 -> 3 that did not (it sees 2).
+        let good = vec![
+            w(1, "1"),
+            Event::WriteOk { thread: 1 },
+            cas(2, Some("1"), "2"),
+            done(2, true, "2"),
+            cas(3, Some("1"), "3"),
+            done(3, false, "2"),
+        ];
+        assert_eq!(linearizable(&good), Ok(1));
+        let c = counts(&good);
+        assert_eq!((c.cas, c.cas_applied, c.acknowledged), (2, 1, 3));
+        // Both applied from 1: one of them cannot have seen 1.
+        let mut both = good.clone();
+        both[5] = done(3, true, "3");
+        assert!(linearizable(&both).is_err());
+        // A cas from absent on a key that holds 1.
+        let absent = vec![
+            w(1, "1"),
+            Event::WriteOk { thread: 1 },
+            cas(2, None, "2"),
+            done(2, true, "2"),
+        ];
+        assert!(linearizable(&absent).is_err());
+    }
+
+    #[test]
+    fn the_watcher_check_catches_gaps_duplicates_and_disagreement() {
+        let set = |k: &str, v: &str| format!(r#"{{"op":"set","key":"{k}","value":"{v}"}}"#);
+        let entries = vec![
+            (5, Some(vec![set("a", "1")])),
+            (6, None),
+            (7, Some(vec![set("b", "2"), set("a", "3")])),
+        ];
+        let data: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"a":"3","b":"2"}"#).unwrap();
+        let ok = Watched {
+            entries: entries.clone(),
+            ..Watched::default()
+        };
+        assert!(check_watchers(&[ok.clone(), ok.clone()], 5, 7, &data).is_empty());
+
+        let with = |e: Vec<(u64, Option<Vec<String>>)>| Watched {
+            entries: e,
+            ..Watched::default()
+        };
+        let gap = with(vec![entries[0].clone(), entries[2].clone()]);
+        let p = check_watchers(&[ok.clone(), gap], 5, 7, &data);
+        assert!(
+            p.iter().any(|p| p.contains("entry 7 where 6 was due")),
+            "{p:?}"
+        );
+        let dup = with(vec![entries[0].clone(), entries[0].clone()]);
+        assert!(!check_watchers(&[ok.clone(), dup], 5, 7, &data).is_empty());
+        let short = with(entries[..2].to_vec());
+        let p = check_watchers(&[ok.clone(), short], 5, 7, &data);
+        assert!(p.iter().any(|p| p.contains("up to 6")), "{p:?}");
+        let mut other = entries.clone();
+        other[2].1 = Some(vec![set("b", "2")]);
+        let p = check_watchers(&[ok.clone(), with(other)], 5, 7, &data);
+        assert!(
+            p.iter().any(|p| p.contains("different entries at seq 7")),
+            "{p:?}"
+        );
+        let resent = Watched {
+            resent: 1,
+            ..ok.clone()
+        };
+        assert!(!check_watchers(&[resent], 5, 7, &data).is_empty());
+        // Entries that do not make the state the nodes hold.
+        let wrong: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"a":"1","b":"2"}"#).unwrap();
+        let p = check_watchers(&[ok], 5, 7, &wrong);
+        assert!(p.iter().any(|p| p.contains("replayed")), "{p:?}");
     }
 }

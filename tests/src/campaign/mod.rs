@@ -11,11 +11,15 @@
 //!   receive, or receive but not send), random one-way links, delays with jitter, a lossy
 //!   network, SIGSTOP/SIGCONT of a node, SIGKILL and restart from its data dir, and removing
 //!   or re-adding a member.
-//! - Meanwhile clients write (with a client id and request number, retried on timeouts and
-//!   retryable errors) and make consistent reads, recording every invocation and completion.
+//! - Meanwhile clients write, compare-and-set (both with a client id and request number,
+//!   retried on timeouts and retryable errors) and make consistent reads, recording every
+//!   invocation and completion; and one watcher per node follows the change stream
+//!   (`watch`), starting on its node and moving to the others when it fails.
 //! - At the end the faults heal, removed members are added back, and the [`checker`] verifies
 //!   linearizability per key, that no acknowledged write is missing, that no retried change was
-//!   applied twice, and that every node converged to the same state.
+//!   applied twice, that every node converged to the same state, and that every watcher saw
+//!   every committed entry exactly once, in commit order, across its reconnects (the entries
+//!   replayed give the converged state).
 
 pub mod checker;
 pub mod proxy;
@@ -30,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use checker::{Event, History};
+use checker::{Event, History, Watched};
 use proxy::{node_ip, Faults, Net, Proxy};
 
 pub const CLUSTER: &str = "c1";
@@ -88,6 +92,21 @@ pub struct Report {
     /// How long a master took to serve again after each fault but the last, within the calm
     /// that followed it.
     pub recovery: Recovery,
+    /// What the watchers did.
+    pub watch: WatchReport,
+}
+
+/// The watchers of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchReport {
+    pub watchers: usize,
+    /// The seqs each watcher had to see: `from..=last`.
+    pub from: u64,
+    pub last: u64,
+    /// Connections after the first, all watchers together.
+    pub reconnects: u64,
+    /// Watchers that received entries from more than one node.
+    pub moved: usize,
 }
 
 /// Recoveries from faults: after each heal, the time until a serving master committed a write,
@@ -130,7 +149,8 @@ impl Report {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let verdict = if self.ok() {
-            "PASS (linearizable, no acknowledged write lost, no double apply, converged)"
+            "PASS (linearizable, no acknowledged write lost, no double apply, converged, \
+             every watcher saw every entry once in order)"
                 .to_string()
         } else {
             format!("FAIL ({})", self.problems.len())
@@ -140,16 +160,21 @@ impl Report {
             None => "none".to_string(),
         };
         let p = &self.proxy;
+        let w = &self.watch;
         format!(
-            "campaign: seed {}, {:.0} s, {} operations ({} writes, {} reads), {} acknowledged, {} failed, \
+            "campaign: seed {}, {:.0} s, {} operations ({} writes, {} cas of which {} applied, {} reads), \
+             {} acknowledged, {} failed, \
              {} indeterminate, {} faults injected ({}), {} not applied, {} keys checked, final commit {}, \
              heal->master: {heal}, recovery after faults: max {} ms, {} of {} not within the calm, \
              {} connections between nodes ({} chunks dropped, {} cut), \
-             unattributed connections: {}, verdict: {verdict}",
+             unattributed connections: {}, {} watchers of seqs {}..={} ({} reconnects, {} moved to \
+             other nodes), verdict: {verdict}",
             self.seed,
             self.elapsed.as_secs_f64(),
             c.operations,
             c.writes,
+            c.cas,
+            c.cas_applied,
             c.reads,
             c.acknowledged,
             c.failed,
@@ -166,6 +191,11 @@ impl Report {
             p.dropped,
             p.cuts,
             p.unattributed,
+            w.watchers,
+            w.from,
+            w.last,
+            w.reconnects,
+            w.moved,
         )
     }
 }
@@ -634,72 +664,143 @@ fn retryable(code: &str) -> bool {
     matches!(code, "ERR_STATE" | "ERR_CALL" | "ERR_MAJORITY")
 }
 
+/// A compare-and-set change: set `key` to `value` if it is `expect` (`None`: absent).
+fn kv_cas(key: &str, expect: Option<&str>, value: &str, client: &str, req: u64) -> String {
+    json!({"op": "cas", "key": key, "expect": expect, "value": value, "client": client, "req": req})
+        .to_string()
+}
+
+/// How a submit with retries ended.
+enum Submitted {
+    /// Committed: the answer (with `results`).
+    Committed(Value),
+    /// Refused for good: no effect.
+    Refused,
+    /// Unknown: it may have committed, now or later.
+    Unknown,
+}
+
+/// Submits `body` until it commits, is refused for good, or the deadline passes; every retry
+/// goes to the next node (`via`).
+fn submit_with_retries(ctx: &ClientCtx, body: &str, via: &mut usize, rng: &mut Rng) -> Submitted {
+    let deadline = Instant::now() + WRITE_DEADLINE;
+    // Whether an earlier attempt may have reached the cluster.
+    let mut uncertain = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Submitted::Unknown;
+        }
+        let base = ctx.urls[*via % ctx.urls.len()].lock().unwrap().clone();
+        let url = format!("{base}/_clusterc/{CLUSTER}/submit");
+        match request(
+            "POST",
+            &url,
+            ctx.token.as_deref(),
+            body.as_bytes(),
+            ATTEMPT_TIMEOUT.min(left),
+        ) {
+            Ok((200, b)) => {
+                let v = json_of(&b);
+                if v["fail"] == json!(false) && v["err"].is_null() {
+                    return Submitted::Committed(v);
+                }
+                let code = v["err"]["code"].as_str().unwrap_or("");
+                if !retryable(code) && !uncertain {
+                    return Submitted::Refused;
+                }
+                uncertain = true;
+            }
+            Err(e) if e.starts_with("connect") => {}
+            _ => uncertain = true,
+        }
+        *via += 1;
+        std::thread::sleep(Duration::from_millis(rng.range(20, 80)));
+    }
+}
+
 fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
     let mut rng = Rng::new(seed ^ ((c as u64 + 1) << 40));
     let name = format!("c{c}");
     let mut thread = (c as u64) << 32;
     let mut req = 0u64;
     let mut via = c % ctx.urls.len();
+    // The last value this client saw for each key: what its compare-and-sets expect.
+    let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
     let base = |ctx: &ClientCtx, i: usize| ctx.urls[i % ctx.urls.len()].lock().unwrap().clone();
     while !ctx.stop.load(Ordering::Relaxed) {
         let epoch = ctx.started.elapsed().as_millis() / EPOCH_MS;
         let key = format!("e{epoch}k{}", rng.range(0, KEYS_PER_EPOCH));
-        if rng.chance(50) {
+        let roll = rng.range(0, 100);
+        if roll < 65 {
+            // A write (40%) or a compare-and-set (25%), in one batch with two plain sets that
+            // the data checks read: `w/C/N` (no acknowledged batch lost) and `last/C` (no old
+            // request applied again).
             req += 1;
             let value = format!("{name}-{req}");
+            let cas = roll >= 40;
+            let expect = match rng.chance(75) {
+                true => known.get(&key).cloned().flatten(),
+                false => None,
+            };
+            let first = match cas {
+                true => kv_cas(&key, expect.as_deref(), &value, &name, req),
+                false => kv_change(&key, &value, &name, req),
+            };
             let body = json!({"chg": [
-                kv_change(&key, &value, &name, req),
+                first,
                 kv_change(&format!("w/{name}/{req}"), &value, &format!("{name}.w"), req),
                 kv_change(&format!("last/{name}"), &req.to_string(), &format!("{name}.l"), req),
             ]})
             .to_string();
-            ctx.history.push(Event::Write {
-                thread,
-                key,
-                value,
-                client: name.clone(),
-                req,
+            ctx.history.push(match cas {
+                true => Event::Cas {
+                    thread,
+                    key: key.clone(),
+                    expect,
+                    value: value.clone(),
+                    client: name.clone(),
+                    req,
+                },
+                false => Event::Write {
+                    thread,
+                    key: key.clone(),
+                    value: value.clone(),
+                    client: name.clone(),
+                    req,
+                },
             });
-            let deadline = Instant::now() + WRITE_DEADLINE;
-            // Whether an earlier attempt may have reached the cluster.
-            let mut uncertain = false;
-            let outcome = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break None;
-                }
-                let url = format!("{}/_clusterc/{CLUSTER}/submit", base(&ctx, via));
-                match request(
-                    "POST",
-                    &url,
-                    ctx.token.as_deref(),
-                    body.as_bytes(),
-                    ATTEMPT_TIMEOUT.min(left),
-                ) {
-                    Ok((200, b)) => {
-                        let v = json_of(&b);
-                        if v["fail"] == json!(false) && v["err"].is_null() {
-                            break Some(true);
+            match submit_with_retries(&ctx, &body, &mut via, &mut rng) {
+                Submitted::Committed(answer) if cas => {
+                    let r = &answer["results"][0];
+                    let (ok, current) = (r["ok"].as_bool(), r["value"].as_str());
+                    match ok {
+                        Some(ok) => {
+                            let current = current.map(String::from);
+                            known.insert(key, current.clone());
+                            ctx.history.push(Event::CasOk {
+                                thread,
+                                ok,
+                                current,
+                            });
                         }
-                        let code = v["err"]["code"].as_str().unwrap_or("");
-                        if !retryable(code) && !uncertain {
-                            break Some(false);
+                        // Committed without the result it must carry: what it did is unknown,
+                        // and the checker says so if it matters.
+                        None => {
+                            ctx.history.push(Event::Info { thread });
+                            thread += 1;
                         }
-                        uncertain = true;
                     }
-                    Err(e) if e.starts_with("connect") => {}
-                    _ => uncertain = true,
                 }
-                via += 1;
-                std::thread::sleep(Duration::from_millis(rng.range(20, 80)));
-            };
-            match outcome {
-                Some(true) => ctx.history.push(Event::WriteOk { thread }),
-                Some(false) => {
+                Submitted::Committed(_) => {
+                    known.insert(key, Some(value));
+                    ctx.history.push(Event::WriteOk { thread });
+                }
+                Submitted::Refused => {
                     ctx.history.push(Event::Fail { thread });
                     thread += 1;
                 }
-                None => {
+                Submitted::Unknown => {
                     ctx.history.push(Event::Info { thread });
                     thread += 1;
                 }
@@ -742,7 +843,10 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
                 std::thread::sleep(Duration::from_millis(rng.range(20, 80)));
             };
             match outcome {
-                Some(value) => ctx.history.push(Event::ReadOk { thread, value }),
+                Some(value) => {
+                    known.insert(key, value.clone());
+                    ctx.history.push(Event::ReadOk { thread, value })
+                }
                 None => {
                     ctx.history.push(Event::Fail { thread });
                     thread += 1;
@@ -751,6 +855,95 @@ fn run_client(ctx: Arc<ClientCtx>, c: usize, seed: u64) {
         }
         std::thread::sleep(Duration::from_millis(rng.range(0, 15)));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watchers
+// ---------------------------------------------------------------------------------------------
+
+/// One watcher: follows the change stream from `from`, through node `first` and then the
+/// others (their direct addresses, which change when a node restarts: the watch is made again
+/// with the new list, from where it was), recording every entry until `stop`.
+fn run_watcher(
+    first: usize,
+    urls: Vec<Arc<Mutex<String>>>,
+    token: Option<String>,
+    from: u64,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Watched>>,
+) {
+    use clusterconsensus_server::{HttpClient, Token, Watch, WatchEvent};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("watcher runtime");
+    let client = HttpClient::secured(
+        Duration::from_secs(2),
+        token.as_deref().and_then(|t| Token::new(t).ok()).as_ref(),
+        None,
+    )
+    .expect("watcher client");
+    let n = urls.len();
+    let nodes = || -> Vec<String> {
+        (0..n)
+            .map(|k| urls[(first + k) % n].lock().unwrap().clone())
+            .collect()
+    };
+    rt.block_on(async {
+        let mut list = nodes();
+        let make = |list: &[String], next: u64| {
+            Watch::new(client.clone(), CLUSTER, list.to_vec())
+                .from(next)
+                .idle_timeout(Duration::from_secs(3))
+        };
+        let mut watch = make(&list, from);
+        // Counts of the watches made before this one.
+        let (mut reconnects, mut resent) = (0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                next = watch.next() => match next {
+                    Ok(WatchEvent::Entry { seq, chg }) => {
+                        let mut l = log.lock().unwrap();
+                        l.entries.push((seq, Some(chg)));
+                        // By index: a node's direct address changes when it restarts.
+                        let at = list.iter().position(|u| u == watch.node()).unwrap_or(0);
+                        l.nodes.insert(format!("node{}", (first + at) % n));
+                    }
+                    Ok(WatchEvent::Members { seq, .. }) => {
+                        log.lock().unwrap().entries.push((seq, None));
+                    }
+                    Ok(WatchEvent::Progress { .. }) => {}
+                    Err(e) => {
+                        log.lock().unwrap().gaps.push(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+            {
+                let mut l = log.lock().unwrap();
+                l.reconnects = reconnects + u64::from(watch.reconnects());
+                l.resent = resent + watch.resent();
+            }
+            let now = nodes();
+            if now != list {
+                // A node restarted on another port: the same watch, from where it is.
+                reconnects += u64::from(watch.reconnects()) + 1;
+                resent += watch.resent();
+                let next = watch.next_seq().unwrap_or(from);
+                list = now;
+                watch = make(&list, next);
+            }
+        }
+    });
+}
+
+/// Where each watcher is: the seq of the next entry it needs.
+fn watcher_next(watched: &[Arc<Mutex<Watched>>], from: u64) -> Vec<u64> {
+    watched
+        .iter()
+        .map(|w| w.lock().unwrap().entries.last().map_or(from, |e| e.0 + 1))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,6 +994,22 @@ pub fn run(cfg: &Config) -> Report {
     let n = cfg.nodes;
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // One watcher per node, from the entry after everything committed so far (no key-value
+    // change yet: the entries they see, replayed, make the whole state).
+    let watch_from = (0..n)
+        .filter_map(|i| cluster.status(i)?["commit"].as_u64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watched: Vec<Arc<Mutex<Watched>>> = (0..n).map(|_| Arc::default()).collect();
+    let watchers: Vec<_> = (0..n)
+        .map(|i| {
+            let urls = cluster.nodes.iter().map(|nd| nd.direct.clone()).collect();
+            let (token, stop, log) = (cfg.token.clone(), watch_stop.clone(), watched[i].clone());
+            std::thread::spawn(move || run_watcher(i, urls, token, watch_from, stop, log))
+        })
+        .collect();
     let ctx = Arc::new(ClientCtx {
         urls: cluster.nodes.iter().map(|nd| nd.direct.clone()).collect(),
         token: cfg.token.clone(),
@@ -1120,6 +1329,46 @@ pub fn run(cfg: &Config) -> Report {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The watchers catch up to the final commit, then stop; then their checks.
+    let mut watch = WatchReport {
+        watchers: n,
+        from: watch_from,
+        last: final_commit,
+        ..WatchReport::default()
+    };
+    if final_commit > 0 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while watcher_next(&watched, watch_from)
+            .iter()
+            .any(|&next| next <= final_commit)
+        {
+            if Instant::now() > deadline {
+                problems.push(format!(
+                    "the watchers did not reach the final commit {final_commit} within 60 s: \
+                     they wait for seqs {:?}",
+                    watcher_next(&watched, watch_from)
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    watch_stop.store(true, Ordering::Relaxed);
+    for w in watchers {
+        let _ = w.join();
+    }
+    let seen: Vec<Watched> = watched.iter().map(|w| w.lock().unwrap().clone()).collect();
+    watch.reconnects = seen.iter().map(|w| w.reconnects).sum();
+    watch.moved = seen.iter().filter(|w| w.nodes.len() > 1).count();
+    if !data.is_empty() {
+        problems.extend(checker::check_watchers(
+            &seen,
+            watch_from,
+            final_commit,
+            &data,
+        ));
+    }
+
     let proxied = cluster.net.counts();
     if proxied.unattributed > 0 {
         problems.push(format!(
@@ -1175,5 +1424,6 @@ pub fn run(cfg: &Config) -> Report {
         proxy: proxied,
         not_applied,
         recovery,
+        watch,
     }
 }

@@ -1,0 +1,918 @@
+//! The change stream: `GET /_clusterc/<id>/watch?from=SEQ` follows the cluster's committed
+//! entries as this node applies them, on any member (follower or master).
+//!
+//! ```text
+//! id: 7
+//! data: {"seq":7,"chg":["{\"op\":\"set\",\"key\":\"a\",\"value\":\"1\"}"]}
+//!
+//! id: 8
+//! event: members
+//! data: {"seq":8,"members":["http://a","http://b"],"learners":[]}
+//!
+//! event: progress
+//! data: {"commit":8}
+//!
+//! event: error
+//! data: {"code":"ERR_GAP","err":"...","oldest":120}
+//! ```
+//!
+//! - One event per committed entry from `from` on, in commit order; an entry's `id` is its seq,
+//!   so `Last-Event-ID: S` (which overrides `from`) resumes after S, on this node or another.
+//!   Entries without changes (a new master's confirmation) are events too, with `"chg":[]`:
+//!   without a prefix the seqs a watcher sees are consecutive, which is how it knows it missed
+//!   nothing.
+//! - `event: progress` at least every second while nothing else was sent: everything up to
+//!   `commit` was sent (or filtered out).
+//! - `event: error`, then the end of the stream: `ERR_GAP` with `oldest` when `from` is older
+//!   than what this node holds (re-read the state, then watch from after the read: as with
+//!   etcd's compacted revisions, the entries before `oldest` are gone from here); `ERR_STATE`
+//!   when the watcher fell behind (its next entry left the window while it was not reading),
+//!   when the node installed a snapshot over entries the watcher still needed, or when the node
+//!   left the cluster. After `ERR_STATE` resume with `Last-Event-ID` on this node or another.
+//! - `wait=MS` (long poll) answers JSON instead: `{"events":[DATA, ...],"commit":N}` as soon as
+//!   there is an event, or with no events once `MS` passed; a gap is `410` with the error body.
+//!
+//! **Where old entries come from.** The node keeps a window of the entries it applied last, in
+//! memory, bounded by a count and by bytes ([`Limits`](crate::Limits): `watch_window`,
+//! `watch_window_bytes`); it starts empty when the node starts, and again when the node
+//! installs a snapshot. A `from` older than the window is a gap.
+//!
+//! **Cost.** Each entry is serialized once, on the cluster's task, into the window; watchers
+//! share those bytes (reference-counted, written as they are: no copy per watcher). A watcher
+//! is a response body that hyper polls when the connection can take more, so a consumer that
+//! does not read costs a cursor and the handful of events hyper has queued, not a buffer that
+//! grows: once its next entry has left the window it is sent `ERR_STATE` and the stream ends
+//! (as soon as the connection moves again). One task per cluster wakes the watchers that wait
+//! (after new entries, and every [`TICK`] for progress), so the cluster's task does not do work
+//! in proportion to the number of watchers; under load it spaces its rounds (see
+//! [`FAN_OUT_EVERY`]), so each watcher takes many entries per wake-up and per write. A prefix watcher
+//! parses the changes of each entry
+//! and, when it keeps only some of them, serializes its own copy.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clusterconsensus::{ErrorCode, Event, Payload};
+use hyper::body::{Body, Frame};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tracing::warn;
+
+use crate::reads::ChangeFilter;
+
+/// How often idle watchers are woken to send progress: a watcher that sent nothing since the
+/// previous tick sends `event: progress`, so an idle stream carries one at least every second.
+pub const TICK: Duration = Duration::from_millis(500);
+/// After waking the waiting watchers the fan-out waits at least this, and [`FAN_OUT_PER_WATCHER`]
+/// for each watcher it woke, before it wakes them again: under load, entries come far more
+/// often, and each watcher then takes all the new ones at once, in one write, rather than being
+/// woken and writing once per entry. The cost of a round (a wake-up and a write per watcher) is
+/// what it is; spacing the rounds in proportion bounds the share of the machine the watchers
+/// take whatever the commit rate: 1,000 watchers are woken at most 20 times a second. An entry
+/// after a quiet spell goes out at once.
+pub const FAN_OUT_EVERY: Duration = Duration::from_millis(10);
+pub const FAN_OUT_PER_WATCHER: Duration = Duration::from_micros(50);
+/// The most bytes of events a watch stream joins into one frame.
+const FRAME_BYTES: usize = 256 << 10;
+/// Entries a watcher takes from the window at a time.
+const BATCH: usize = 64;
+/// The most events, and bytes of them, one long-poll answer carries.
+const POLL_EVENTS: usize = 1000;
+const POLL_BYTES: usize = 4 << 20;
+
+/// One committed entry as every watcher sends it.
+#[derive(Clone, Debug)]
+struct Item {
+    seq: u64,
+    /// The whole event: `id: S\n[event: members\n]data: JSON\n\n`.
+    sse: Bytes,
+    /// Where the JSON data lies in `sse`.
+    data: Range<usize>,
+    members: bool,
+}
+
+impl Item {
+    fn new(seq: u64, members: bool, data: &[u8]) -> Item {
+        let head = if members {
+            format!("id: {seq}\nevent: members\ndata: ")
+        } else {
+            format!("id: {seq}\ndata: ")
+        };
+        let mut sse = Vec::with_capacity(head.len() + data.len() + 2);
+        sse.extend_from_slice(head.as_bytes());
+        sse.extend_from_slice(data);
+        sse.extend_from_slice(b"\n\n");
+        Item {
+            seq,
+            data: head.len()..head.len() + data.len(),
+            sse: Bytes::from(sse),
+            members,
+        }
+    }
+
+    /// `{"seq":S,"chg":[...]}` (written by hand: `seq` first, as the protocol shows it).
+    fn changes<T: serde::Serialize>(seq: u64, chg: &[T]) -> Item {
+        let mut data = format!("{{\"seq\":{seq},\"chg\":").into_bytes();
+        data.extend_from_slice(&serde_json::to_vec(chg).unwrap_or_default());
+        data.push(b'}');
+        Item::new(seq, false, &data)
+    }
+
+    /// `{"seq":S,"members":[...],"learners":[...]}`.
+    fn members(seq: u64, members: &[String], learners: &[&str]) -> Item {
+        let list = |l: Vec<u8>| String::from_utf8(l).unwrap_or_default();
+        let data = format!(
+            "{{\"seq\":{seq},\"members\":{},\"learners\":{}}}",
+            list(serde_json::to_vec(members).unwrap_or_default()),
+            list(serde_json::to_vec(learners).unwrap_or_default()),
+        );
+        Item::new(seq, true, data.as_bytes())
+    }
+
+    /// The event's data: the JSON object alone (what a long poll answers).
+    fn data(&self) -> Bytes {
+        self.sse.slice(self.data.clone())
+    }
+
+    /// This entry as a watcher with `filter` sees it: only the changes it keeps, or nothing
+    /// when it keeps none. Membership entries always pass.
+    fn filtered(&self, filter: &ChangeFilter) -> Option<Item> {
+        #[derive(Deserialize)]
+        struct Entry {
+            chg: Vec<String>,
+        }
+        if self.members {
+            return Some(self.clone());
+        }
+        let entry: Entry = serde_json::from_slice(&self.sse[self.data.clone()]).ok()?;
+        let keep: Vec<&String> = entry.chg.iter().filter(|c| filter(c)).collect();
+        match keep.len() {
+            0 => None,
+            n if n == entry.chg.len() => Some(self.clone()),
+            _ => Some(Item::changes(self.seq, &keep)),
+        }
+    }
+}
+
+/// Why a watch ended: the `event: error` (or the long poll's error answer)
+/// `{"code","err"[,"oldest"]}`. `ERR_GAP`: the node no longer holds the entries asked for
+/// (`oldest` is the oldest it has); `ERR_STATE`: try again, here or elsewhere; `ERR_DENIED`:
+/// the token is missing or wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchError {
+    pub code: ErrorCode,
+    pub err: String,
+    /// For a gap: the oldest seq this node holds.
+    pub oldest: Option<u64>,
+}
+
+impl std::fmt::Display for WatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.err)?;
+        if let Some(o) = self.oldest {
+            write!(f, " (oldest: {o})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WatchError {}
+
+impl WatchError {
+    pub(crate) fn gap(from: u64, oldest: u64) -> WatchError {
+        WatchError {
+            code: ErrorCode::Gap,
+            err: format!(
+                "this node holds entries from {oldest} on, not {from}: re-read the state and \
+                 watch from after it"
+            ),
+            oldest: Some(oldest),
+        }
+    }
+
+    pub(crate) fn state(err: String) -> WatchError {
+        WatchError {
+            code: ErrorCode::State,
+            err,
+            oldest: None,
+        }
+    }
+
+    /// The JSON body (of the error event, or of a long poll's error answer).
+    pub fn body(&self) -> Vec<u8> {
+        let mut v = json!({"code": self.code.as_str(), "err": self.err});
+        if let Some(o) = self.oldest {
+            v["oldest"] = json!(o);
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    /// The whole `event: error`.
+    pub fn event(&self) -> Bytes {
+        let mut out = b"event: error\ndata: ".to_vec();
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+fn progress_event(commit: u64) -> Bytes {
+    Bytes::from(format!(
+        "event: progress\ndata: {{\"commit\":{commit}}}\n\n"
+    ))
+}
+
+/// The recent entries, seqs `first .. first + items.len()`, contiguous.
+#[derive(Debug)]
+struct Window {
+    items: VecDeque<Item>,
+    /// The seq of the first item (of the next one when empty): the oldest this node can serve.
+    first: u64,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    /// A membership entry whose member list comes with the next `MembersChanged`.
+    pending_members: Option<u64>,
+    /// Why this node serves no watch now (it left the cluster).
+    closed: Option<String>,
+}
+
+impl Window {
+    /// The last seq applied here.
+    fn commit(&self) -> u64 {
+        self.first + self.items.len() as u64 - 1
+    }
+
+    fn push(&mut self, item: Item) {
+        let expected = self.first + self.items.len() as u64;
+        if item.seq < expected {
+            warn!(
+                seq = item.seq,
+                expected, "watch: an entry applied twice? ignored"
+            );
+            return;
+        }
+        if item.seq > expected {
+            // Not expected from the core (it applies every seq in order or installs a
+            // snapshot); if it happens, watchers before it get ERR_STATE rather than a gap.
+            warn!(
+                seq = item.seq,
+                expected, "watch: entries skipped, window restarts"
+            );
+            self.reset(item.seq - 1);
+        }
+        self.bytes += item.sse.len();
+        self.items.push_back(item);
+        // The newest entry stays whatever its size: a current watcher must be able to read it.
+        while self.items.len() > 1
+            && (self.items.len() > self.max_items || self.bytes > self.max_bytes)
+        {
+            if let Some(old) = self.items.pop_front() {
+                self.bytes -= old.sse.len();
+                self.first += 1;
+            }
+        }
+    }
+
+    /// The state is now that at commit `seq` (a snapshot): nothing before `seq + 1` is here.
+    fn reset(&mut self, seq: u64) {
+        self.items.clear();
+        self.bytes = 0;
+        self.first = seq + 1;
+    }
+}
+
+/// The sizes of a cluster's window.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowLimits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+/// One cluster's change stream: the window of recent entries (written by the cluster's task)
+/// and the watchers waiting for more.
+#[derive(Debug)]
+pub struct Hub {
+    window: RwLock<Window>,
+    /// Watchers waiting for a new entry or a tick, by cursor id.
+    waiting: Mutex<BTreeMap<u64, Waker>>,
+    /// New entries (or a closed window) for the fan-out task.
+    changed: Notify,
+    /// Counts [`TICK`]s.
+    tick: AtomicU64,
+    ids: AtomicU64,
+}
+
+impl Hub {
+    /// The hub of a cluster whose state is at `commit`.
+    pub fn new(commit: u64, limits: WindowLimits) -> Arc<Hub> {
+        Arc::new(Hub {
+            window: RwLock::new(Window {
+                items: VecDeque::new(),
+                first: commit + 1,
+                bytes: 0,
+                max_items: limits.entries.max(1),
+                max_bytes: limits.bytes,
+                pending_members: None,
+                closed: None,
+            }),
+            waiting: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            tick: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
+        })
+    }
+
+    fn window(&self) -> std::sync::RwLockReadGuard<'_, Window> {
+        self.window.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn window_mut(&self) -> std::sync::RwLockWriteGuard<'_, Window> {
+        self.window.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cluster's task reports each event of its participant here, in order: committed
+    /// entries go into the window (serialized once), a snapshot empties it.
+    pub fn on_event(&self, e: &Event) {
+        let mut w = self.window_mut();
+        match e {
+            Event::Committed { seq, payload } => {
+                if let Some(m) = w.pending_members.take() {
+                    // Its member list never came (not expected): say the entry without it.
+                    w.push(Item::members(m, &[], &[]));
+                }
+                match payload {
+                    Payload::Changes(chg) => w.push(Item::changes(*seq, chg)),
+                    // The member list after it comes with the `MembersChanged` that follows.
+                    _ => w.pending_members = Some(*seq),
+                }
+            }
+            Event::MembersChanged {
+                members,
+                learners,
+                version,
+            } => {
+                if w.pending_members == Some(*version) {
+                    w.pending_members = None;
+                    let learners: Vec<&str> = learners.iter().map(|l| l.addr.as_str()).collect();
+                    w.push(Item::members(*version, members, &learners));
+                }
+            }
+            Event::SnapshotInstalled { seq } => {
+                w.pending_members = None;
+                w.reset(*seq);
+            }
+            Event::Removed => {
+                w.closed =
+                    Some("this node was removed from the cluster: watch another member".into())
+            }
+            Event::Joined => w.closed = None,
+            Event::BecameMaster { .. } | Event::LostMastership { .. } => return,
+        }
+        drop(w);
+        self.changed.notify_one();
+    }
+
+    /// Wakes the watchers that wait: after new entries, and every [`TICK`] (for progress).
+    /// Runs for as long as the cluster does.
+    pub async fn fan_out(self: Arc<Hub>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = ticker.tick() => {
+                    self.tick.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            let waiting =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            let woken = waiting.len() as u32;
+            for w in waiting.into_values() {
+                w.wake();
+            }
+            // Entries pushed meanwhile leave a permit in `changed`: the next round follows.
+            tokio::time::sleep(FAN_OUT_EVERY.max(FAN_OUT_PER_WATCHER * woken)).await;
+        }
+    }
+
+    /// The last seq applied on this node.
+    pub fn commit(&self) -> u64 {
+        self.window().commit()
+    }
+
+    /// The oldest seq this node can serve.
+    #[cfg(test)]
+    pub fn oldest(&self) -> u64 {
+        self.window().first
+    }
+
+    /// A cursor at `from` (`None`: after the last entry applied), or why the node cannot serve
+    /// it.
+    pub fn cursor(
+        self: &Arc<Hub>,
+        from: Option<u64>,
+        filter: Option<ChangeFilter>,
+    ) -> Result<Cursor, WatchError> {
+        let w = self.window();
+        if let Some(why) = &w.closed {
+            return Err(WatchError::state(why.clone()));
+        }
+        let next = from.unwrap_or(w.commit() + 1).max(1);
+        if next < w.first {
+            return Err(WatchError::gap(next, w.first));
+        }
+        drop(w);
+        Ok(Cursor {
+            hub: self.clone(),
+            id: self.ids.fetch_add(1, Ordering::Relaxed),
+            next,
+            filter,
+            tick: self.tick.load(Ordering::Acquire),
+        })
+    }
+
+    fn wait(&self, id: u64, waker: &Waker) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match waiting.get(&id) {
+            Some(w) if w.will_wake(waker) => {}
+            _ => {
+                waiting.insert(id, waker.clone());
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+/// What a cursor found.
+#[derive(Debug)]
+pub enum Next {
+    /// Entries (filtered), and the commit they were read at.
+    Items(Vec<ItemRef>, u64),
+    /// A tick passed with nothing new: everything up to `commit` was seen.
+    Tick(u64),
+    /// The watch ends here.
+    End(WatchError),
+}
+
+/// An entry handed to a watcher.
+#[derive(Debug)]
+pub struct ItemRef(Item);
+
+impl ItemRef {
+    #[cfg(test)]
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+}
+
+/// One watcher's place in a cluster's stream.
+pub struct Cursor {
+    hub: Arc<Hub>,
+    id: u64,
+    /// The seq of the next entry to hand out.
+    next: u64,
+    filter: Option<ChangeFilter>,
+    /// The last tick seen.
+    tick: u64,
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("next", &self.next)
+            .field("filtered", &self.filter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.hub.forget(self.id);
+    }
+}
+
+impl Cursor {
+    /// The next entries (up to `max` of them, or `max_bytes` past the first), or a tick, or the
+    /// end; `Pending` (woken by the hub) while there is none of these.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>, max: usize, max_bytes: usize) -> Poll<Next> {
+        let mut waiting = false;
+        loop {
+            // The commit up to which everything was handed out: what a progress event says.
+            let commit = {
+                let w = self.hub.window();
+                if let Some(why) = &w.closed {
+                    return Poll::Ready(Next::End(WatchError::state(why.clone())));
+                }
+                if self.next < w.first {
+                    return Poll::Ready(Next::End(WatchError::state(format!(
+                        "fell behind: entry {} left this node's window (it holds {} on); \
+                         resume with Last-Event-ID, here or on another node",
+                        self.next, w.first
+                    ))));
+                }
+                let commit = w.commit();
+                if self.next <= commit {
+                    let start = (self.next - w.first) as usize;
+                    let mut out = Vec::new();
+                    let mut bytes = 0;
+                    for item in w.items.iter().skip(start) {
+                        if out.len() >= max || bytes >= max_bytes {
+                            break;
+                        }
+                        self.next = item.seq + 1;
+                        let item = match &self.filter {
+                            None => item.clone(),
+                            Some(f) => match item.filtered(f) {
+                                Some(i) => i,
+                                None => continue,
+                            },
+                        };
+                        bytes += item.sse.len();
+                        out.push(ItemRef(item));
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Next::Items(out, commit));
+                    }
+                    // All filtered out: look again (the next batch, or wait).
+                    continue;
+                }
+                commit
+            };
+            let tick = self.hub.tick.load(Ordering::Acquire);
+            if tick != self.tick {
+                self.tick = tick;
+                return Poll::Ready(Next::Tick(commit));
+            }
+            if waiting {
+                return Poll::Pending;
+            }
+            // Registered before the second look, so an entry pushed in between wakes us.
+            self.hub.wait(self.id, cx.waker());
+            waiting = true;
+        }
+    }
+}
+
+/// A watch as a response body: hyper polls it when the connection can take more.
+pub struct WatchStream {
+    cursor: Cursor,
+    queue: VecDeque<Bytes>,
+    /// Something was sent since the last tick (then no progress is due).
+    sent: bool,
+    done: bool,
+    /// A place among the node's watchers, given back when the stream is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("cursor", &self.cursor)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchStream {
+    pub fn new(cursor: Cursor, slot: OwnedSemaphorePermit) -> WatchStream {
+        WatchStream {
+            cursor,
+            queue: VecDeque::new(),
+            sent: false,
+            done: false,
+            _slot: slot,
+        }
+    }
+}
+
+impl WatchStream {
+    /// `first` and the events queued after it, up to [`FRAME_BYTES`], as one frame: one chunk
+    /// and one write for what a wake-up brought, rather than one per entry (a lone event goes
+    /// as it is, uncopied).
+    fn joined(&mut self, first: Bytes) -> Bytes {
+        if self.queue.is_empty() || first.len() >= FRAME_BYTES {
+            return first;
+        }
+        let mut out = Vec::with_capacity(FRAME_BYTES.min(first.len() * (self.queue.len() + 1)));
+        out.extend_from_slice(&first);
+        while let Some(next) = self.queue.front() {
+            if out.len() + next.len() > FRAME_BYTES {
+                break;
+            }
+            out.extend_from_slice(next);
+            self.queue.pop_front();
+        }
+        Bytes::from(out)
+    }
+}
+
+impl Body for WatchStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(first) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(this.joined(first)))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.cursor.poll_next(cx, BATCH, usize::MAX) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Next::Items(items, _)) => {
+                    this.queue.extend(items.into_iter().map(|i| i.0.sse));
+                    this.sent = true;
+                }
+                Poll::Ready(Next::Tick(commit)) => {
+                    if !this.sent {
+                        this.queue.push_back(progress_event(commit));
+                    }
+                    this.sent = false;
+                }
+                Poll::Ready(Next::End(refusal)) => {
+                    this.queue.push_back(refusal.event());
+                    this.done = true;
+                }
+            }
+        }
+    }
+}
+
+/// A long poll: the entries from the cursor on as soon as there are some, or none once `wait`
+/// passed. `Ok(body)` is `{"events":[...],"commit":N}`; `Err` the watch's end (the node left
+/// the cluster, or the cursor fell out of the window).
+pub async fn long_poll(mut cursor: Cursor, wait: Duration) -> Result<Vec<u8>, WatchError> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let next = std::future::poll_fn(|cx| cursor.poll_next(cx, POLL_EVENTS, POLL_BYTES));
+        let (items, commit) = match tokio::time::timeout_at(until, next).await {
+            Ok(Next::Items(items, commit)) => (items, commit),
+            Ok(Next::Tick(_)) => continue,
+            Ok(Next::End(refusal)) => return Err(refusal),
+            Err(_) => (Vec::new(), cursor.hub.commit()),
+        };
+        let mut out = b"{\"events\":[".to_vec();
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&item.0.data());
+        }
+        out.extend_from_slice(format!("],\"commit\":{commit}}}").as_bytes());
+        return Ok(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clusterconsensus::wire::Learner;
+    use serde_json::Value;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    fn hub(entries: usize, bytes: usize) -> Arc<Hub> {
+        Hub::new(0, WindowLimits { entries, bytes })
+    }
+
+    fn commit(h: &Hub, seq: u64, chg: &[&str]) {
+        let chg = chg.iter().map(|c| c.to_string()).collect();
+        h.on_event(&Event::Committed {
+            seq,
+            payload: Payload::Changes(chg),
+        });
+    }
+
+    struct Counter(AtomicUsize);
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(c: &mut Cursor) -> Poll<Next> {
+        let waker = Waker::from(Arc::new(Counter(AtomicUsize::new(0))));
+        c.poll_next(&mut Context::from_waker(&waker), 10, usize::MAX)
+    }
+
+    fn seqs(p: Poll<Next>) -> Vec<u64> {
+        match p {
+            Poll::Ready(Next::Items(items, _)) => items.iter().map(ItemRef::seq).collect(),
+            other => panic!("not items: {other:?}"),
+        }
+    }
+
+    fn sse(p: Poll<Next>) -> Vec<String> {
+        match p {
+            Poll::Ready(Next::Items(items, _)) => items
+                .iter()
+                .map(|i| String::from_utf8(i.0.sse.to_vec()).unwrap())
+                .collect(),
+            other => panic!("not items: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_and_members_in_the_stream_format() {
+        let h = hub(100, 1 << 20);
+        commit(&h, 1, &["a", "b\"c"]);
+        h.on_event(&Event::Committed {
+            seq: 2,
+            payload: Payload::Add("http://x".into()),
+        });
+        h.on_event(&Event::MembersChanged {
+            members: vec!["http://w".into(), "http://x".into()],
+            learners: vec![Learner {
+                addr: "http://l".into(),
+                promote: true,
+            }],
+            version: 2,
+        });
+        commit(&h, 3, &[]);
+        let mut c = h.cursor(Some(1), None).unwrap();
+        assert_eq!(
+            sse(poll(&mut c)),
+            [
+                "id: 1\ndata: {\"seq\":1,\"chg\":[\"a\",\"b\\\"c\"]}\n\n",
+                "id: 2\nevent: members\ndata: {\"seq\":2,\"members\":[\"http://w\",\"http://x\"],\"learners\":[\"http://l\"]}\n\n",
+                "id: 3\ndata: {\"seq\":3,\"chg\":[]}\n\n",
+            ]
+        );
+        assert_eq!(h.commit(), 3);
+        assert!(poll(&mut c).is_pending());
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_count_and_bytes_and_a_late_from_is_a_gap() {
+        let h = hub(5, 1 << 20);
+        for s in 1..=12 {
+            commit(&h, s, &["x"]);
+        }
+        assert_eq!((h.oldest(), h.commit()), (8, 12));
+        let gap = h.cursor(Some(7), None).unwrap_err();
+        assert_eq!((gap.code, gap.oldest), (ErrorCode::Gap, Some(8)));
+        let body: Value = serde_json::from_slice(&gap.body()).unwrap();
+        assert_eq!(body["code"], "ERR_GAP");
+        assert_eq!(body["oldest"], 8);
+        assert_eq!(
+            seqs(poll(&mut h.cursor(Some(8), None).unwrap())),
+            [8, 9, 10, 11, 12]
+        );
+        // No from: from now on.
+        let mut now = h.cursor(None, None).unwrap();
+        assert!(poll(&mut now).is_pending());
+        commit(&h, 13, &["y"]);
+        assert_eq!(seqs(poll(&mut now)), [13]);
+
+        // Bytes: `id: 10\ndata: {"seq":10,"chg":["x"]}\n\n` is 37 bytes; 100 bytes hold two.
+        let h = hub(1000, 100);
+        for s in 1..=10 {
+            commit(&h, s, &["x"]);
+        }
+        assert_eq!(h.oldest(), 9);
+        // One entry larger than the bound stays, alone.
+        commit(&h, 11, &[&"z".repeat(500)]);
+        assert_eq!((h.oldest(), h.commit()), (11, 11));
+    }
+
+    #[test]
+    fn a_cursor_that_falls_out_of_the_window_ends_with_err_state() {
+        let h = hub(3, 1 << 20);
+        commit(&h, 1, &["x"]);
+        let mut c = h.cursor(Some(1), None).unwrap();
+        for s in 2..=6 {
+            commit(&h, s, &["x"]);
+        }
+        match poll(&mut c) {
+            Poll::Ready(Next::End(r)) => {
+                assert_eq!(r.code, ErrorCode::State);
+                assert!(r.err.contains("fell behind"), "{}", r.err);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_window() {
+        let h = hub(100, 1 << 20);
+        commit(&h, 1, &["x"]);
+        let mut behind = h.cursor(Some(2), None).unwrap();
+        h.on_event(&Event::SnapshotInstalled { seq: 9 });
+        assert_eq!((h.oldest(), h.commit()), (10, 9));
+        assert!(
+            matches!(poll(&mut behind), Poll::Ready(Next::End(r)) if r.code == ErrorCode::State)
+        );
+        let mut current = h.cursor(Some(10), None).unwrap();
+        commit(&h, 10, &["y"]);
+        assert_eq!(seqs(poll(&mut current)), [10]);
+        assert_eq!(h.cursor(Some(5), None).unwrap_err().oldest, Some(10));
+    }
+
+    #[test]
+    fn a_filter_keeps_some_changes_and_skips_empty_entries() {
+        let h = hub(100, 1 << 20);
+        commit(&h, 1, &["keep:1", "drop:1"]);
+        commit(&h, 2, &["drop:2"]);
+        commit(&h, 3, &["keep:3"]);
+        let f: ChangeFilter = Arc::new(|c: &str| c.starts_with("keep"));
+        let mut c = h.cursor(Some(1), Some(f)).unwrap();
+        assert_eq!(
+            sse(poll(&mut c)),
+            [
+                "id: 1\ndata: {\"seq\":1,\"chg\":[\"keep:1\"]}\n\n",
+                "id: 3\ndata: {\"seq\":3,\"chg\":[\"keep:3\"]}\n\n",
+            ]
+        );
+        commit(&h, 4, &["drop:4"]);
+        assert!(
+            poll(&mut c).is_pending(),
+            "an entry without a kept change is skipped"
+        );
+    }
+
+    #[test]
+    fn a_waiting_cursor_is_woken_by_the_fan_out_and_removal_ends_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = hub(100, 1 << 20);
+            tokio::spawn(h.clone().fan_out());
+            let mut c = h.cursor(None, None).unwrap();
+            let h2 = h.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                commit(&h2, 1, &["x"]);
+            });
+            loop {
+                match std::future::poll_fn(|cx| c.poll_next(cx, 10, usize::MAX)).await {
+                    Next::Items(items, commit) => {
+                        assert_eq!((items.len(), commit), (1, 1));
+                        break;
+                    }
+                    Next::Tick(_) => {}
+                    Next::End(r) => panic!("{r:?}"),
+                }
+            }
+            // Idle: ticks come.
+            let next = std::future::poll_fn(|cx| c.poll_next(cx, 10, usize::MAX)).await;
+            assert!(matches!(next, Next::Tick(1)), "{next:?}");
+            h.on_event(&Event::Removed);
+            let next = std::future::poll_fn(|cx| c.poll_next(cx, 10, usize::MAX)).await;
+            assert!(
+                matches!(next, Next::End(ref r) if r.code == ErrorCode::State),
+                "{next:?}"
+            );
+            assert!(h.cursor(None, None).is_err());
+            h.on_event(&Event::Joined);
+            assert!(h.cursor(None, None).is_ok());
+        });
+    }
+
+    #[test]
+    fn a_long_poll_answers_events_or_nothing_after_the_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = hub(100, 1 << 20);
+            tokio::spawn(h.clone().fan_out());
+            commit(&h, 1, &["a"]);
+            let body = long_poll(h.cursor(Some(1), None).unwrap(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                v,
+                json!({"events": [{"seq": 1, "chg": ["a"]}], "commit": 1})
+            );
+            let body = long_poll(h.cursor(Some(2), None).unwrap(), Duration::from_millis(50))
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v, json!({"events": [], "commit": 1}));
+        });
+    }
+}
