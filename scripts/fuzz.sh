@@ -34,7 +34,17 @@ fi
 targets=$(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$//')
 n=$(echo "$targets" | wc -w)
 per=$(( secs / n )); [ "$per" -ge 1 ] || per=1
-cargo $tc fuzz build --release "${san[@]}" 2>&1 | grep -vE "^ +(Compiling|Downloaded|Downloading)" || true
+# A target that does not build is a failure of the run (it once rotted unseen behind `|| true`):
+# its errors are shown and every target counts as crashed.
+build_log=$(mktemp)
+if ! cargo $tc fuzz build --release "${san[@]}" >"$build_log" 2>&1; then
+  grep -E "^error" -A12 "$build_log" | head -80 || tail -40 "$build_log"
+  rm -f "$build_log"
+  echo "fuzz: the targets do not build"
+  echo "fuzz: $n targets, 0 executions, $n crashes"
+  exit 1
+fi
+rm -f "$build_log"
 
 total=0; crashes=0
 for t in $targets; do

@@ -3,8 +3,8 @@
 //! to the same value.
 #![no_main]
 
-use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::kv::{KvChange, KvStore};
+use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::{restore_from, snapshot_to_string, StateMachine, Stored};
 use libfuzzer_sys::fuzz_target;
 

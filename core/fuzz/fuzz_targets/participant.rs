@@ -11,11 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::Arbitrary;
-use clusterconsensus::wire::{
-    Accept, AcceptResult, AdminMember, FailResult, Member, MemberChange, Prepare, PrepareResult,
-    ReadIndex, Request, Response, Staged, Start, Submit,
-};
 use clusterconsensus::kv::KvStore;
+use clusterconsensus::wire::{
+    Accept, AcceptResult, AdminMember, FailResult, Learner, Member, MemberChange, Prepare,
+    PrepareResult, ReadIndex, Request, Response, Staged, Start, Submit,
+};
 use clusterconsensus::{
     Config, Error, ErrorCode, HardState, MessageId, Output, Participant, Payload, PersistId,
     RequestId, Status, Stored,
@@ -103,6 +103,8 @@ enum Action {
         seq: u8,
         mem: u8,
         master: Option<u8>,
+        learner: bool,
+        promote: bool,
     },
     RmMember {
         instance: u8,
@@ -115,6 +117,8 @@ enum Action {
         seq: u8,
         master: u8,
         participants: u8,
+        /// Which of the participants are learners (a bit mask over the same addresses).
+        learners: u8,
         snap: u8,
     },
     Submit {
@@ -123,6 +127,13 @@ enum Action {
         bad: bool,
     },
     MembersAdd {
+        mem: u8,
+        version: Option<u8>,
+        forwarded: bool,
+        voter: bool,
+        promote: bool,
+    },
+    MembersPromote {
         mem: u8,
         version: Option<u8>,
         forwarded: bool,
@@ -264,6 +275,7 @@ impl Host {
                     accepted: true,
                     err: None,
                     instance: None,
+                    seq: None,
                 }),
                 Request::ReadIndex(_) => Response::Fail(FailResult {
                     seq: Some(u64::from(commit)),
@@ -336,6 +348,7 @@ fn initial(start: &Start0) -> Participant<KvStore> {
                     payload: Payload::Changes(vec![change(1)]),
                 }),
                 members,
+                learners: vec![],
                 members_version: 0,
             };
             let stored = Stored {
@@ -399,11 +412,15 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 seq,
                 mem,
                 master,
+                learner,
+                promote,
             } => h.request(Request::AddMember(MemberChange {
                 instance: u64::from(instance),
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
+                learner,
+                promote,
             })),
             Action::RmMember {
                 instance,
@@ -415,17 +432,27 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
+                learner: false,
+                promote: true,
             })),
             Action::Start {
                 instance,
                 seq,
                 master,
                 participants,
+                learners,
                 snap,
             } => {
                 let parts: Vec<Member> = (0..5u8)
                     .filter(|i| participants & (1 << i) != 0)
                     .map(|i| Member::new(addr(i)))
+                    .collect();
+                let learners: Vec<Learner> = (0..5u8)
+                    .filter(|i| participants & learners & (1 << i) != 0)
+                    .map(|i| Learner {
+                        addr: addr(i),
+                        promote: i % 2 == 0,
+                    })
                     .collect();
                 let snap = match snap % 3 {
                     0 => "{}".to_string(),
@@ -441,6 +468,7 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                     participants: parts,
                     snap,
                     version: None,
+                    learners,
                 }))
             }
             Action::Submit {
@@ -458,19 +486,32 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 mem,
                 version,
                 forwarded,
+                voter,
+                promote,
             } => h.request(Request::MembersAdd(AdminMember {
-                addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
+                voter,
+                promote,
+                ..AdminMember::new(addr(mem))
+            })),
+            Action::MembersPromote {
+                mem,
+                version,
+                forwarded,
+            } => h.request(Request::MembersPromote(AdminMember {
+                version: version.map(u64::from),
+                forwarded,
+                ..AdminMember::new(addr(mem))
             })),
             Action::MembersRemove {
                 mem,
                 version,
                 forwarded,
             } => h.request(Request::MembersRemove(AdminMember {
-                addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
+                ..AdminMember::new(addr(mem))
             })),
             Action::ReadIndex { forwarded } => {
                 h.request(Request::ReadIndex(ReadIndex { forwarded }))
