@@ -669,7 +669,10 @@ pub async fn long_poll(mut cursor: Cursor, wait: Duration) -> Result<Vec<u8>, Wa
             Ok(Next::Items(items, commit)) => (items, commit),
             Ok(Next::Tick(_)) => continue,
             Ok(Next::End(refusal)) => return Err(refusal),
-            Err(_) => (Vec::new(), cursor.hub.commit()),
+            // Nothing came: everything before the cursor was handed out. Not the hub's commit
+            // alone: an entry applied after the cursor's last look is not handed out, and a
+            // commit past it would tell the client to resume after an entry it never saw.
+            Err(_) => (Vec::new(), (cursor.next - 1).min(cursor.hub.commit())),
         };
         let mut out = b"{\"events\":[".to_vec();
         for (i, item) in items.iter().enumerate() {

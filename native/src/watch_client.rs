@@ -291,9 +291,12 @@ impl Watch {
         self.nodes.get(self.at).map_or("", String::as_str)
     }
 
-    /// The seq of the next entry it will hand out, once known.
+    /// The seq of the next entry it will hand out, once known: where a new watch must start
+    /// to continue this one. Events read from the node but not yet handed out count as not
+    /// seen (a frame often brings several), so a watch dropped here and remade from this seq
+    /// neither skips nor repeats one.
     pub fn next_seq(&self) -> Option<u64> {
-        self.next
+        self.events.iter().find_map(WatchEvent::seq).or(self.next)
     }
 
     /// Connections made after the first.
@@ -633,7 +636,13 @@ mod tests {
                 r#"{"type":"members","seq":10,"members":["http://b"],"learners":[]}"#,
             ]
         );
-        assert_eq!((w.next_seq(), w.resent()), (Some(11), 2));
+        // Read but not handed out: a watch remade from `next_seq` must bring them again.
+        assert_eq!((w.next_seq(), w.resent()), (Some(5), 2));
+        assert!(matches!(w.events.pop_front(), Some(WatchEvent::Entry { seq: 5, .. })));
+        assert_eq!(w.next_seq(), Some(10), "the progress says nothing before 10 is due");
+        w.events.pop_front();
+        w.events.pop_front();
+        assert_eq!(w.next_seq(), Some(11));
         assert_eq!(w.nodes, ["http://a"], "learns only when asked to");
         let gap = w.event(raw(
             "error",
