@@ -24,7 +24,7 @@ use clusterconsensus::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
@@ -207,7 +207,7 @@ fn spawn_writer<S: App>(
     std::thread::Builder::new()
         .name(format!("writer-{cluster}"))
         .spawn(move || {
-            for p in wrx {
+            for p in wrx.iter() {
                 let started = Instant::now();
                 let report = match store.apply(&p) {
                     Ok(()) => Input::Persisted {
@@ -218,8 +218,15 @@ fn spawn_writer<S: App>(
                 };
                 let failed = matches!(report, Input::StorageFailed(_));
                 // Fails only when the task is gone (shutting down).
-                if tx.blocking_send(report).is_err() || failed {
-                    break;
+                if tx.blocking_send(report).is_err() {
+                    return;
+                }
+                if failed {
+                    // Nothing more is written, but the channel stays open until the task has
+                    // read the failure: were it closed first, the task's next Persist would
+                    // fail on it and stop the node with a message that does not say why.
+                    for _ in wrx.iter() {}
+                    return;
                 }
             }
         })?;
@@ -315,7 +322,8 @@ impl<S: App> Task<S> {
         set.spawn(self.watch.clone().fan_out());
         set.spawn(async move {
             if let Err(message) = self.run().await {
-                error!(cluster = %id, "storage failed, stopping the node: {message}");
+                // The node's one line about it is the ServeError `serve` returns.
+                debug!(cluster = %id, "storage failed, stopping the node: {message}");
                 let _ = fatal.send(ServeError::Storage {
                     cluster: id,
                     message,
