@@ -372,6 +372,12 @@ impl Node {
         self.opts.env.retain(|(k, _)| k != key);
     }
 
+    /// Sets `key=value` in the environment the node gets at its next [`restart`](Node::restart).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.remove_env(key);
+        self.opts.env.push((key.to_string(), value.to_string()));
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

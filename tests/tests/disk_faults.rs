@@ -179,8 +179,10 @@ fn failed_fsync_is_never_acknowledged_and_stops_the_node() {
         }
         assert!(acked.len() < 10, "10 submits acknowledged");
     };
+    // Starting and each submit make a fixed number of records durable, so the sync that
+    // fails is always the fifth submit's.
+    assert_eq!(acked.len(), 4, "then: {refused}");
     assert_eq!(c.nodes[0].wait_exit(Duration::from_secs(10)), Some(1));
-    eprintln!("{} acknowledged, then: {refused}", acked.len());
     let wal = c.nodes[0].data_dir.join("c1.wal");
     assert_stopped_with(
         &c.nodes[0],
@@ -198,6 +200,53 @@ fn failed_fsync_is_never_acknowledged_and_stops_the_node() {
         assert_eq!(kv_get(&url, "c1", k).as_deref(), Some("1"), "{k} lost");
     }
     submit_ok(&url, "c1", &[set("after", "1")]).unwrap();
+}
+
+/// With one follower down, the master needs the other one's vote; that follower's first sync
+/// fails, so it never votes for the write: nothing is acknowledged, and it stops. Once the
+/// third node is back the cluster serves again, every acknowledged write kept.
+#[test]
+fn follower_whose_fsync_failed_never_votes() {
+    let mut c = Cluster::start("fsyncvote", 3, &["c1"], &[]);
+    assert_eq!(c.master("c1"), Some(0));
+    let url = c.nodes[0].url.clone();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let key = format!("before{i}");
+        submit_ok(&url, "c1", &[set(&key, "1")]).unwrap();
+        acked.push(key);
+    }
+    settled_state(&c, "c1");
+    c.nodes[2].kill();
+    c.nodes[1].set_env("CC_TEST_DISK_FAULT", "fsync:1");
+    c.nodes[1].restart();
+
+    let answer = submit(&url, "c1", &[set("unvoted", "1")]);
+    assert!(
+        answer.as_ref().map_or(true, |v| v["fail"] != json!(false)),
+        "acknowledged without a durable majority: {answer:?}"
+    );
+    assert_eq!(c.nodes[1].wait_exit(Duration::from_secs(10)), Some(1));
+    let wal = c.nodes[1].data_dir.join("c1.wal");
+    assert_stopped_with(
+        &c.nodes[1],
+        &format!(
+            "error: cluster \"c1\": storage failed, node stopped: sync {}: injected I/O error \
+             (CC_TEST_DISK_FAULT=fsync:1)",
+            wal.display()
+        ),
+    );
+
+    c.nodes[2].restart();
+    c.nodes[1].remove_env("CC_TEST_DISK_FAULT");
+    c.nodes[1].restart();
+    c.wait_master("c1", Duration::from_secs(10));
+    submit_ok(&url, "c1", &[set("after", "1")]).unwrap();
+    acked.push("after".into());
+    let state = settled_state(&c, "c1");
+    for k in &acked {
+        assert_eq!(state["data"][k], json!("1"), "{k} lost");
+    }
 }
 
 /// A log written by a newer version is refused at startup, naming both versions.
