@@ -388,7 +388,8 @@ impl<S: App> Task<S> {
     /// `Input::Persisted` comes back the core hands out only outputs that do not depend on it
     /// (a master's next accept, the answers to a chosen batch), so those go out while the disk
     /// works.
-    /// `Err` when the writer thread is gone (it stopped after a failed write).
+    /// `Err` if the writer thread is gone, which a failed write does not do (see
+    /// `spawn_writer`): that failure comes as `Input::StorageFailed`, naming the file.
     fn drain(&mut self) -> Result<(), String> {
         // The master sends the same accept to every follower: encode it once.
         let mut last: Option<(clusterconsensus::Request, Vec<u8>)> = None;
