@@ -41,8 +41,9 @@
 //!
 //! Test-only fault seam: `CC_TEST_DISK_FAULT=write:N` or `fsync:N`, read once by
 //! [`Store::open`], makes the Nth record write (of which half is written first, as a torn
-//! write) or the Nth record sync since the open fail with an I/O error. Unset, it costs one
-//! branch per write; it exists so tests can make a node's disk fail without root or a shim.
+//! write) or the Nth record sync since the open fail with an I/O error (the version record
+//! that `open` writes to a new log is not counted). Unset, it costs one branch per write; it
+//! exists so tests can make a node's disk fail without root or a shim.
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
