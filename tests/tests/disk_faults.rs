@@ -204,6 +204,61 @@ fn failed_fsync_is_never_acknowledged_and_stops_the_node() {
     submit_ok(&url, "c1", &[set("after", "1")]).unwrap();
 }
 
+/// The same under 8 concurrent submitters, so that inputs are queued behind the failure: the
+/// node still stops with the line naming the file (not with the writer thread gone), and every
+/// acknowledged submit survives.
+#[test]
+fn failed_fsync_under_concurrent_submits_stops_with_the_line() {
+    let dir = TempDir::new("fsyncconc");
+    let path = dir.path().to_path_buf();
+    let opts = |i: usize, args: &[String]| -> Result<NodeOptions, String> {
+        Ok(
+            NodeOptions::new(&binary(), &path, &format!("node{}", i + 1), &["c1"])
+                .args(args)
+                .env("CC_TEST_DISK_FAULT", "fsync:40"),
+        )
+    };
+    let mut c = Cluster::launch_each(1, &["c1"], &[], dir, None, opts).unwrap();
+    let url = c.nodes[0].url.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..1_000 {
+                    let key = format!("t{t}-{i}");
+                    if submit_ok(&url, "c1", &[set(&key, "1")]).is_err() {
+                        break;
+                    }
+                    acked.push(key);
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(c.nodes[0].wait_exit(Duration::from_secs(10)), Some(1));
+    let wal = c.nodes[0].data_dir.join("c1.wal");
+    assert_stopped_with(
+        &c.nodes[0],
+        &format!(
+            "error: cluster \"c1\": storage failed, node stopped: sync {}: injected I/O error \
+             (CC_TEST_DISK_FAULT=fsync:40)",
+            wal.display()
+        ),
+    );
+    c.nodes[0].remove_env("CC_TEST_DISK_FAULT");
+    c.nodes[0].restart();
+    c.wait_master("c1", Duration::from_secs(10));
+    let state = settled_state(&c, "c1");
+    for k in &acked {
+        assert_eq!(state["data"][k], json!("1"), "{k} lost");
+    }
+}
+
 /// With one follower down, the master needs the other one's vote; that follower's first sync
 /// fails, so it never votes for the write: nothing is acknowledged, and it stops. Once the
 /// third node is back the cluster serves again, every acknowledged write kept.
