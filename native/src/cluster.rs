@@ -24,7 +24,7 @@ use clusterconsensus::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
@@ -207,7 +207,7 @@ fn spawn_writer<S: App>(
     std::thread::Builder::new()
         .name(format!("writer-{cluster}"))
         .spawn(move || {
-            for p in wrx {
+            for p in wrx.iter() {
                 let started = Instant::now();
                 let report = match store.apply(&p) {
                     Ok(()) => Input::Persisted {
@@ -218,8 +218,15 @@ fn spawn_writer<S: App>(
                 };
                 let failed = matches!(report, Input::StorageFailed(_));
                 // Fails only when the task is gone (shutting down).
-                if tx.blocking_send(report).is_err() || failed {
-                    break;
+                if tx.blocking_send(report).is_err() {
+                    return;
+                }
+                if failed {
+                    // Nothing more is written, but the channel stays open until the task has
+                    // read the failure: were it closed first, the task's next Persist would
+                    // fail on it and stop the node with a message that does not say why.
+                    for _ in wrx.iter() {}
+                    return;
                 }
             }
         })?;
@@ -315,7 +322,8 @@ impl<S: App> Task<S> {
         set.spawn(self.watch.clone().fan_out());
         set.spawn(async move {
             if let Err(message) = self.run().await {
-                error!(cluster = %id, "storage failed, stopping the node: {message}");
+                // The node's one line about it is the ServeError `serve` returns.
+                debug!(cluster = %id, "storage failed, stopping the node: {message}");
                 let _ = fatal.send(ServeError::Storage {
                     cluster: id,
                     message,
@@ -380,7 +388,8 @@ impl<S: App> Task<S> {
     /// `Input::Persisted` comes back the core hands out only outputs that do not depend on it
     /// (a master's next accept, the answers to a chosen batch), so those go out while the disk
     /// works.
-    /// `Err` when the writer thread is gone (it stopped after a failed write).
+    /// `Err` if the writer thread is gone, which a failed write does not do (see
+    /// `spawn_writer`): that failure comes as `Input::StorageFailed`, naming the file.
     fn drain(&mut self) -> Result<(), String> {
         // The master sends the same accept to every follower: encode it once.
         let mut last: Option<(clusterconsensus::Request, Vec<u8>)> = None;

@@ -68,6 +68,7 @@ pub async fn run(a: DemoArgs, hints: &dyn Fn(&Demo) -> Vec<String>) -> Result<()
                 port,
                 clusters: vec![id.clone()],
                 args: args.to_vec(),
+                env: Vec::new(),
             })
         };
         Cluster::launch_each(3, &[id.as_str()], &args, dir, secret.as_deref(), opts)

@@ -146,6 +146,8 @@ pub struct NodeOptions {
     pub clusters: Vec<String>,
     /// After the usual ones: `--bootstrap`, `--peer URL`, `--www DIR`, timing flags...
     pub args: Vec<String>,
+    /// Set in the node's environment (e.g. the storage's test-only `CC_TEST_DISK_FAULT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -160,11 +162,18 @@ impl NodeOptions {
             port: 0,
             clusters: clusters.iter().map(|c| c.to_string()).collect(),
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
     pub fn args(mut self, args: &[String]) -> NodeOptions {
         self.args = args.to_vec();
+        self
+    }
+
+    /// Sets `key=value` in the node's environment (also when it is restarted).
+    pub fn env(mut self, key: &str, value: &str) -> NodeOptions {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 }
@@ -242,6 +251,7 @@ impl Node {
             cmd.arg("--cluster").arg(c);
         }
         cmd.args(args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -347,6 +357,25 @@ impl Node {
             let _ = c.wait();
         }
         code
+    }
+
+    /// Waits up to `within` for the node to exit by itself; its exit code (-1 for a signal),
+    /// or `None` if it still runs (or was not running).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let code = wait_exit(self.child.as_mut()?, within)?;
+        self.child = None;
+        Some(code)
+    }
+
+    /// Removes `key` from the environment the node gets at its next [`restart`](Node::restart).
+    pub fn remove_env(&mut self, key: &str) {
+        self.opts.env.retain(|(k, _)| k != key);
+    }
+
+    /// Sets `key=value` in the environment the node gets at its next [`restart`](Node::restart).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.remove_env(key);
+        self.opts.env.push((key.to_string(), value.to_string()));
     }
 
     pub fn is_running(&mut self) -> bool {
