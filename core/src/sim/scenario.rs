@@ -13,13 +13,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{addr, Faults, Sim, SimConfig};
+use super::{addr, Faults, Sim, SimApp, SimConfig};
 use crate::config::Rng;
 use crate::error::ErrorCode;
-use crate::kv::KvChange;
+use crate::kv::{KvChange, KvStore};
 use crate::participant::Role;
 use crate::wire::{AdminMember, Method, Payload};
-use crate::StateMachine;
 
 /// One operation of the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,13 +143,22 @@ struct Current {
 const TICK_MS: u64 = 10;
 const MAX_ATTEMPTS: u32 = 30;
 
-/// Runs the scenario and checks it; never panics on a violation (they are returned).
+/// Runs the scenario on the key-value app and checks it; never panics on a violation (they are
+/// returned).
 pub fn run(cfg: &ScenarioConfig) -> ScenarioResult {
     run_traced(cfg, false)
 }
 
 /// Like [`run`]; with `trace`, the result carries a line per message and event.
 pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
+    run_app::<KvStore>(cfg, trace)
+}
+
+/// Runs the scenario on any app. Its clients submit key-value changes ([`KvChange`] JSON, and
+/// a read's marker): the app must take them, and [`SimApp::read`] must answer a key's value as
+/// a register would (the last value set, `None` once deleted), for the linearizability check.
+/// How the app stores and snapshots its state is its own: that is what this runs it for.
+pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     let mut sc = SimConfig::new(cfg.nodes, cfg.seed);
     sc.spares = cfg.spares;
     sc.faults = cfg.faults.clone();
@@ -158,7 +166,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     {
         sc.mutant = cfg.mutant;
     }
-    let mut sim = Sim::new(sc);
+    let mut sim = Sim::<S>::with_app(sc);
     if trace {
         sim.trace = Some(Vec::new());
     }
@@ -290,7 +298,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
 
 /// Every up member agrees with the serving master on commit and member list; every up
 /// non-member knows it is out (removed) or never joined.
-pub fn converged(sim: &Sim) -> Result<(), String> {
+pub fn converged<S: SimApp>(sim: &Sim<S>) -> Result<(), String> {
     let m = sim.serving_master().ok_or("no serving master")?;
     let master = sim.node(m).expect("up");
     let (commit, members) = (master.commit(), master.members().to_vec());
@@ -320,7 +328,12 @@ pub fn converged(sim: &Sim) -> Result<(), String> {
     Ok(())
 }
 
-fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig, pauses: &mut Vec<(u64, usize)>) {
+fn nemesis<S: SimApp>(
+    sim: &mut Sim<S>,
+    rng: &mut Rng,
+    cfg: &ScenarioConfig,
+    pauses: &mut Vec<(u64, usize)>,
+) {
     let n = sim.len();
     let master = sim.serving_master();
     match rng.range(0, 13) {
@@ -449,8 +462,8 @@ fn nemesis(sim: &mut Sim, rng: &mut Rng, cfg: &ScenarioConfig, pauses: &mut Vec<
 }
 
 #[allow(clippy::too_many_arguments)]
-fn drive_client(
-    sim: &mut Sim,
+fn drive_client<S: SimApp>(
+    sim: &mut Sim<S>,
     rng: &mut Rng,
     c: &mut Client,
     cfg: &ScenarioConfig,
@@ -571,7 +584,7 @@ fn drive_client(
 }
 
 /// The value of `key` just before the marker `change` in the chosen log.
-fn read_at_marker(sim: &Sim, change: &str, key: &str) -> Option<Option<String>> {
+fn read_at_marker<S: SimApp>(sim: &Sim<S>, change: &str, key: &str) -> Option<Option<String>> {
     let seq = *sim.checker.changes.get(change)?;
     let mut kv = sim.checker.state_at(seq - 1)?;
     let Some(Payload::Changes(batch)) = sim.checker.chosen.get(&seq) else {
@@ -579,7 +592,7 @@ fn read_at_marker(sim: &Sim, change: &str, key: &str) -> Option<Option<String>> 
     };
     for ch in batch {
         if ch == change {
-            return Some(kv.get(key).map(String::from));
+            return Some(kv.read(key));
         }
         kv.apply(seq, ch);
     }
