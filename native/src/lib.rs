@@ -152,6 +152,8 @@ mod probes;
 mod reads;
 mod server;
 mod storage;
+#[cfg(test)]
+mod test_app;
 mod tls;
 mod watch;
 mod watch_client;

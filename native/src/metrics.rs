@@ -159,27 +159,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clusterconsensus::{Config, WholeRestore, WholeSnapshot};
-
-    /// An app that keeps nothing: the metrics do not look at the state.
-    struct Nothing;
-
-    impl StateMachine for Nothing {
-        type Snapshot = WholeSnapshot;
-        type Restore = WholeRestore<Nothing>;
-        fn validate(&self, _: &str) -> Result<(), String> {
-            Ok(())
-        }
-        fn apply(&mut self, _: u64, _: &str) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn snapshot(&self) -> WholeSnapshot {
-            WholeSnapshot::new("")
-        }
-        fn restore(&self) -> WholeRestore<Nothing> {
-            WholeRestore::new(|_| Ok(Nothing))
-        }
-    }
+    use crate::test_app::Nothing;
+    use clusterconsensus::Config;
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()

@@ -147,15 +147,15 @@ fn not_ready(reason: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clusterconsensus::kv::KvStore;
+    use crate::test_app::Nothing;
     use clusterconsensus::{Config, Output};
 
-    fn node() -> Participant<KvStore> {
-        Participant::new(Config::new("c1", "http://127.0.0.1:1"), KvStore::new()).unwrap()
+    fn node() -> Participant<Nothing> {
+        Participant::new(Config::new("c1", "http://127.0.0.1:1"), Nothing).unwrap()
     }
 
     /// Carries out every output at once (a host with an instant disk and no peers).
-    fn settle(p: &mut Participant<KvStore>, now: u64) {
+    fn settle(p: &mut Participant<Nothing>, now: u64) {
         while let Some(out) = p.poll_output() {
             if let Output::Persist(w) = out {
                 p.persisted(now, w.id);
