@@ -54,14 +54,18 @@ pub enum Mutant {
     LearnerVotes,
     /// A learner is promoted however far behind it is.
     PromoteBehind,
+    /// A voter grants a leader-transfer candidate's prepare without comparing commits,
+    /// trusting the old master to have caught the candidate up.
+    TransferTrustsCandidate,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 5] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
+        Mutant::TransferTrustsCandidate,
     ];
 }
 
