@@ -54,9 +54,9 @@ pub enum Mutant {
     LearnerVotes,
     /// A learner is promoted however far behind it is.
     PromoteBehind,
-    /// A voter grants a leader-transfer candidate's prepare without comparing commits,
-    /// trusting the old master to have caught the candidate up.
-    TransferTrustsCandidate,
+    /// The target of a leader transfer counts the old master's `timeoutnow` as that master's
+    /// vote, so it takes over without a majority of durable promises.
+    TransferCountsMastersVote,
 }
 
 impl Mutant {
@@ -65,7 +65,7 @@ impl Mutant {
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
-        Mutant::TransferTrustsCandidate,
+        Mutant::TransferCountsMastersVote,
     ];
 }
 

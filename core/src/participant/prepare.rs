@@ -43,7 +43,7 @@ impl<S: StateMachine> Participant<S> {
         // 4. A stale candidate would lose committed changes. A transfer's candidate is no
         //    exception: the old master caught it up, but it may have resumed since (the
         //    transfer abandoned) while the candidate's prepares were still on their way.
-        if sc < commit && !(r.transfer && self.mutant(crate::Mutant::TransferTrustsCandidate)) {
+        if sc < commit {
             return self.refuse_prepare(
                 id,
                 Error::denied(format!("candidate commit {sc} is behind {commit}")),

@@ -322,6 +322,12 @@ impl<S: StateMachine> Participant<S> {
             return self.reply_err(id, Method::TimeoutNow, e);
         }
         self.campaign_with(now, true);
+        if self.mutant(crate::Mutant::TransferCountsMastersVote) {
+            // The bug: the hand-over is no promise; the old master has not voted yet.
+            if let Some(c) = self.campaign.as_mut() {
+                c.votes.insert(r.master.addr.clone(), None);
+            }
+        }
         self.reply(id, Response::Fail(FailResult::ok()));
     }
 }
