@@ -54,14 +54,18 @@ pub enum Mutant {
     LearnerVotes,
     /// A learner is promoted however far behind it is.
     PromoteBehind,
+    /// The target of a leader transfer counts the old master's `timeoutnow` as that master's
+    /// vote, so it takes over without a majority of durable promises.
+    TransferCountsMastersVote,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 5] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
+        Mutant::TransferCountsMastersVote,
     ];
 }
 

@@ -81,6 +81,11 @@ pub struct Prepare {
     /// Extension: the candidate's commit index. Absent means 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Extension: the candidate campaigns because its master handed mastership over to it
+    /// (`timeoutnow`), so a voter that still hears that master votes all the same (leader
+    /// transfer, docs/PROTOCOL.md section 9). Every other rule of the prepare still holds.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transfer: bool,
 }
 
 /// `POST accept`: the master proposes a batch of changes at `seq` (or, empty, heartbeats).
@@ -200,6 +205,27 @@ impl AdminMember {
 pub struct ReadIndex {
     #[serde(default, skip_serializing_if = "is_false")]
     pub forwarded: bool,
+}
+
+/// `POST transfer` (admin, not in the seed): the master hands its mastership to the voter
+/// `to`, or with `{}` to the most caught-up voter (docs/PROTOCOL.md section 9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Set when a follower forwards the request to its master.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forwarded: bool,
+}
+
+/// `POST timeoutnow` (peer, not in the seed): the master of `instance`, whose commit is `seq`,
+/// tells the target of a transfer to campaign at once, without waiting out an election
+/// timeout. The target refuses it unless it holds every entry up to `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    pub instance: u64,
+    pub seq: u64,
+    pub master: Member,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -458,10 +484,14 @@ pub enum Method {
     MembersPromote,
     /// A follower's read-index request to its master.
     ReadIndex,
+    /// Admin: `transfer` (leader transfer).
+    Transfer,
+    /// A master's hand-over to the target of a transfer.
+    TimeoutNow,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 12] = [
         Method::Prepare,
         Method::Accept,
         Method::AddMember,
@@ -472,6 +502,8 @@ impl Method {
         Method::MembersRemove,
         Method::MembersPromote,
         Method::ReadIndex,
+        Method::Transfer,
+        Method::TimeoutNow,
     ];
 
     /// The path below `/_clusterc/<clusterId>/`.
@@ -487,6 +519,8 @@ impl Method {
             Method::MembersRemove => "members/remove",
             Method::MembersPromote => "members/promote",
             Method::ReadIndex => "readindex",
+            Method::Transfer => "transfer",
+            Method::TimeoutNow => "timeoutnow",
         }
     }
 
@@ -500,7 +534,11 @@ impl Method {
     pub const fn is_peer_call(self) -> bool {
         !matches!(
             self,
-            Method::Submit | Method::MembersAdd | Method::MembersRemove | Method::MembersPromote
+            Method::Submit
+                | Method::MembersAdd
+                | Method::MembersRemove
+                | Method::MembersPromote
+                | Method::Transfer
         )
     }
 
@@ -546,6 +584,8 @@ pub enum Request {
     MembersRemove(AdminMember),
     MembersPromote(AdminMember),
     ReadIndex(ReadIndex),
+    Transfer(Transfer),
+    TimeoutNow(TimeoutNow),
 }
 
 /// A response body. `addmember`, `rmmember`, `start`, `submit` and the admin calls share
@@ -580,6 +620,8 @@ impl Request {
             Request::MembersRemove(_) => Method::MembersRemove,
             Request::MembersPromote(_) => Method::MembersPromote,
             Request::ReadIndex(_) => Method::ReadIndex,
+            Request::Transfer(_) => Method::Transfer,
+            Request::TimeoutNow(_) => Method::TimeoutNow,
         }
     }
 
@@ -596,6 +638,8 @@ impl Request {
             Method::MembersRemove => Request::MembersRemove(decode_json(method, body)?),
             Method::MembersPromote => Request::MembersPromote(decode_json(method, body)?),
             Method::ReadIndex => Request::ReadIndex(decode_json(method, body)?),
+            Method::Transfer => Request::Transfer(decode_json(method, body)?),
+            Method::TimeoutNow => Request::TimeoutNow(decode_json(method, body)?),
         })
     }
 
@@ -610,6 +654,8 @@ impl Request {
                 encode_json(r)
             }
             Request::ReadIndex(r) => encode_json(r),
+            Request::Transfer(r) => encode_json(r),
+            Request::TimeoutNow(r) => encode_json(r),
         }
     }
 
@@ -735,6 +781,16 @@ mod tests {
                 ..AdminMember::new("http://x:1")
             }),
             Request::MembersPromote(AdminMember::new("http://x:1")),
+            Request::Transfer(Transfer::default()),
+            Request::Transfer(Transfer {
+                to: Some("http://x:1".into()),
+                forwarded: true,
+            }),
+            Request::TimeoutNow(TimeoutNow {
+                instance: 3,
+                seq: 9,
+                master: Member::new("http://m:1"),
+            }),
             Payload::Rm("http://y:2".into()).to_request(4, 5, "http://m:1"),
             Payload::Learner(Learner {
                 addr: "http://z:3".into(),

@@ -149,18 +149,19 @@ fn sweep() {
         sum(|r| r.faults),
     );
     let (learners, promotions) = (sum(|r| r.stats.learners_added), sum(|r| r.stats.promotions));
+    let transfers = sum(|r| r.stats.transfers);
     let _ = writeln!(
         err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
          {elections} elections won, {snapshots} snapshots installed, {membership} membership \
-         changes committed ({learners} learners added, {promotions} promoted), {crashes} \
-         crashes, {faults} nemesis actions"
+         changes committed ({learners} learners added, {promotions} promoted), {transfers} \
+         leader transfers, {crashes} crashes, {faults} nemesis actions"
     );
     assert_eq!(results.len() as u64, seeds);
     // The sweep must exercise what it claims to (a vacuous run proves nothing).
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
-        assert!(learners > 0 && promotions > 0);
+        assert!(learners > 0 && promotions > 0 && transfers > 0);
     }
     assert!(failing.is_empty(), "{} seeds failed", failing.len());
 }

@@ -488,3 +488,61 @@ fn consistent_read_at_a_paused_old_master_is_not_stale() {
     assert_eq!(s.op(via).unwrap().value.as_deref(), Some("2"));
     assert_safe(&s);
 }
+
+#[test]
+fn trap_transfer_a_stale_target_s_late_prepare_is_refused_after_the_master_resumed() {
+    // Leader transfer (docs/PROTOCOL.md section 9). Master 0 hands over to 1; 1 campaigns with
+    // transfer prepares, but the one to 0 is lost and the one to 2 is held back. 0 abandons the
+    // transfer after its bound and commits more with 2. Then 1's transfer prepare reaches 2:
+    // the flag only waives the live-master rule, so 2 refuses a candidate behind its commit. A
+    // voter that trusted the flag (the old master vouched for the target) would let 1 win
+    // without the entries 0 committed since.
+    let mut s = manual(3, 0);
+    let op = s.transfer(0, Some(addr(1)));
+    assert_eq!(
+        deliver(&mut s, Some(0), Some(1), Some(Method::TimeoutNow)),
+        1
+    );
+    assert_eq!(
+        deliver(&mut s, Some(1), Some(0), Some(Method::TimeoutNow)),
+        1
+    );
+    assert_eq!(role(&s, 1), Some(Role::Candidate));
+    drop_all(&mut s, Some(1), Some(0), Some(Method::Prepare));
+    let held = s.find(Some(1), Some(2), Some(Method::Prepare), false);
+    assert_eq!(held.len(), 1);
+    // 0 keeps its majority with 2 (heartbeats), hears nothing from 1, and gives up after
+    // election_min_ms (500 in the simulation).
+    for _ in 0..12 {
+        s.advance(50);
+        s.fire_timeout(0);
+        drop_all(&mut s, Some(0), Some(1), None);
+        deliver(&mut s, Some(0), Some(2), Some(Method::Accept));
+        deliver(&mut s, Some(2), Some(0), Some(Method::Accept));
+    }
+    let o = s.op(op).unwrap().clone();
+    assert_eq!(
+        (o.ok, o.code),
+        (Some(false), Some(ErrorCode::State)),
+        "{o:?}"
+    );
+    assert!(s.is_serving_master(0), "the master resumed");
+    // Two commits with 2 only: 2's commit moves past 1's.
+    for v in ["A", "B"] {
+        let op = s.submit(0, set("k", v));
+        drop_all(&mut s, Some(0), Some(1), None);
+        deliver(&mut s, Some(0), Some(2), Some(Method::Accept));
+        deliver(&mut s, Some(2), Some(0), Some(Method::Accept));
+        assert_eq!(s.op(op).unwrap().ok, Some(true));
+    }
+    s.fire_timeout(0);
+    deliver(&mut s, Some(0), Some(2), Some(Method::Accept));
+    let (c1, c2) = (s.node(1).unwrap().commit(), s.node(2).unwrap().commit());
+    assert!(c2 > c1, "2 at {c2}, 1 at {c1}");
+    // The late transfer prepare: refused.
+    assert!(s.deliver(held[0]));
+    deliver(&mut s, Some(2), Some(1), Some(Method::Prepare));
+    assert_ne!(role(&s, 1), Some(Role::Master));
+    assert_eq!(s.node(2).unwrap().master(), Some(addr(0).as_str()));
+    assert_safe(&s);
+}

@@ -165,6 +165,11 @@ pub struct NodeArgs {
     /// behind its master.
     #[arg(long, value_name = "N", default_value_t = crate::server::READY_MAX_LAG)]
     pub ready_max_lag: u64,
+    /// On SIGTERM or SIGINT, a master leaves at once instead of first handing its mastership
+    /// to the most caught-up voter (waiting at most 2 s for that); the others then wait out an
+    /// election timeout before writes go on.
+    #[arg(long)]
+    pub no_transfer_on_shutdown: bool,
     /// Local IP address that outgoing connections to peers are bound to (a multi-homed host:
     /// the address its peers and their firewalls expect). It must be an address of this host.
     /// Default: the kernel picks one by route.
@@ -211,7 +216,10 @@ impl NodeArgs {
                 watch_window: l.watch_window,
                 watch_window_bytes: l.watch_window_bytes,
             })
-            .ready_max_lag(self.ready_max_lag);
+            .ready_max_lag(self.ready_max_lag)
+            .transfer_on_shutdown(
+                (!self.no_transfer_on_shutdown).then_some(crate::server::TRANSFER_ON_SHUTDOWN),
+            );
         if let Some(a) = &self.advertise {
             b = b.advertise(a);
         }

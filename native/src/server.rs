@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterconsensus::{Config, Participant};
+use clusterconsensus::{Config, Participant, Request, Role};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::mpsc;
@@ -158,8 +158,13 @@ pub struct ServerBuilder<S> {
     source_addr: Option<IpAddr>,
     www: Option<PathBuf>,
     ready_max_lag: u64,
+    transfer_on_shutdown: Option<Duration>,
     clusters: Vec<ClusterSpec<S>>,
 }
+
+/// The default of [`ServerBuilder::transfer_on_shutdown`]: how long a stopping master waits
+/// for its hand-over.
+pub const TRANSFER_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// The default of [`ServerBuilder::ready_max_lag`].
 pub(crate) const READY_MAX_LAG: u64 = 1000;
@@ -195,6 +200,7 @@ impl<S: App> ServerBuilder<S> {
             source_addr: None,
             www: None,
             ready_max_lag: READY_MAX_LAG,
+            transfer_on_shutdown: Some(TRANSFER_ON_SHUTDOWN),
             clusters: Vec::new(),
         }
     }
@@ -288,6 +294,16 @@ impl<S: App> ServerBuilder<S> {
     /// election timeout.
     pub fn ready_max_lag(mut self, entries: u64) -> Self {
         self.ready_max_lag = entries;
+        self
+    }
+
+    /// When [`Server::serve`]'s shutdown resolves, each cluster this node is master of first
+    /// hands its mastership to the most caught-up voter (docs/PROTOCOL.md section 9), waiting
+    /// at most `within` for all of them while it still serves the peers; the others then
+    /// elect no one, they follow the new master at once. `None` (`--no-transfer-on-shutdown`)
+    /// leaves at once, and the others wait out an election timeout. Default: 2 s.
+    pub fn transfer_on_shutdown(mut self, within: Option<Duration>) -> Self {
+        self.transfer_on_shutdown = within;
         self
     }
 
@@ -487,6 +503,7 @@ impl<S: App> ServerBuilder<S> {
             to_bootstrap,
             max_connections: self.limits.max_connections.max(1),
             header_timeout: Duration::from_millis(self.limits.header_timeout_ms.max(1)),
+            transfer_on_shutdown: self.transfer_on_shutdown,
         })
     }
 }
@@ -503,6 +520,7 @@ pub struct Server<S: App> {
     to_bootstrap: Vec<(String, Vec<String>)>,
     max_connections: usize,
     header_timeout: Duration,
+    transfer_on_shutdown: Option<Duration>,
 }
 
 impl<S: App> std::fmt::Debug for Server<S> {
@@ -547,6 +565,7 @@ impl<S: App> Server<S> {
             to_bootstrap,
             max_connections,
             header_timeout,
+            transfer_on_shutdown,
         } = self;
         // Everything this node spawns lives in these sets: dropped when `serve` returns, they
         // abort what still runs (a cluster task's writer thread ends with it).
@@ -566,6 +585,9 @@ impl<S: App> Server<S> {
         let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut stop = std::pin::pin!(shutdown);
+        // After `shutdown`: the hand-over of the clusters this node is master of, during which
+        // it goes on serving (the target's prepare, the new master's first accept).
+        let mut handing: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let failed = loop {
             tokio::select! {
                 conn = listener.accept() => {
@@ -629,7 +651,19 @@ impl<S: App> Server<S> {
                 // Reap finished connections so the set stays the size of the open ones.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 e = fatal.recv() => break e,
-                () = &mut stop => {
+                () = &mut stop, if handing.is_none() => {
+                    match transfer_on_shutdown {
+                        Some(within) => {
+                            let clusters: Vec<Cluster<S>> = shared.clusters.values().cloned().collect();
+                            handing = Some(Box::pin(hand_over_all(clusters, within)));
+                        }
+                        None => {
+                            debug!("shutting down: no new connections");
+                            break None;
+                        }
+                    }
+                }
+                () = async { handing.as_mut().expect("guarded").await }, if handing.is_some() => {
                     debug!("shutting down: no new connections");
                     break None;
                 }
@@ -646,6 +680,32 @@ impl<S: App> Server<S> {
         }
         Ok(())
     }
+}
+
+/// Hands over the mastership of every cluster in `clusters` this node is master of, all at
+/// once, each waiting at most `within` (the core abandons a transfer by itself after its
+/// election timeout; this bounds the wait for a slower answer).
+async fn hand_over_all<S: App>(clusters: Vec<Cluster<S>>, within: Duration) {
+    let mut all = JoinSet::new();
+    for c in clusters {
+        all.spawn(async move {
+            let master = c.inspect(|p, _| p.role() == Role::Master).await;
+            if master != Ok(true) {
+                return;
+            }
+            info!(cluster = %c.id, "shutting down: handing mastership over first");
+            let req = Request::Transfer(clusterconsensus::wire::Transfer::default());
+            match tokio::time::timeout(within, c.call(req)).await {
+                Ok(Ok(r)) => match r.err() {
+                    None => info!(cluster = %c.id, "mastership handed over"),
+                    Some(e) => warn!(cluster = %c.id, "mastership not handed over: {e}"),
+                },
+                Ok(Err(_)) => {}
+                Err(_) => warn!(cluster = %c.id, "mastership not handed over within {within:?}"),
+            }
+        });
+    }
+    while all.join_next().await.is_some() {}
 }
 
 fn config(timing: &Timing, limits: &Limits, id: &str, advertise: &str) -> Config {

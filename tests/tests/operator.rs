@@ -1,8 +1,6 @@
 //! The operator commands `clusterconsensus member list|add|remove|promote`: their table and
 //! lines for people, their `--json` for scripts, and exit code 2 for every failure.
-//!
-//! `clusterconsensus transfer` is not tested here yet: the node's `transfer` endpoint is being
-//! built in the core, and the command is written against its announced shape.
+//! `clusterconsensus transfer` is tested with the rest of leader transfer, in transfer.rs.
 
 use std::time::Duration;
 

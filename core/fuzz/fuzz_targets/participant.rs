@@ -395,6 +395,7 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 instance: u64::from(instance),
                 master: Member::new(addr(master)),
                 seq: seq.map(u64::from),
+                transfer: false,
             })),
             Action::Accept {
                 instance,

@@ -47,6 +47,9 @@ impl<S: StateMachine> Participant<S> {
             self.promise(now, instance, sender);
         }
         self.master = self.hard.promised_master.clone();
+        if self.master.is_some() && self.handover.is_some() {
+            self.handover_saw_master(instance);
+        }
         self.last_heard = Some(now);
         self.behind_until = None;
         self.forward_failures = 0;

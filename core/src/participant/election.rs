@@ -25,11 +25,18 @@ pub(super) struct Campaign {
     /// Unjoined members this candidate already sent a `start`.
     pub started: BTreeSet<String>,
     pub next_retry: u64,
+    /// Campaigning on a master's hand-over (`timeoutnow`): the prepares say so.
+    pub transfer: bool,
 }
 
 impl<S: StateMachine> Participant<S> {
     /// Starts an election at an instance above every one seen (rule 1).
     pub(super) fn campaign(&mut self, now: u64) {
+        self.campaign_with(now, false)
+    }
+
+    /// Starts an election; `transfer`: on the master's hand-over (see [`super::transfer`]).
+    pub(super) fn campaign_with(&mut self, now: u64, transfer: bool) {
         if self.hard.status != Status::Joined || !self.is_member(&self.hard.self_addr.clone()) {
             return;
         }
@@ -49,6 +56,7 @@ impl<S: StateMachine> Participant<S> {
             waiting: BTreeSet::new(),
             started: BTreeSet::new(),
             next_retry: now + self.cfg.heartbeat_ms,
+            transfer,
         });
         for peer in self.others() {
             self.send_prepare(peer);
@@ -60,11 +68,12 @@ impl<S: StateMachine> Participant<S> {
             return;
         };
         c.waiting.insert(to.clone());
-        let instance = c.instance;
+        let (instance, transfer) = (c.instance, c.transfer);
         let req = Request::Prepare(Prepare {
             instance,
             master: Member::new(self.hard.self_addr.clone()),
             seq: Some(self.hard.commit),
+            transfer,
         });
         self.send(to, req, Pending::Prepare { instance });
     }

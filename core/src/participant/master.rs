@@ -34,6 +34,8 @@ pub(super) struct Leadership {
     /// The last read round started; every accept is tagged with it (see `read`).
     pub read_round: u64,
     pub reads: Vec<super::read::PendingRead>,
+    /// A leader transfer in progress: nothing new is proposed (see [`super::transfer`]).
+    pub transfer: Option<super::transfer::Handing>,
 }
 
 pub(super) struct AdminOp {
@@ -97,6 +99,7 @@ impl<S: StateMachine> Participant<S> {
             proposals: 0,
             read_round: 0,
             reads: Vec::new(),
+            transfer: None,
         });
         // A bootstrapped master grows its cluster once it serves (the queue waits for that).
         for addr in core::mem::take(&mut self.joiners) {
@@ -313,6 +316,11 @@ impl<S: StateMachine> Participant<S> {
             if l.recovering || l.inflight.is_some() {
                 return;
             }
+            if l.transfer.is_some() {
+                // Submits and admin calls wait: the target must hold everything committed
+                // when it takes over, so the commit stops moving.
+                return self.transfer_progress(now);
+            }
             if let Some(op) = l.admin.pop_front() {
                 let refusal = self.admin_refusal(&op);
                 let waiters: Vec<(RequestId, usize)> =
@@ -458,6 +466,9 @@ impl<S: StateMachine> Participant<S> {
             if self.is_learner(&from) {
                 self.maybe_promote(now, &from);
             }
+            if self.transferring() {
+                self.transfer_progress(now);
+            }
             return self.check_reads(now);
         }
         let code = err.map(|e| e.code);
@@ -530,7 +541,7 @@ impl<S: StateMachine> Participant<S> {
     }
 
     /// The in-flight slot if `to` has not accepted it, else a heartbeat.
-    fn send_current(&mut self, to: String) {
+    pub(super) fn send_current(&mut self, to: String) {
         let Some(l) = self.leader.as_ref() else {
             return;
         };
@@ -587,14 +598,23 @@ impl<S: StateMachine> Participant<S> {
             let e = Error::new(ErrorCode::Majority, "no majority reachable; stepped down");
             return self.step_down(now, e);
         }
+        self.transfer_progress(now);
+        if self.leader.as_ref().is_some_and(|l| now < l.next_tick) {
+            // An abandoned transfer just proposed what waited: that went to everyone.
+            return;
+        }
         self.broadcast(now);
     }
 
     /// Stops being master: every waiting submit or admin call is answered with `err` (its
     /// outcome is unknown: the in-flight slot may still commit under the next master).
     pub(super) fn step_down(&mut self, now: u64, err: Error) {
-        let Some(l) = self.leader.take() else {
+        let Some(mut l) = self.leader.take() else {
             return;
+        };
+        let err = match l.transfer.take() {
+            Some(h) => self.hand_over(now, h),
+            None => err,
         };
         let mut waiters: Vec<RequestId> = Vec::new();
         if let Some(f) = l.inflight {

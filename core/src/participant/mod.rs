@@ -14,6 +14,7 @@ mod prepare;
 mod read;
 mod start;
 mod submit;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -103,6 +104,10 @@ enum Pending {
     Notice,
     /// An unjoined node's request to be added: it waits for the `start` either way.
     Join,
+    /// A master's `timeoutnow` to the target of its transfer.
+    TimeoutNow {
+        instance: u64,
+    },
 }
 
 /// Work to do once a persist is durable.
@@ -168,6 +173,8 @@ pub struct Participant<S: StateMachine> {
     joiners: Vec<String>,
     /// An unjoined node asking to be added ([`Participant::join`]).
     joining: Option<Joining>,
+    /// An old master that handed over, waiting to see the target lead ([`transfer`]).
+    handover: Option<transfer::Handover>,
 }
 
 /// An unjoined node's requests to be added.
@@ -283,6 +290,7 @@ impl<S: StateMachine> Participant<S> {
             local_reads: Vec::new(),
             joiners: Vec::new(),
             joining: None,
+            handover: None,
         })
     }
 
@@ -513,6 +521,8 @@ impl<S: StateMachine> Participant<S> {
             Request::MembersRemove(r) => self.on_admin(now, id, Method::MembersRemove, r),
             Request::MembersPromote(r) => self.on_admin(now, id, Method::MembersPromote, r),
             Request::ReadIndex(r) => self.on_read_index(now, id, r),
+            Request::Transfer(r) => self.on_transfer(now, id, r),
+            Request::TimeoutNow(r) => self.on_timeout_now(now, id, r),
         }
         self.release_local_reads(now);
         self.flush();
@@ -548,6 +558,9 @@ impl<S: StateMachine> Participant<S> {
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
             Pending::Join => {}
+            Pending::TimeoutNow { instance } => {
+                self.on_timeout_now_result(now, from, instance, res)
+            }
         }
         self.release_local_reads(now);
         self.flush();
@@ -572,6 +585,7 @@ impl<S: StateMachine> Participant<S> {
             Role::Unjoined => self.ask_to_join(now),
             Role::Removed | Role::Learner => {}
         }
+        self.handover_tick(now);
         self.release_local_reads(now);
         self.flush();
     }
@@ -702,6 +716,18 @@ impl<S: StateMachine> Participant<S> {
         self.handle_request(now, id, req);
     }
 
+    /// Hands this master's mastership to the voter `to`, or to the most caught-up voter
+    /// (docs/PROTOCOL.md section 9), as if a client called `transfer` here; answered as
+    /// request `id` once the target leads, or with a retryable error if it did not within
+    /// `election_min_ms`. On a follower, the call is forwarded to the master.
+    pub fn transfer(&mut self, now: u64, id: RequestId, to: Option<String>) {
+        let r = crate::wire::Transfer {
+            to,
+            forwarded: false,
+        };
+        self.handle_request(now, id, Request::Transfer(r));
+    }
+
     /// Starts an election now (voters that heard from a live master recently still refuse).
     pub fn start_election(&mut self, now: u64) -> Result<(), Error> {
         self.now = now;
@@ -747,10 +773,14 @@ impl<S: StateMachine> Participant<S> {
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
     #[must_use = "arm a timer for this time"]
     pub fn poll_timeout(&self) -> Option<u64> {
-        match (self.role_timeout(), self.local_read_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.role_timeout(),
+            self.local_read_deadline(),
+            self.handover_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn role_timeout(&self) -> Option<u64> {

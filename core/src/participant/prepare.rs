@@ -40,7 +40,9 @@ impl<S: StateMachine> Participant<S> {
         if r.instance < p || (r.instance == p && !repeat) {
             return self.refuse_prepare(id, Error::denied(format!("promised instance {p}")));
         }
-        // 4. A stale candidate would lose committed changes.
+        // 4. A stale candidate would lose committed changes. A transfer's candidate is no
+        //    exception: the old master caught it up, but it may have resumed since (the
+        //    transfer abandoned) while the candidate's prepares were still on their way.
         if sc < commit {
             return self.refuse_prepare(
                 id,
@@ -48,7 +50,9 @@ impl<S: StateMachine> Participant<S> {
             );
         }
         // 5. A live master: a node that can send but not receive must not depose it (trap I).
-        if !repeat && self.hears_live_master(now) {
+        //    Unless that master handed its mastership to the candidate (`timeoutnow`, which the
+        //    candidate could only get by receiving): this rule serves liveness, not safety.
+        if !repeat && !r.transfer && self.hears_live_master(now) {
             let m = self.master.clone().unwrap_or_default();
             return self.refuse_prepare(id, Error::denied(format!("master {m} is alive")));
         }

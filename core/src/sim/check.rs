@@ -56,6 +56,8 @@ pub struct Stats {
     pub learners_added: u64,
     pub promotions: u64,
     pub crashes: u64,
+    /// Leader transfers answered with success (the target led).
+    pub transfers: u64,
 }
 
 /// FNV-1a: a stable digest of a snapshot.
@@ -192,7 +194,7 @@ impl<S: SimApp> Checker<S> {
 
     /// A client was told its change committed: it must be chosen.
     pub(crate) fn on_acknowledged(&mut self, now: u64, change: &str) {
-        if change.starts_with("members/") {
+        if change.starts_with("members/") || change.starts_with("transfer") {
             return;
         }
         if !self.changes.contains_key(change) {

@@ -46,6 +46,16 @@ impl<S: SimApp> Sim<S> {
         self.client_call(i, format!("{} {member}", method.path()), req, None)
     }
 
+    /// A client asks node `i` to hand mastership to `to` (or to the most caught-up voter).
+    pub fn transfer(&mut self, i: usize, to: Option<String>) -> u64 {
+        let what = format!("transfer {}", to.as_deref().unwrap_or("best"));
+        let req = Request::Transfer(crate::wire::Transfer {
+            to,
+            forwarded: false,
+        });
+        self.client_call(i, what, req, None)
+    }
+
     fn client_call(
         &mut self,
         i: usize,
@@ -131,6 +141,9 @@ impl<S: SimApp> Sim<S> {
                     Response::Fail(f) => f.clone().into_result(),
                     _ => Err(Error::new(ErrorCode::Call, "wrong response shape")),
                 };
+                if r.is_ok() && o.method == Method::Transfer {
+                    self.checker.stats.transfers += 1;
+                }
                 if r.is_ok() && o.method == Method::ReadIndex {
                     let key = self.ops.get(&op).and_then(|o| o.read_key.clone());
                     let value = key.and_then(|k| {

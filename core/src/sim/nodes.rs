@@ -105,6 +105,15 @@ impl<S: SimApp> Sim<S> {
         }
     }
 
+    /// Disarms every crash still to come (armed mid-write, or scheduled for a master): once
+    /// the faults are healed, nothing may take a node down again.
+    pub fn cancel_crashes(&mut self) {
+        for n in self.nodes.iter_mut() {
+            n.crash_mid_write = None;
+        }
+        self.events.retain(|_, e| !matches!(e, Ev::Crash { .. }));
+    }
+
     /// Stops node `i` (SIGSTOP): time passes for everyone else; nothing reaches it.
     pub fn pause(&mut self, i: usize) {
         if self.nodes[i].p.is_some() && !self.nodes[i].paused {

@@ -60,6 +60,8 @@ pub struct ScenarioConfig {
     pub crashes: bool,
     pub partitions: bool,
     pub membership: bool,
+    /// Leader transfers (to a random member, or to the best voter) among the faults.
+    pub transfers: bool,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -88,6 +90,8 @@ impl ScenarioConfig {
             crashes: r.range(0, 4) != 0,
             partitions: r.range(0, 4) != 0,
             membership: r.range(0, 3) == 0,
+            // Drawn last, so the seeds of the schedules before transfers existed draw the same.
+            transfers: r.range(0, 2) == 0,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -203,6 +207,7 @@ pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
         let now = sim.now();
         if healed_at.is_none() && now >= fault_end {
             sim.heal();
+            sim.cancel_crashes();
             sim.cfg.faults = Faults::none();
             for i in 0..sim.len() {
                 sim.resume(i);
@@ -336,6 +341,17 @@ fn nemesis<S: SimApp>(
 ) {
     let n = sim.len();
     let master = sim.serving_master();
+    if cfg.transfers && rng.range(0, 4) == 0 {
+        // A leader transfer asked at any node, to any node (also the master itself, a removed
+        // node, a spare) or to the best voter: it succeeds, or fails cleanly, never unsafely.
+        let at = rng.range(0, n as u64) as usize;
+        let to = match rng.range(0, 3) {
+            0 => None,
+            _ => Some(addr(rng.range(0, n as u64) as usize)),
+        };
+        sim.transfer(at, to);
+        return;
+    }
     match rng.range(0, 13) {
         0 | 1 if cfg.partitions => {
             // A random split.

@@ -40,6 +40,7 @@ mod restore;
 mod results;
 mod start;
 mod submit;
+mod transfer;
 
 const A: &str = "http://a";
 const B: &str = "http://b";
@@ -230,6 +231,7 @@ fn prepare(instance: u64, cand: &str, seq: Option<u64>) -> Request {
         instance,
         master: Member::new(cand),
         seq,
+        transfer: false,
     })
 }
 
