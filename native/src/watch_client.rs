@@ -638,8 +638,15 @@ mod tests {
         );
         // Read but not handed out: a watch remade from `next_seq` must bring them again.
         assert_eq!((w.next_seq(), w.resent()), (Some(5), 2));
-        assert!(matches!(w.events.pop_front(), Some(WatchEvent::Entry { seq: 5, .. })));
-        assert_eq!(w.next_seq(), Some(10), "the progress says nothing before 10 is due");
+        assert!(matches!(
+            w.events.pop_front(),
+            Some(WatchEvent::Entry { seq: 5, .. })
+        ));
+        assert_eq!(
+            w.next_seq(),
+            Some(10),
+            "the progress says nothing before 10 is due"
+        );
         w.events.pop_front();
         w.events.pop_front();
         assert_eq!(w.next_seq(), Some(11));
