@@ -158,6 +158,7 @@ pub struct ServerBuilder<S> {
     source_addr: Option<IpAddr>,
     www: Option<PathBuf>,
     ready_max_lag: u64,
+    force_new_cluster: bool,
     clusters: Vec<ClusterSpec<S>>,
 }
 
@@ -195,6 +196,7 @@ impl<S: App> ServerBuilder<S> {
             source_addr: None,
             www: None,
             ready_max_lag: READY_MAX_LAG,
+            force_new_cluster: false,
             clusters: Vec::new(),
         }
     }
@@ -288,6 +290,17 @@ impl<S: App> ServerBuilder<S> {
     /// election timeout.
     pub fn ready_max_lag(mut self, entries: u64) -> Self {
         self.ready_max_lag = entries;
+        self
+    }
+
+    /// `--force-new-cluster`: each cluster restarts with this node as its only member, keeping
+    /// everything it committed ([`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster)),
+    /// for a cluster whose majority is lost for good. The rewrite is durable before the node
+    /// serves. [`bind`](Self::bind) fails ([`ServeError::ForceNewCluster`]) for a cluster with
+    /// no committed state here. Run it on one node only, once: the other members must never
+    /// come back with their old data.
+    pub fn force_new_cluster(mut self, on: bool) -> Self {
+        self.force_new_cluster = on;
         self
     }
 
@@ -402,6 +415,22 @@ impl<S: App> ServerBuilder<S> {
                         advertise,
                     });
                 }
+            }
+            let mut stored = stored;
+            if self.force_new_cluster {
+                let forced = |message| ServeError::ForceNewCluster {
+                    cluster: id.clone(),
+                    message,
+                };
+                let rewrite = stored.force_new_cluster().map_err(|e| forced(e.message))?;
+                // Durable before anything is served: a crash from here on comes back forced.
+                store.apply(&rewrite).map_err(forced)?;
+                warn!(
+                    cluster = %id,
+                    commit = rewrite.hard.commit,
+                    "--force-new-cluster: this node is now the only member of the cluster; \
+                     never start its old members again with their data"
+                );
             }
             let mut participant = Participant::restore(cfg, spec.app, stored, cluster::now_ms())
                 .map_err(|error| ServeError::Restore {
