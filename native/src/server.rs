@@ -294,8 +294,8 @@ impl<S: App> ServerBuilder<S> {
     }
 
     /// `--force-new-cluster`: each cluster restarts with this node as its only member, keeping
-    /// everything it committed ([`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster)),
-    /// for a cluster whose majority is lost for good. The rewrite is durable before the node
+    /// everything it committed, for a cluster whose majority is lost for good (the core's
+    /// [`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster) decides how). The rewrite is durable before the node
     /// serves. [`bind`](Self::bind) fails ([`ServeError::ForceNewCluster`]) for a cluster with
     /// no committed state here. Run it on one node only, once: the other members must never
     /// come back with their old data.
