@@ -110,6 +110,25 @@ fn grow_to_three(first: Node, dir: TempDir) -> Cluster {
     c
 }
 
+/// The body of a `Transfer-Encoding: chunked` answer (a streamed one).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&raw[..nl]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[nl + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
 /// The header line of a snapshot file.
 fn header(file: &Path) -> Value {
     let text = std::fs::read(file).unwrap();
@@ -377,5 +396,95 @@ fn force_new_cluster_is_refused_without_committed_state() {
              keep (this data directory was never used)\n"
         ),
         "{err}"
+    );
+}
+
+#[test]
+fn the_snapshot_endpoint_needs_the_client_token_and_a_member() {
+    const TOKEN: &str = "backup-token-0123456789";
+    let tokdir = TempDir::new("bk-token");
+    let tf = tokdir.path().join("token");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let tf = tf.to_str().unwrap();
+    let c = Cluster::start("bk-auth", 1, &["c1"], &["--token-file".into(), tf.into()]);
+    let node = &c.nodes[0].url;
+    let a = http_request(
+        "POST",
+        &cluster_url(node, "c1", "submit"),
+        Some(TOKEN),
+        json!({"chg": [set("a", "1")]}).to_string().as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(a.status, 200);
+    let url = cluster_url(node, "c1", "snapshot");
+
+    let a = http_request("GET", &url, None, b"", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (a.status, a.json()["code"].clone()),
+        (401, json!("ERR_DENIED"))
+    );
+    let a = http_request("POST", &url, Some(TOKEN), b"", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (a.status, a.json()["code"].clone()),
+        (405, json!("ERR_CALL"))
+    );
+    let a = http_request("GET", &url, Some(TOKEN), b"", Duration::from_secs(5)).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(a.header("transfer-encoding"), Some("chunked"));
+    let body = dechunk(&a.body);
+    let line = body.split(|&b| b == b'\n').next().unwrap();
+    let head: Value = serde_json::from_slice(line).unwrap();
+    assert_eq!(
+        head,
+        json!({"cluster": "c1", "seq": 1, "members": [node], "learners": []})
+    );
+
+    // save without the token: exit 2, no file; with it: the file.
+    let file = c.dir.path().join("s.snap");
+    let fs = file.to_str().unwrap();
+    let (code, out, err) = run_cli(&["snapshot", "save", "--node", node, "--cluster", "c1", fs]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(
+        err.starts_with(&format!(
+            "error: snapshot save: ERR_DENIED: {url}: HTTP 401: "
+        )),
+        "{err}"
+    );
+    assert!(!file.exists());
+    let (code, out, err) = run_cli(&[
+        "snapshot",
+        "save",
+        "--node",
+        node,
+        "--cluster",
+        "c1",
+        "--token-file",
+        tf,
+        fs,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "saved cluster c1 at seq 1 ({} bytes, members {node}) to {fs}\n",
+            header(&file)["bytes"]
+        )
+    );
+
+    // An unjoined node holds no state to back up.
+    let lone = Node::start(c.dir.path(), "lone", &["c1"], &[]);
+    let a = http_request(
+        "GET",
+        &cluster_url(&lone.url, "c1", "snapshot"),
+        None,
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        (a.status, a.json()["code"].clone()),
+        (503, json!("ERR_STATE"))
     );
 }
