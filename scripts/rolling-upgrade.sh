@@ -15,7 +15,10 @@
 # acknowledged ones must survive. Needs curl and jq.
 #
 # Prints one line per step and a last line
-#   rolling upgrade OLD -> NEW: A acknowledged, F failed submits, 0 lost, converged at commit C: PASS
+#   rolling upgrade OLD -> NEW: A acknowledged, F failed submits (N down, N refused, N timeout),
+#   0 lost, 0 unknown keys, converged at commit C: PASS
+# ("down": the submit went to the node being replaced; "refused": answered, not committed, e.g.
+# during the election after the master is replaced; "unknown": a key no client wrote)
 # and exits 1 on FAIL (the node logs are kept in the directory it names).
 set -euo pipefail
 export LC_ALL=C
@@ -38,13 +41,16 @@ pids=(0 0 0 0)
 writer=0
 
 cleanup() {
-  [ "$writer" != 0 ] && kill "$writer" 2>/dev/null || true
+  [ "$verdict" = PASS ] || echo "rolling-upgrade: logs in $work" >&2
+  # Quiet from here: the shell would report each node it reaps as "Killed".
+  exec 2>/dev/null
+  [ "$writer" != 0 ] && kill "$writer" || true
   for i in 1 2 3; do
-    [ "${pids[$i]}" != 0 ] && kill -9 "${pids[$i]}" 2>/dev/null || true
+    [ "${pids[$i]}" != 0 ] && kill -9 "${pids[$i]}" || true
   done
-  wait 2>/dev/null || true
-  git -C "$root" worktree remove --force "$work/old" 2>/dev/null || true
-  if [ "$verdict" = PASS ]; then rm -rf "$work"; else echo "rolling-upgrade: logs in $work" >&2; fi
+  wait || true
+  git -C "$root" worktree remove --force "$work/old" || true
+  [ "$verdict" != PASS ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -124,10 +130,15 @@ wait_for 30 "the cluster to form" formed
   while [ ! -e "$work/stop" ]; do
     n=$((i % 3 + 1))
     body="{\"chg\":[\"{\\\"op\\\":\\\"set\\\",\\\"key\\\":\\\"k$i\\\",\\\"value\\\":\\\"v$i\\\"}\"]}"
-    if curl -s -m 5 -X POST "$(url $n)/_clusterc/c1/submit" -d "$body" 2>/dev/null | grep -q '"fail":false'; then
+    rc=0
+    out=$(curl -s -m 5 -X POST "$(url $n)/_clusterc/c1/submit" -d "$body" 2>/dev/null) || rc=$?
+    if [ "$rc" = 0 ] && [[ "$out" == *'"fail":false'* ]]; then
       echo "k$i v$i" >>"$work/acked"
     else
-      echo "k$i" >>"$work/failed"
+      # Why: its node was down (connection refused), no answer in 5 s, or an answer that
+      # says not committed (an election in progress, the master gone).
+      case $rc in 0) why=refused ;; 7) why=down ;; 28) why=timeout ;; *) why="curl-$rc" ;; esac
+      echo "k$i node$n $why" >>"$work/failed"
     fi
     i=$((i + 1))
   done
@@ -158,7 +169,8 @@ wait "$writer" || true
 writer=0
 acked=$(wc -l <"$work/acked")
 failed=$(wc -l <"$work/failed")
-say "load stopped: $acked acknowledged, $failed failed submits"
+why=$(cut -d' ' -f3 "$work/failed" | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
+say "load stopped: $acked acknowledged, $failed failed submits${why:+ ($why)}"
 
 # The whole key-value state of node I, one "key value" line per key, sorted.
 state() {
@@ -185,9 +197,9 @@ commit=$(status 1 | jq .commit)
 sort "$work/acked" >"$work/acked.sorted"
 lost=$(comm -23 "$work/acked.sorted" "$work/state1" | wc -l)
 # Every key in the state must have been written by the client (acknowledged or failed).
-unknown=$( (cut -d' ' -f1 "$work/acked"; cat "$work/failed") | sort | comm -13 - <(cut -d' ' -f1 "$work/state1") | wc -l)
+unknown=$( (cut -d' ' -f1 "$work/acked"; cut -d' ' -f1 "$work/failed") | sort | comm -13 - <(cut -d' ' -f1 "$work/state1") | wc -l)
 versions=$(for i in 1 2 3; do cat "$work/n$i.bin"; done | sort -u | tr '\n' ' ')
 [ "$lost" = 0 ] && [ "$unknown" = 0 ] && [ "$versions" = "new " ] && verdict=PASS
 [ "$lost" = 0 ] || comm -23 "$work/acked.sorted" "$work/state1" | head -5 | sed 's/^/lost: /'
-echo "rolling upgrade $old_rev -> $new_rev: $acked acknowledged, $failed failed submits, $lost lost, $unknown unknown keys, converged at commit $commit: $verdict"
+echo "rolling upgrade $old_rev -> $new_rev: $acked acknowledged, $failed failed submits${why:+ ($why)}, $lost lost, $unknown unknown keys, converged at commit $commit: $verdict"
 [ "$verdict" = PASS ]
