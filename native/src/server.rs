@@ -295,10 +295,10 @@ impl<S: App> ServerBuilder<S> {
 
     /// `--force-new-cluster`: each cluster restarts with this node as its only member, keeping
     /// everything it committed, for a cluster whose majority is lost for good (the core's
-    /// [`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster) decides how). The rewrite is durable before the node
-    /// serves. [`bind`](Self::bind) fails ([`ServeError::ForceNewCluster`]) for a cluster with
-    /// no committed state here. Run it on one node only, once: the other members must never
-    /// come back with their old data.
+    /// [`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster) decides
+    /// how). The rewrite is durable before the node serves. [`bind`](Self::bind) fails
+    /// ([`ServeError::ForceNewCluster`]) for a cluster with no committed state here. Run it on
+    /// one node only, once: the other members must never come back with their old data.
     pub fn force_new_cluster(mut self, on: bool) -> Self {
         self.force_new_cluster = on;
         self
