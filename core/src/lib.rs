@@ -75,6 +75,7 @@ pub mod kv;
 mod output;
 mod participant;
 pub mod pmap;
+mod recovery;
 mod state_machine;
 pub mod wire;
 

@@ -1,5 +1,6 @@
 //! The command line of a node for any app (feature `cli`): the flags of `node` and `demo`, the
-//! operator commands [`member`] (`list|add|remove|promote`) and [`transfer`], and [`app_main`],
+//! operator commands [`member`] (`list|add|remove|promote`), [`transfer`] and [`snapshot`]
+//! (`save|restore`, backups), and [`app_main`],
 //! the whole `main` of an example app. The `clusterconsensus` binary is these plus the
 //! key-value app's client subcommands.
 //!
@@ -161,6 +162,12 @@ pub struct NodeArgs {
     /// Ignored when the node resumes from existing data.
     #[arg(long = "join", value_name = "URL", conflicts_with = "bootstrap")]
     pub join: Vec<String>,
+    /// Restart as the only member of each --cluster, keeping everything this node committed:
+    /// for a cluster whose majority is lost for good (their disks gone). DANGER: run it on one
+    /// node only, once (remove the flag afterwards), and never start the old members again
+    /// with their data. Refused (exit 2) when the data directory holds no committed state.
+    #[arg(long, conflicts_with_all = ["memory", "bootstrap", "join"])]
+    pub force_new_cluster: bool,
     /// GET /readyz answers 503 while this node is more than this many committed entries
     /// behind its master.
     #[arg(long, value_name = "N", default_value_t = crate::server::READY_MAX_LAG)]
@@ -219,7 +226,8 @@ impl NodeArgs {
             .ready_max_lag(self.ready_max_lag)
             .transfer_on_shutdown(
                 (!self.no_transfer_on_shutdown).then_some(crate::server::TRANSFER_ON_SHUTDOWN),
-            );
+            )
+            .force_new_cluster(self.force_new_cluster);
         if let Some(a) = &self.advertise {
             b = b.advertise(a);
         }
@@ -408,6 +416,9 @@ enum AppCmd {
     Member(MemberArgs),
     /// Move mastership to another voter; exit code 2 on failure.
     Transfer(TransferArgs),
+    /// Save a running cluster's state to a file, or restore one into a new cluster's data
+    /// directory; exit code 2 on failure.
+    Snapshot(SnapshotArgs),
 }
 
 /// The whole `main` of an app's program: `<name> node <flags>` runs one node of it (the
@@ -435,6 +446,7 @@ pub fn app_main<S: App>(
             Some(AppCmd::Demo(d)) => demo(d, &hints).await,
             Some(AppCmd::Member(m)) => member(m).await,
             Some(AppCmd::Transfer(t)) => transfer(t).await,
+            Some(AppCmd::Snapshot(a)) => snapshot(a, &app).await,
             None => demo(cli.demo, &hints).await,
         }
     })
@@ -835,4 +847,133 @@ fn member_table(rows: &[MemberRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups: `snapshot save` and `snapshot restore`.
+// ---------------------------------------------------------------------------------------------
+
+/// The flags of `snapshot`.
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub cmd: SnapshotCmd,
+}
+
+/// `snapshot save|restore`.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Stream a consistent snapshot of the committed state from a running node into FILE (its
+    /// seq, member list and a checksum in the header); FILE appears only once complete.
+    Save(SaveArgs),
+    /// Check FILE and prepare --data-dir so that `node` started with the same --data-dir,
+    /// --cluster and --advertise runs as the only member of a new cluster holding its state,
+    /// ready to add members. A damaged or truncated file is refused and nothing is written.
+    Restore(RestoreArgs),
+}
+
+/// The flags of `snapshot save`.
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// The node to read the state from (its committed state: a follower's may lag the
+    /// master's), e.g. http://127.0.0.1:9001.
+    #[arg(long, value_name = "URL")]
+    pub node: String,
+    /// The cluster id.
+    #[arg(long, value_name = "ID")]
+    pub cluster: String,
+    /// How long to wait for the answer to start, and for each part of it, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Print what was saved as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub security: ClientSecurity,
+    /// The file to write.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// The flags of `snapshot restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The snapshot file (from `snapshot save`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The data directory to prepare (it must hold no data for --cluster).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The id of the new cluster (the snapshot's own, or another).
+    #[arg(long, value_name = "ID")]
+    pub cluster: String,
+    /// The address the restored node will advertise (its --advertise, or http://HOST:PORT of
+    /// its --listen): its identity as the new cluster's first member.
+    #[arg(long, value_name = "URL")]
+    pub advertise: String,
+    /// Print what was restored as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `snapshot save|restore`; `Err` (exit 2) on any failure, with nothing left at the file or
+/// data directory.
+pub async fn snapshot<S: App>(args: SnapshotArgs, app: impl Fn() -> S) -> Result<(), CliError> {
+    match args.cmd {
+        SnapshotCmd::Save(a) => {
+            let client = a.security.client(a.timeout_ms)?;
+            let saved = crate::backup::save(&client, &a.node, &a.cluster, &a.file)
+                .await
+                .map_err(|e| format!("snapshot save: {e}"))?;
+            let m = &saved.meta;
+            if a.json {
+                let v = json!({
+                    "file": a.file.display().to_string(),
+                    "cluster": m.cluster, "seq": m.seq, "members": m.members,
+                    "learners": m.learners, "bytes": m.bytes, "crc32": saved.crc32,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "saved cluster {} at seq {} ({} bytes, members {}) to {}",
+                    m.cluster,
+                    m.seq,
+                    m.bytes,
+                    m.members.join(", "),
+                    a.file.display()
+                );
+            }
+            Ok(())
+        }
+        SnapshotCmd::Restore(a) => {
+            let (file, dir) = (a.file.clone(), a.data_dir.clone());
+            let (cluster, advertise) = (a.cluster.clone(), a.advertise.clone());
+            let template = app();
+            let r = crate::backup::restore(&file, &dir, &cluster, &advertise, &template)
+                .map_err(|e| format!("snapshot restore: {e}"))?;
+            let m = &r.meta;
+            if a.json {
+                let v = json!({
+                    "cluster": a.cluster, "seq": m.seq, "bytes": m.bytes,
+                    "from_cluster": m.cluster, "wal": r.wal.display().to_string(),
+                    "member": crate::server::trim_addr(&a.advertise),
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "restored {} (cluster {} at seq {}, {} bytes) into {}: start `node --data-dir \
+                     {} --cluster {} --advertise {}`, then add members",
+                    a.file.display(),
+                    m.cluster,
+                    m.seq,
+                    m.bytes,
+                    r.wal.display(),
+                    a.data_dir.display(),
+                    a.cluster,
+                    crate::server::trim_addr(&a.advertise)
+                );
+            }
+            Ok(())
+        }
+    }
 }

@@ -99,6 +99,11 @@ impl HttpClient {
         }
     }
 
+    /// The time limit of each call (and of each wait on a stream).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// `GET url`: the status and the body. `Err` carries the core's transport codes:
     /// `ERR_CONNECT` when no connection could be made, `ERR_CALL` for anything else (timeout,
     /// reset, an answer too large).

@@ -49,6 +49,9 @@ pub enum ServeError {
         cluster: String,
         error: RestoreError,
     },
+    /// `--force-new-cluster` was refused: the data directory holds no committed state to
+    /// keep (or the rewrite could not be stored).
+    ForceNewCluster { cluster: String, message: String },
     /// A write to a cluster's storage failed while serving: the node stopped every cluster
     /// rather than go on without durable storage.
     Storage { cluster: String, message: String },
@@ -69,6 +72,12 @@ impl fmt::Display for ServeError {
             ServeError::NoClusters => f.write_str("no cluster to serve"),
             ServeError::DuplicateCluster(id) => write!(f, "cluster {id:?} given twice"),
             ServeError::Config { cluster, error } => write!(f, "cluster {cluster:?}: {error}"),
+            ServeError::ForceNewCluster { cluster, message } => {
+                write!(
+                    f,
+                    "cluster {cluster:?}: --force-new-cluster refused: {message}"
+                )
+            }
             ServeError::StorageOpen { cluster, message } => {
                 write!(f, "cluster {cluster:?}: storage: {message}")
             }

@@ -7,6 +7,7 @@
 //! | `status` | GET | 200 + the participant's status |
 //! | `watch?from=SEQ[&prefix=P][&wait=MS]` | GET | the change stream ([`crate::watch`]): `text/event-stream`, or with `wait` a long poll's JSON |
 //! | `metrics` | GET | 200 + Prometheus text: commit, instance, role, counters, write latency |
+//! | `snapshot` | GET | the committed state for a backup ([`crate::backup`]): a JSON head line, then the app's snapshot bytes |
 //! | anything else | GET | the app's [`Reads`](crate::Reads) (`?consistent=true`: after a read index) |
 //! | any | OPTIONS | 204 CORS preflight |
 //!
@@ -37,6 +38,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
 use crate::auth::{Access, Policy, VerifiedClientCert};
+use crate::backup::SnapshotStream;
 use crate::cluster::{Cluster, Gone};
 use crate::reads::{percent_decode, ReadRequest};
 use crate::watch::{self, WatchStream};
@@ -44,8 +46,8 @@ use crate::App;
 
 /// An answer with its whole body at once (every route but a watch stream).
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
-/// What the server answers: a whole body, or a watch that streams.
-pub type ResponseBody = Either<Full<Bytes>, WatchStream>;
+/// What the server answers: a whole body, or a stream (a watch, a backup's snapshot).
+pub type ResponseBody = Either<Full<Bytes>, Either<WatchStream, SnapshotStream>>;
 
 /// The longest a long poll (`watch?wait=MS`) waits.
 pub const MAX_WAIT_MS: u64 = 60_000;
@@ -90,6 +92,9 @@ pub async fn handle<S: App>(
                 Some(cluster) if sub == "watch" && req.method() != Method::OPTIONS => {
                     watch_route(&shared, cluster, &req).await
                 }
+                Some(cluster) if sub == "snapshot" && req.method() != Method::OPTIONS => {
+                    crate::backup::route(&shared, cluster, &req).await
+                }
                 _ => cluster_route(&shared, req, rest).await.map(Either::Left),
             };
             add_cors(res.headers_mut());
@@ -108,7 +113,7 @@ pub async fn handle<S: App>(
     Ok(res)
 }
 
-fn unavailable(gone: Gone) -> HttpResponse {
+pub(crate) fn unavailable(gone: Gone) -> HttpResponse {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::State,
@@ -304,7 +309,7 @@ async fn watch_route<S: App>(
     let cursor = cluster.watch.cursor(from, filter);
     let Some(wait) = wait else {
         let body = match cursor {
-            Ok(c) => Either::Right(WatchStream::new(c, slot)),
+            Ok(c) => Either::Right(Either::Left(WatchStream::new(c, slot))),
             // The one error event, then the end (the client re-reads, or tries elsewhere).
             Err(refusal) => Either::Left(Full::new(refusal.event())),
         };
@@ -330,7 +335,7 @@ async fn watch_route<S: App>(
 }
 
 /// `None` if the caller may go on; else the 401 to answer.
-fn check_auth<S: App>(
+pub(crate) fn check_auth<S: App>(
     shared: &Shared<S>,
     req: &hyper::Request<Incoming>,
     access: Access,
@@ -344,11 +349,11 @@ fn check_auth<S: App>(
 }
 
 /// A permit for one client call, or `None` when `--max-inflight` calls are already running.
-fn admit<S: App>(shared: &Shared<S>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+pub(crate) fn admit<S: App>(shared: &Shared<S>) -> Option<tokio::sync::OwnedSemaphorePermit> {
     shared.inflight.clone().try_acquire_owned().ok()
 }
 
-fn overloaded() -> HttpResponse {
+pub(crate) fn overloaded() -> HttpResponse {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::State,

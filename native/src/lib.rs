@@ -126,6 +126,7 @@
 //! | `submit` | POST | `{"chg": [...]}` → `{"fail":false,"err":null,"seq":N,"results":[...]}` once committed |
 //! | `members/add`, `members/remove` | POST | `{"addr": URL}` → once committed |
 //! | `status`, `metrics` | GET | the node's view, Prometheus text |
+//! | `snapshot` | GET | the committed state, for a backup ([`backup`]; needs the client token) |
 //! | `watch?from=SEQ` | GET | the committed entries as this node applies them (server-sent events; `&wait=MS`: long poll) |
 //! | anything else | GET | your [`Reads`] (`?consistent=true`: linearizable) |
 //!
@@ -141,6 +142,7 @@
 #![warn(missing_debug_implementations)]
 
 mod auth;
+pub mod backup;
 mod bootstrap;
 mod client;
 mod cluster;

@@ -2,7 +2,7 @@
 //!
 //! A thin command line over the `clusterconsensus_server` library: `node` and `demo` are the
 //! library's [`cli`] for [`KvStore`]; `submit`, `status`, `get`, `put`, `del`, `cas` and
-//! `watch` are small clients; `member` and `transfer` the library's operator commands.
+//! `watch` are small clients; `member`, `transfer` and `snapshot` the library's operator commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use clusterconsensus::wire::FailResult;
 use clusterconsensus_server::cli::{
-    self, CliError, ClientSecurity, Demo, DemoArgs, MemberArgs, NodeArgs, TransferArgs,
+    self, CliError, ClientSecurity, Demo, DemoArgs, MemberArgs, NodeArgs, SnapshotArgs,
+    TransferArgs,
 };
 use clusterconsensus_server::kv::{KvChange, KvStore};
 use clusterconsensus_server::{percent_encode, Watch, WatchEvent};
@@ -43,6 +44,9 @@ enum Cmd {
     Member(MemberArgs),
     /// Move mastership to another voter (default: the most caught-up); exit code 2 on failure.
     Transfer(TransferArgs),
+    /// Save a running cluster's state to a file (backup), or restore one into the data
+    /// directory of a new one-member cluster; exit code 2 on failure.
+    Snapshot(SnapshotArgs),
     /// Set a key; prints the result {"seq","prev"}; exit code 2 if not committed.
     Put(PutArgs),
     /// Delete a key; prints the result {"seq","prev"}; exit code 2 if not committed.
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
             Cmd::Get(a) => get(a).await,
             Cmd::Member(a) => cli::member(a).await,
             Cmd::Transfer(a) => cli::transfer(a).await,
+            Cmd::Snapshot(a) => cli::snapshot(a, KvStore::new).await,
             Cmd::Put(a) => write(&a.target, KvChange::set(a.key, a.value))
                 .await
                 .map(drop),

@@ -159,6 +159,7 @@ pub struct ServerBuilder<S> {
     www: Option<PathBuf>,
     ready_max_lag: u64,
     transfer_on_shutdown: Option<Duration>,
+    force_new_cluster: bool,
     clusters: Vec<ClusterSpec<S>>,
 }
 
@@ -201,6 +202,7 @@ impl<S: App> ServerBuilder<S> {
             www: None,
             ready_max_lag: READY_MAX_LAG,
             transfer_on_shutdown: Some(TRANSFER_ON_SHUTDOWN),
+            force_new_cluster: false,
             clusters: Vec::new(),
         }
     }
@@ -304,6 +306,17 @@ impl<S: App> ServerBuilder<S> {
     /// leaves at once, and the others wait out an election timeout. Default: 2 s.
     pub fn transfer_on_shutdown(mut self, within: Option<Duration>) -> Self {
         self.transfer_on_shutdown = within;
+        self
+    }
+
+    /// `--force-new-cluster`: each cluster restarts with this node as its only member, keeping
+    /// everything it committed, for a cluster whose majority is lost for good (the core's
+    /// [`Stored::force_new_cluster`](clusterconsensus::Stored::force_new_cluster) decides
+    /// how). The rewrite is durable before the node serves. [`bind`](Self::bind) fails
+    /// ([`ServeError::ForceNewCluster`]) for a cluster with no committed state here. Run it on
+    /// one node only, once: the other members must never come back with their old data.
+    pub fn force_new_cluster(mut self, on: bool) -> Self {
+        self.force_new_cluster = on;
         self
     }
 
@@ -418,6 +431,22 @@ impl<S: App> ServerBuilder<S> {
                         advertise,
                     });
                 }
+            }
+            let mut stored = stored;
+            if self.force_new_cluster {
+                let forced = |message| ServeError::ForceNewCluster {
+                    cluster: id.clone(),
+                    message,
+                };
+                let rewrite = stored.force_new_cluster().map_err(|e| forced(e.message))?;
+                // Durable before anything is served: a crash from here on comes back forced.
+                store.apply(&rewrite).map_err(forced)?;
+                warn!(
+                    cluster = %id,
+                    commit = rewrite.hard.commit,
+                    "--force-new-cluster: this node is now the only member of the cluster; \
+                     never start its old members again with their data"
+                );
             }
             let mut participant = Participant::restore(cfg, spec.app, stored, cluster::now_ms())
                 .map_err(|error| ServeError::Restore {
