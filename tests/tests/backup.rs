@@ -252,9 +252,9 @@ fn damaged_or_truncated_snapshot_files_are_refused_and_nothing_is_written() {
     let bad = c.dir.path().join("bad.snap");
     let bad_s = bad.to_str().unwrap().to_string();
     let data = c.dir.path().join("restored");
-    let restore = |bytes: &[u8]| {
+    let run_restore = |bytes: &[u8]| {
         std::fs::write(&bad, bytes).unwrap();
-        let (code, out, err) = run_cli(&[
+        run_cli(&[
             "snapshot",
             "restore",
             &bad_s,
@@ -264,7 +264,10 @@ fn damaged_or_truncated_snapshot_files_are_refused_and_nothing_is_written() {
             "c1",
             "--advertise",
             "http://127.0.0.1:1",
-        ]);
+        ])
+    };
+    let restore = |bytes: &[u8]| {
+        let (code, out, err) = run_restore(bytes);
         assert!(!data.exists(), "nothing is written for a refused file");
         assert_eq!(out, "");
         (code, err)
@@ -301,21 +304,7 @@ fn damaged_or_truncated_snapshot_files_are_refused_and_nothing_is_written() {
         )
     );
     // The good file restores.
-    let (code, err) = {
-        std::fs::write(&bad, &good).unwrap();
-        let (code, _, err) = run_cli(&[
-            "snapshot",
-            "restore",
-            &bad_s,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--cluster",
-            "c1",
-            "--advertise",
-            "http://127.0.0.1:1",
-        ]);
-        (code, err)
-    };
+    let (code, _, err) = run_restore(&good);
     assert_eq!((code, err.as_str()), (0, ""));
     assert!(data.join("c1.wal").is_file());
 }

@@ -184,16 +184,7 @@ fn failed_fsync_is_never_acknowledged_and_stops_the_node() {
     // Starting and each submit make a fixed number of records durable, so the sync that
     // fails is always the fifth submit's.
     assert_eq!(acked.len(), 4, "then: {refused}");
-    assert_eq!(c.nodes[0].wait_exit(Duration::from_secs(10)), Some(1));
-    let wal = c.nodes[0].data_dir.join("c1.wal");
-    assert_stopped_with(
-        &c.nodes[0],
-        &format!(
-            "error: cluster \"c1\": storage failed, node stopped: sync {}: injected I/O error \
-             (CC_TEST_DISK_FAULT=fsync:10)",
-            wal.display()
-        ),
-    );
+    assert_stopped_by_fsync(&mut c.nodes[0], 10);
 
     c.nodes[0].remove_env("CC_TEST_DISK_FAULT");
     c.nodes[0].restart();
@@ -202,6 +193,21 @@ fn failed_fsync_is_never_acknowledged_and_stops_the_node() {
         assert_eq!(kv_get(&url, "c1", k).as_deref(), Some("1"), "{k} lost");
     }
     submit_ok(&url, "c1", &[set("after", "1")]).unwrap();
+}
+
+/// Waits for the node to exit with code 1 after its `fsync:N` fault, with the one line that
+/// names the log file.
+fn assert_stopped_by_fsync(node: &mut Node, n: u32) {
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(1));
+    let wal = node.data_dir.join("c1.wal");
+    assert_stopped_with(
+        node,
+        &format!(
+            "error: cluster \"c1\": storage failed, node stopped: sync {}: injected I/O error \
+             (CC_TEST_DISK_FAULT=fsync:{n})",
+            wal.display()
+        ),
+    );
 }
 
 /// The same under 8 concurrent submitters, so that inputs are queued behind the failure: the
@@ -240,16 +246,7 @@ fn failed_fsync_under_concurrent_submits_stops_with_the_line() {
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    assert_eq!(c.nodes[0].wait_exit(Duration::from_secs(10)), Some(1));
-    let wal = c.nodes[0].data_dir.join("c1.wal");
-    assert_stopped_with(
-        &c.nodes[0],
-        &format!(
-            "error: cluster \"c1\": storage failed, node stopped: sync {}: injected I/O error \
-             (CC_TEST_DISK_FAULT=fsync:40)",
-            wal.display()
-        ),
-    );
+    assert_stopped_by_fsync(&mut c.nodes[0], 40);
     c.nodes[0].remove_env("CC_TEST_DISK_FAULT");
     c.nodes[0].restart();
     c.wait_master("c1", Duration::from_secs(10));
