@@ -29,6 +29,10 @@ pub struct Config {
     pub max_queued: usize,
     /// Commits between snapshots: the host's log holds at most this many entries.
     pub snapshot_every: u64,
+    /// The most a `start` carries of a snapshot, in bytes of its encoded (JSON-escaped) `snap`
+    /// field: a larger snapshot travels as a chunked transfer (docs/PROTOCOL.md section 9).
+    /// A host keeps it well below the largest body its peers accept.
+    pub snapshot_chunk: usize,
     /// Consecutive failures to forward a submit to the master before a follower campaigns.
     pub forward_failures_before_election: u32,
     /// How long an outgoing call may wait behind others to the same peer before it is
@@ -54,14 +58,18 @@ pub enum Mutant {
     LearnerVotes,
     /// A learner is promoted however far behind it is.
     PromoteBehind,
+    /// A node receiving a chunked snapshot takes its commit at the first chunk, before the
+    /// last chunk arrived and its checksum was verified.
+    InstallBeforeLastChunk,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 5] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
+        Mutant::InstallBeforeLastChunk,
     ];
 }
 
@@ -78,6 +86,7 @@ impl Config {
             max_batch: 4096,
             max_queued: 100_000,
             snapshot_every: 10_000,
+            snapshot_chunk: 1 << 20,
             forward_failures_before_election: 3,
             request_timeout_ms: 1000,
             seed: 0,
@@ -103,6 +112,9 @@ impl Config {
         }
         if self.max_batch == 0 || self.max_queued == 0 || self.snapshot_every == 0 {
             return bad("max_batch, max_queued and snapshot_every must be positive");
+        }
+        if self.snapshot_chunk < 64 {
+            return bad("snapshot_chunk must be at least 64 bytes");
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms must be positive");

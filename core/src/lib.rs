@@ -70,6 +70,7 @@
 extern crate alloc;
 
 mod config;
+pub mod crc32;
 mod error;
 pub mod kv;
 mod output;

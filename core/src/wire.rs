@@ -148,6 +148,24 @@ pub struct Start {
     /// Extension: which of `participants` are learners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<Learner>,
+    /// Extension (chunked transfer, docs/PROTOCOL.md section 9): `snap` holds the snapshot's
+    /// text from this byte offset on, not the whole text. Absent: the seed's one-body start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Extension, with `offset`: more chunks of this snapshot follow this one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// Extension, on the last chunk (`offset` set, `more` false): the CRC-32 (IEEE) of the
+    /// whole snapshot text. The receiver installs the snapshot only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc: Option<u32>,
+}
+
+impl Start {
+    /// Whether this is one chunk of a chunked transfer (else the seed's whole `snap`).
+    pub fn is_chunk(&self) -> bool {
+        self.offset.is_some()
+    }
 }
 
 /// `POST submit`: changes for the master to replicate.
@@ -256,6 +274,11 @@ pub struct FailResult {
     /// order ([`StateMachine::apply`](crate::StateMachine::apply)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<serde_json::Value>>,
+    /// Extension, on the answer to a chunked `start`: how many bytes of that snapshot the
+    /// receiver holds, i.e. the offset of the chunk it expects next (also on a refusal, so
+    /// that the sender resumes there; 0: start the transfer over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl FailResult {
@@ -266,6 +289,7 @@ impl FailResult {
             instance: None,
             seq: None,
             results: None,
+            offset: None,
         }
     }
 
@@ -285,6 +309,7 @@ impl FailResult {
             seq: e.commit,
             err: Some(e),
             results: None,
+            offset: None,
         }
     }
 

@@ -73,6 +73,7 @@ pub(super) struct Peer {
 impl<S: StateMachine> Participant<S> {
     /// Takes office at `instance`: the first accept carries the recovered payload.
     pub(super) fn lead(&mut self, now: u64, instance: u64, recovered: Payload) {
+        self.transfers.clear();
         let peers = self
             .replicas()
             .into_iter()
@@ -473,18 +474,91 @@ impl<S: StateMachine> Participant<S> {
         }
     }
 
-    /// Sends our committed state to `to` (it fell behind, joined, or is unjoined).
+    /// Sends our committed state to `to` (it fell behind, joined, or is unjoined). A master
+    /// sends it through a transfer ([`transfer`](super::transfer)): the seed's one-body `start`
+    /// when the snapshot fits in one chunk, else the chunk in flight again (after a cut), or
+    /// the first chunk of a fresh snapshot. A candidate (`campaign`) sends the whole state.
     pub(super) fn send_start(&mut self, to: String, campaign: bool) {
         let instance = self.hard.promised;
         if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
             p.starting = true;
         }
-        let req = Request::Start(self.start_for(&to, self.hard.self_addr.clone()));
-        self.send(to, req, Pending::Start { instance, campaign });
+        if campaign || self.leader.is_none() {
+            let req = Request::Start(self.start_for(&to, self.hard.self_addr.clone()));
+            let pending = Pending::Start {
+                instance,
+                campaign,
+                chunk: None,
+            };
+            self.send(to, req, pending);
+            return;
+        }
+        match self.transfers.get(&to).and_then(|t| t.sent.clone()) {
+            // Resume: the follower answers with the offset it holds if it already has it.
+            Some(c) => self.send_chunk(to, c),
+            None => self.restart_transfer(to),
+        }
+    }
+
+    /// Starts a transfer of our state at the current commit to `to` (superseding any older
+    /// one) and sends its first chunk.
+    fn restart_transfer(&mut self, to: String) {
+        let mut t = super::transfer::Outgoing::new(self.hard.commit, self.app.snapshot());
+        match t.next_chunk(self.cfg.snapshot_chunk) {
+            Ok(c) if c.offset == 0 && !c.more => {
+                // It fits in one body: the seed's start, which every peer speaks.
+                self.transfers.remove(&to);
+                let start = self.start_header(&to, self.hard.self_addr.clone(), c.text);
+                let pending = Pending::Start {
+                    instance: self.hard.promised,
+                    campaign: false,
+                    chunk: None,
+                };
+                self.send(to, Request::Start(start), pending);
+            }
+            Ok(c) => {
+                self.transfers.insert(to.clone(), t);
+                self.send_chunk(to, c);
+            }
+            Err(_) => {
+                // Not text: it cannot travel in a `start` (the application breaks the
+                // snapshot contract). Try again at the next tick.
+                self.transfers.remove(&to);
+                if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
+                    p.starting = false;
+                }
+            }
+        }
+    }
+
+    /// Sends one chunk of the transfer to `to`.
+    fn send_chunk(&mut self, to: String, c: super::transfer::Chunk) {
+        let Some(seq) = self.transfers.get(&to).map(|t| t.seq) else {
+            return;
+        };
+        if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
+            p.starting = true;
+        }
+        let mut start = self.start_header(&to, self.hard.self_addr.clone(), c.text);
+        start.seq = seq;
+        start.offset = Some(c.offset);
+        start.more = c.more;
+        start.crc = c.crc;
+        let pending = Pending::Start {
+            instance: self.hard.promised,
+            campaign: false,
+            chunk: Some((seq, c.offset)),
+        };
+        self.send(to, Request::Start(start), pending);
     }
 
     /// A `start` carrying our committed state for `to`, naming `master`.
     pub(super) fn start_for(&self, to: &str, master: String) -> Start {
+        self.start_header(to, master, self.snapshot_string())
+    }
+
+    /// A `start` of our commit for `to`, naming `master`, with `snap` as given.
+    fn start_header(&self, to: &str, master: String, snap: String) -> Start {
         Start {
             instance: self.hard.promised,
             seq: self.hard.commit,
@@ -492,9 +566,12 @@ impl<S: StateMachine> Participant<S> {
             self_: Member::new(to),
             master: Member::new(master),
             participants: self.all_members().into_iter().map(Member::new).collect(),
-            snap: self.snapshot_string(),
+            snap,
             version: Some(self.hard.members_version),
             learners: self.hard.learners.clone(),
+            offset: None,
+            more: false,
+            crc: None,
         }
     }
 
@@ -504,6 +581,7 @@ impl<S: StateMachine> Participant<S> {
         from: String,
         instance: u64,
         campaign: bool,
+        chunk: Option<(u64, u64)>,
         res: Result<Response, Error>,
     ) {
         let ok = matches!(&res, Ok(Response::Fail(f)) if !f.fail && f.err.is_none());
@@ -524,8 +602,62 @@ impl<S: StateMachine> Participant<S> {
                 return self.step_down(now, Error::state("a higher instance was promised"));
             }
         }
+        if let Some((seq, offset)) = chunk {
+            return self.on_chunk_result(from, seq, offset, ok, res);
+        }
         if ok {
             self.send_current(from);
+        }
+    }
+
+    /// A chunk at `offset` of the transfer of snapshot `seq` to `from` was answered: send the
+    /// next chunk, the same again, or start over, by the offset the follower says it holds.
+    fn on_chunk_result(
+        &mut self,
+        from: String,
+        seq: u64,
+        offset: u64,
+        ok: bool,
+        res: Result<Response, Error>,
+    ) {
+        let Ok(Response::Fail(f)) = res else {
+            // Cut or not answered: the transfer stays; the next tick's accept finds the gap and
+            // `send_start` re-sends the chunk in flight.
+            return;
+        };
+        let Some(t) = self.transfers.get_mut(&from).filter(|t| t.seq == seq) else {
+            return;
+        };
+        let Some(sent) = t.sent.clone().filter(|c| c.offset == offset) else {
+            return; // the answer to an older chunk
+        };
+        match f.offset {
+            Some(held) if held == sent.end() && !sent.more => {
+                // Installed (or refused as not newer): done. A follower that installed it is
+                // sent the current slot; one still behind gets a newer snapshot then.
+                self.transfers.remove(&from);
+                if ok {
+                    self.send_current(from);
+                }
+            }
+            Some(held) if held == sent.end() => match t.next_chunk(self.cfg.snapshot_chunk) {
+                Ok(c) => self.send_chunk(from, c),
+                Err(_) => {
+                    self.transfers.remove(&from);
+                }
+            },
+            Some(held) if held == sent.offset => self.send_chunk(from, sent),
+            // It holds nothing we can resume from (it restarted, took another snapshot, or
+            // refused the bytes): start over from our current state.
+            Some(_) => self.restart_transfer(from),
+            None => {
+                // A refusal about the start itself (not newer, not ours): give up this
+                // transfer; the next tick decides again.
+                self.transfers.remove(&from);
+                if ok {
+                    self.send_current(from);
+                }
+            }
         }
     }
 
@@ -596,6 +728,7 @@ impl<S: StateMachine> Participant<S> {
         let Some(l) = self.leader.take() else {
             return;
         };
+        self.transfers.clear();
         let mut waiters: Vec<RequestId> = Vec::new();
         if let Some(f) = l.inflight {
             waiters.extend(f.waiters.into_iter().map(|(id, _)| id));

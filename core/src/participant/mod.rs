@@ -14,6 +14,7 @@ mod prepare;
 mod read;
 mod start;
 mod submit;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -86,9 +87,11 @@ enum Pending {
         seq: u64,
     },
     /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
+    /// `chunk`: the (snapshot seq, offset) of the chunk it carries, for a chunked transfer.
     Start {
         instance: u64,
         campaign: bool,
+        chunk: Option<(u64, u64)>,
     },
     /// A submit or admin call forwarded to the master for the incoming request `req`.
     Forward {
@@ -168,6 +171,10 @@ pub struct Participant<S: StateMachine> {
     joiners: Vec<String>,
     /// An unjoined node asking to be added ([`Participant::join`]).
     joining: Option<Joining>,
+    /// On a master: the chunked snapshot transfer to each follower that needs one.
+    transfers: BTreeMap<String, transfer::Outgoing<S::Snapshot>>,
+    /// A chunked snapshot being received (in memory only: a restart starts it over).
+    incoming: Option<transfer::Incoming<S::Restore>>,
 }
 
 /// An unjoined node's requests to be added.
@@ -283,6 +290,8 @@ impl<S: StateMachine> Participant<S> {
             local_reads: Vec::new(),
             joiners: Vec::new(),
             joining: None,
+            transfers: BTreeMap::new(),
+            incoming: None,
         })
     }
 
@@ -541,9 +550,11 @@ impl<S: StateMachine> Participant<S> {
                 round,
                 seq,
             } => self.on_accept_result(now, from, instance, proposal, round, seq, res),
-            Pending::Start { instance, campaign } => {
-                self.on_start_result(now, from, instance, campaign, res)
-            }
+            Pending::Start {
+                instance,
+                campaign,
+                chunk,
+            } => self.on_start_result(now, from, instance, campaign, chunk, res),
             Pending::Forward { req } => self.on_forward_result(now, req, res),
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),

@@ -284,6 +284,9 @@ fn start(
         snap,
         version,
         learners: vec![],
+        offset: None,
+        more: false,
+        crc: None,
     })
 }
 
