@@ -105,9 +105,9 @@ impl<T: SnapshotSource> Outgoing<T> {
 }
 
 /// How many bytes of `buf` go into a chunk whose JSON string encoding is at most `limit` bytes:
-/// the longest such prefix that ends on a character boundary, and at least one character.
+/// (quotes included): the longest such prefix that ends on a character boundary, and at least one character.
 fn cut_point(buf: &[u8], limit: usize) -> usize {
-    let mut cost = 0;
+    let mut cost = 2; // the quotes
     let mut n = 0;
     for (i, b) in buf.iter().enumerate() {
         // serde_json's escapes: `\"`, `\\`, `\n`-style pairs, `\u00XX` for other controls.
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_text_in_order_and_the_last_carries_the_crc() {
-        let v = chunks("abcdefghij", 4);
+        let v = chunks("abcdefghij", 6);
         let texts: Vec<(u64, &str, bool)> = v
             .iter()
             .map(|c| (c.offset, c.text.as_str(), c.more))
@@ -205,26 +205,26 @@ mod tests {
         assert_eq!(v[2].crc, Some(crc32(b"abcdefghij")));
         assert_eq!((v[0].crc, v[1].crc), (None, None));
         // Exactly one chunk's worth: one chunk, the last.
-        let v = chunks("abcd", 4);
+        let v = chunks("abcd", 6);
         assert_eq!(
             (v.len(), v[0].more, v[0].crc),
             (1, false, Some(crc32(b"abcd")))
         );
-        let v = chunks("", 4);
+        let v = chunks("", 6);
         assert_eq!((v.len(), v[0].text.as_str(), v[0].more), (1, "", false));
     }
 
     #[test]
     fn a_chunk_is_cut_by_its_escaped_size_and_on_a_character_boundary() {
-        // `"` encodes to two bytes: two of them fill a limit of 4.
-        let v = chunks("\"\"\"ab", 4);
+        // `"` encodes to two bytes: two of them and the quotes fill a limit of 6.
+        let v = chunks("\"\"\"ab", 6);
         assert_eq!(v[0].text, "\"\"");
         // `é` is two bytes: never split.
-        let v = chunks("aéé", 4);
+        let v = chunks("aéé", 6);
         let texts: Vec<&str> = v.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(texts, ["aé", "é"]);
         // A control character costs 6: one character at least, even above the limit.
-        let v = chunks("\u{1}\u{1}", 4);
+        let v = chunks("\u{1}\u{1}", 6);
         assert_eq!(v[0].text, "\u{1}");
     }
 

@@ -29,6 +29,7 @@ use crate::wire::{
 use crate::{Config, StateMachine};
 
 mod accept;
+mod chunked;
 mod early;
 mod election;
 mod learners;
