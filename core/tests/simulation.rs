@@ -149,10 +149,12 @@ fn sweep() {
         sum(|r| r.faults),
     );
     let (learners, promotions) = (sum(|r| r.stats.learners_added), sum(|r| r.stats.promotions));
+    let chunks = sum(|r| r.stats.chunks_delivered);
     let _ = writeln!(
         err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
-         {elections} elections won, {snapshots} snapshots installed, {membership} membership \
+         {elections} elections won, {snapshots} snapshots installed ({chunks} snapshot chunks \
+         delivered), {membership} membership \
          changes committed ({learners} learners added, {promotions} promoted), {crashes} \
          crashes, {faults} nemesis actions"
     );
@@ -160,7 +162,7 @@ fn sweep() {
     // The sweep must exercise what it claims to (a vacuous run proves nothing).
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
-        assert!(learners > 0 && promotions > 0);
+        assert!(learners > 0 && promotions > 0 && chunks > 0);
     }
     assert!(failing.is_empty(), "{} seeds failed", failing.len());
 }

@@ -273,7 +273,12 @@ impl<S: SimApp> Sim<S> {
                     self.check_chosen(i, seq, &payload);
                 }
             }
-            Event::SnapshotInstalled { seq } => self.checker.on_snapshot(i, seq),
+            Event::SnapshotInstalled { seq } => {
+                // The state as installed, if nothing was applied after it yet.
+                let p = self.nodes[i].p.as_ref().filter(|p| p.commit() == seq);
+                self.checker
+                    .on_snapshot(self.now, i, seq, p.map(|p| p.state()));
+            }
             Event::BecameMaster { instance } => {
                 self.checker.stats.elections_won += 1;
                 self.check_elected(i, instance);

@@ -61,6 +61,8 @@ pub struct ScenarioConfig {
     pub crashes: bool,
     pub partitions: bool,
     pub membership: bool,
+    /// [`SimConfig::snapshot_chunk`]: most snapshots travel in several chunks.
+    pub snapshot_chunk: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -89,6 +91,7 @@ impl ScenarioConfig {
             crashes: r.range(0, 4) != 0,
             partitions: r.range(0, 4) != 0,
             membership: r.range(0, 3) == 0,
+            snapshot_chunk: r.range(64, 256) as usize,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -154,6 +157,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     let mut sc = SimConfig::new(cfg.nodes, cfg.seed);
     sc.spares = cfg.spares;
     sc.faults = cfg.faults.clone();
+    sc.snapshot_chunk = cfg.snapshot_chunk;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;
