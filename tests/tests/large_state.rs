@@ -66,3 +66,48 @@ fn a_new_member_and_a_lagging_follower_receive_a_state_larger_than_a_body() {
     let st = status(&c.nodes[f].url, "c1").unwrap();
     assert_eq!(st["commit"], want["commit"], "{st}");
 }
+
+/// The measurement of the README (not part of CI): a join at `LARGE_KEYS` keys (default
+/// 300,000) of 100-byte values, about 41 MB, with the default body limit (1 MiB chunks):
+/// `cargo build --release -p clusterconsensus-server --bins && CLUSTERCONSENSUS_BIN=target/release/clusterconsensus
+/// cargo test -p clusterconsensus-tests --test large_state join_at_scale -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn join_at_scale() {
+    let keys: usize = std::env::var("LARGE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let c = Cluster::start("scale", 3, &["c1"], &[]);
+    let m = c.master("c1").unwrap();
+    let master = c.nodes[m].url.clone();
+    let v: String = std::iter::repeat_n('v', 100).collect();
+    let t = std::time::Instant::now();
+    let changes: Vec<String> = (0..keys).map(|i| set(&format!("key{i:012}"), &v)).collect();
+    for batch in changes.chunks(1000) {
+        submit_ok(&master, "c1", batch).unwrap();
+    }
+    let count = |node: &str| get_json(node, "c1", "kv?limit=1").and_then(|p| p["count"].as_u64());
+    assert_eq!(count(&master), Some(keys as u64));
+    eprintln!("prefill: {keys} keys in {:.1} s", t.elapsed().as_secs_f64());
+    let fourth = Node::start(c.dir.path(), "node4", &["c1"], &[]);
+    let t = std::time::Instant::now();
+    let v = post_json(&master, "c1", "members/add", &json!({"addr": fourth.url})).unwrap();
+    assert_eq!(v, json!({"fail": false, "err": null}));
+    wait_for(
+        Duration::from_secs(300),
+        "the 4th member to hold the state",
+        || (count(&fourth.url) == Some(keys as u64)).then_some(()),
+    );
+    let holds = t.elapsed();
+    wait_for(
+        Duration::from_secs(60),
+        "the 4th member to be a voter",
+        || status(&fourth.url, "c1").filter(|s| s["role"] == "participant"),
+    );
+    eprintln!(
+        "join: the 4th member holds {keys} keys {:.2} s after members/add, a voter after {:.2} s",
+        holds.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+}

@@ -418,6 +418,12 @@ impl<S: StateMachine> Participant<S> {
     pub fn self_addr(&self) -> &str {
         &self.hard.self_addr
     }
+    /// Chunked snapshot transfers under way: how many this master is sending, and the
+    /// (snapshot seq, bytes held) of the one this node is receiving.
+    pub fn snapshot_transfers(&self) -> (usize, Option<(u64, u64)>) {
+        let incoming = self.incoming.as_ref().map(|i| (i.seq, i.held));
+        (self.transfers.len(), incoming)
+    }
     /// Whether this node is master and has confirmed it on a majority (it serves submits).
     pub fn is_serving_master(&self) -> bool {
         self.leader.as_ref().is_some_and(|l| !l.recovering)

@@ -60,6 +60,10 @@ pub struct Stats {
     pub crashes: u64,
     /// Chunks of chunked snapshot transfers delivered.
     pub chunks_delivered: u64,
+    /// Crashes of a master in the middle of sending a chunked snapshot, and of a node in the
+    /// middle of receiving one.
+    pub crashes_sending_snapshot: u64,
+    pub crashes_receiving_snapshot: u64,
 }
 
 /// FNV-1a: a stable digest of a snapshot.

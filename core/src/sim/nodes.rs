@@ -45,6 +45,11 @@ impl<S: SimApp> Sim<S> {
             return;
         }
         self.log(|| format!("{i} CRASH"));
+        if let Some(p) = self.nodes[i].p.as_ref() {
+            let st = &mut self.checker.stats;
+            st.crashes_sending_snapshot += u64::from(p.snapshot_transfers().0 > 0);
+            st.crashes_receiving_snapshot += u64::from(p.snapshot_transfers().1.is_some());
+        }
         let n = &mut self.nodes[i];
         n.p = None;
         n.persist = None;
