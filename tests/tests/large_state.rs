@@ -110,4 +110,23 @@ fn join_at_scale() {
         holds.as_secs_f64(),
         t.elapsed().as_secs_f64()
     );
+    // A follower killed, 30,000 more writes (past the retained log), restarted.
+    let mut c = c;
+    let f = (m + 1) % 3;
+    c.nodes[f].kill();
+    for batch in changes[..30_000].chunks(1000) {
+        let again: Vec<String> = batch.iter().map(|x| x.replace("vvvv", "wwww")).collect();
+        submit_ok(&master, "c1", &again).unwrap();
+    }
+    let commit = |node: &str| status(node, "c1").and_then(|s| s["commit"].as_u64());
+    let want = commit(&master).unwrap();
+    let t = std::time::Instant::now();
+    c.nodes[f].restart();
+    wait_for(Duration::from_secs(300), "the follower to catch up", || {
+        (commit(&c.nodes[f].url) >= Some(want)).then_some(())
+    });
+    eprintln!(
+        "catch-up: the restarted follower reached commit {want} {:.2} s after its restart",
+        t.elapsed().as_secs_f64()
+    );
 }
