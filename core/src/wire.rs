@@ -748,6 +748,38 @@ mod tests {
     }
 
     #[test]
+    fn a_chunked_start_adds_three_fields_and_a_seed_start_has_none() {
+        let seed = r#"{"instance":1,"seq":4,"cluster":"c","self":{"addr":"http://b"},"master":{"addr":"http://a"},"participants":[{"addr":"http://a"},{"addr":"http://b"}],"snap":"xyz"}"#;
+        let Request::Start(mut s) = Request::decode(Method::Start, seed.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert!(!s.is_chunk());
+        assert_eq!(serde_json::to_string(&s).unwrap(), seed);
+        s.offset = Some(3);
+        s.more = true;
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.ends_with(r#""snap":"xyz","offset":3,"more":true}"#),
+            "{text}"
+        );
+        s.more = false;
+        s.crc = Some(7);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.ends_with(r#""snap":"xyz","offset":3,"crc":7}"#),
+            "{text}"
+        );
+        let back = Request::decode(Method::Start, text.as_bytes()).unwrap();
+        assert_eq!(back, Request::Start(s));
+        let r = FailResult {
+            offset: Some(12),
+            ..FailResult::ok()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"fail":false,"err":null,"offset":12}"#);
+    }
+
+    #[test]
     fn requests_round_trip_through_bytes() {
         let reqs = vec![
             Request::Submit(Submit {
