@@ -264,6 +264,7 @@ impl Host {
                     accepted: true,
                     err: None,
                     instance: None,
+                    seq: None,
                 }),
                 Request::ReadIndex(_) => Response::Fail(FailResult {
                     seq: Some(u64::from(commit)),
@@ -336,6 +337,7 @@ fn initial(start: &Start0) -> Participant<KvStore> {
                     payload: Payload::Changes(vec![change(1)]),
                 }),
                 members,
+                learners: vec![],
                 members_version: 0,
             };
             let stored = Stored {
@@ -404,6 +406,8 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
+                learner: false,
+                promote: true,
             })),
             Action::RmMember {
                 instance,
@@ -415,6 +419,8 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 seq: u64::from(seq),
                 mem: Member::new(addr(mem)),
                 master: m(master),
+                learner: false,
+                promote: true,
             })),
             Action::Start {
                 instance,
@@ -439,8 +445,17 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                     self_: Member::new(ME),
                     master: Member::new(addr(master)),
                     participants: parts,
+                    // A chunk when `seq` is odd: the whole `snap` as a one-chunk transfer (its
+                    // checksum right when `participants` is even), or a chunk at offset 1.
+                    offset: (seq % 2 == 1).then_some(u64::from(instance % 2)),
+                    more: false,
+                    crc: (seq % 2 == 1).then(|| match participants % 2 {
+                        0 => clusterconsensus::crc32::crc32(snap.as_bytes()),
+                        _ => 0,
+                    }),
                     snap,
                     version: None,
+                    learners: vec![],
                 }))
             }
             Action::Submit {
@@ -462,6 +477,8 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
+                voter: false,
+                promote: true,
             })),
             Action::MembersRemove {
                 mem,
@@ -471,6 +488,8 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 addr: addr(mem),
                 version: version.map(u64::from),
                 forwarded,
+                voter: false,
+                promote: true,
             })),
             Action::ReadIndex { forwarded } => {
                 h.request(Request::ReadIndex(ReadIndex { forwarded }))
