@@ -88,7 +88,7 @@ pub use output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
     Snapshot, Status, Stored,
 };
-pub use participant::{majority, Participant, PeerStatus, Role, StatusReport};
+pub use participant::{majority, Participant, PeerStatus, Role, SnapshotProgress, StatusReport};
 pub use state_machine::{
     restore_from, snapshot_to_string, SnapshotSink, SnapshotSource, StateMachine, WholeRestore,
     WholeSnapshot,

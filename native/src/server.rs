@@ -89,7 +89,8 @@ impl Default for Timing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body, in bytes (larger: `413`). A snapshot larger than a quarter of it
-    /// (or than 1 MiB) travels to a joining or lagging node in chunks (a chunked `start`).
+    /// (or than 1 MiB) travels to a joining or lagging node in chunks (a chunked `start`). The
+    /// sender sizes the chunks by its own limit: give every node of a cluster the same one.
     pub max_body: usize,
     /// Client calls (submit, members/*, readindex, reads, status) handled at once; more get
     /// `503 ERR_STATE` at once. The peer protocol is not counted.

@@ -211,6 +211,18 @@ pub struct StatusReport {
     pub last_master_contact_ms: Option<u64>,
     pub queued: usize,
     pub peers: Vec<PeerStatus>,
+    /// A chunked snapshot this node is receiving: its seq and the bytes received so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving: Option<SnapshotProgress>,
+}
+
+/// How far a chunked snapshot transfer has gone (docs/PROTOCOL.md section 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotProgress {
+    /// The commit the snapshot is at.
+    pub seq: u64,
+    /// Bytes of its text the receiver holds (on a master: acknowledged by the follower).
+    pub bytes: u64,
 }
 
 /// One other member as this node sees it.
@@ -226,6 +238,9 @@ pub struct PeerStatus {
     pub matched: Option<u64>,
     /// On a master: how many committed entries it is behind.
     pub lag: Option<u64>,
+    /// On a master: the chunked snapshot it is sending this member, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 impl<S: StateMachine> core::fmt::Debug for Participant<S> {
@@ -443,6 +458,10 @@ impl<S: StateMachine> Participant<S> {
                     last_contact_ms: last,
                     matched,
                     lag,
+                    snapshot: self.transfers.get(&m).map(|t| SnapshotProgress {
+                        seq: t.seq,
+                        bytes: t.sent.as_ref().map_or(0, |c| c.offset),
+                    }),
                     addr: m,
                 }
             })
@@ -465,6 +484,10 @@ impl<S: StateMachine> Participant<S> {
             },
             queued: self.leader.as_ref().map_or(0, |l| l.queued_changes),
             peers,
+            receiving: self.incoming.as_ref().map(|i| SnapshotProgress {
+                seq: i.seq,
+                bytes: i.held,
+            }),
         }
     }
 

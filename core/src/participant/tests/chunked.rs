@@ -72,6 +72,34 @@ fn the_follower_installs_only_after_the_last_chunk_and_its_checksum() {
 }
 
 #[test]
+fn status_shows_the_transfer_on_both_ends() {
+    let mut b = follower3();
+    let (_, text) = state4();
+    assert_eq!(b.status(10).receiving, None);
+    request(&mut b, 10, 7, chunk(4, &text[..10], 0, true, None));
+    let got = b.status(10).receiving;
+    assert_eq!(got, Some(crate::SnapshotProgress { seq: 4, bytes: 10 }));
+    let (mut a, first, m) = master_with_a_lagging_follower();
+    let progress = |a: &P| {
+        a.status(30)
+            .peers
+            .into_iter()
+            .find(|p| p.addr == B)
+            .unwrap()
+    };
+    assert_eq!(
+        progress(&a).snapshot,
+        Some(crate::SnapshotProgress { seq: 3, bytes: 0 })
+    );
+    respond(&mut a, 30, m, holds(first.snap.len() as u64));
+    let bytes = first.snap.len() as u64;
+    assert_eq!(
+        progress(&a).snapshot,
+        Some(crate::SnapshotProgress { seq: 3, bytes })
+    );
+}
+
+#[test]
 fn a_chunk_out_of_order_is_answered_with_the_offset_expected_and_not_applied() {
     let mut b = follower3();
     let (_, text) = state4();
