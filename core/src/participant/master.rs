@@ -441,10 +441,10 @@ impl<S: StateMachine> Participant<S> {
             return;
         };
         peer.outstanding = peer.outstanding.saturating_sub(1);
-        let (ok, err, refused_at) = match res {
+        let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // unreachable: re-sent at the next tick
-            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance),
-            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance),
+            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
             Ok(Response::Prepare(_)) => return,
         };
         if ok {
@@ -469,8 +469,92 @@ impl<S: StateMachine> Participant<S> {
             // above it.
             return self.step_down(now, Error::state("a higher instance was promised"));
         }
-        if matches!(code, Some(ErrorCode::Gap) | Some(ErrorCode::State)) && !peer.starting {
+        let starting = peer.starting;
+        if code == Some(ErrorCode::Gap) && !starting {
+            if let Some(c) = their_commit {
+                if self.catch_up(from.clone(), c + 1) {
+                    return;
+                }
+            }
+        }
+        if matches!(code, Some(ErrorCode::Gap) | Some(ErrorCode::State)) && !starting {
             self.send_start(from, false);
+        }
+    }
+
+    /// Catches `to` up from `seq` with the committed entries we still keep, one accept at a
+    /// time, each sent once the previous one was accepted (a follower commits its staged slot
+    /// at `S` when the accept at `S + 1` comes in the same instance, and the slot is chosen, so
+    /// re-proposing the chosen value is what any master would propose there). Far cheaper than
+    /// a snapshot of a large state, and what lets a follower that took a snapshot while writes
+    /// went on join the stream. `false` if those entries are no longer kept: send a snapshot.
+    fn catch_up(&mut self, to: String, seq: u64) -> bool {
+        if seq > self.hard.commit {
+            return false;
+        }
+        let Some(e) = self.recent_entry(seq).cloned() else {
+            return false;
+        };
+        let Some(l) = self.leader.as_mut() else {
+            return false;
+        };
+        let instance = l.instance;
+        if let Some(p) = l.peers.get_mut(&to) {
+            p.starting = true;
+        }
+        let req = e.payload.to_request(instance, seq, &self.hard.self_addr);
+        self.send(to, req, Pending::CatchUp { instance, seq });
+        true
+    }
+
+    pub(super) fn on_catch_up_result(
+        &mut self,
+        now: u64,
+        from: String,
+        instance: u64,
+        seq: u64,
+        res: Result<Response, Error>,
+    ) {
+        let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        let Some(peer) = l.peers.get_mut(&from) else {
+            return;
+        };
+        peer.starting = false;
+        let (ok, err, refused_at, their_commit) = match res {
+            Err(_) => return, // the next tick finds the gap again
+            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
+            Ok(Response::Prepare(_)) => return,
+        };
+        if ok {
+            peer.last_ack = now;
+            // Accepted at `seq`: its commit is at least `seq - 1`.
+            peer.matched = peer.matched.max(seq.saturating_sub(1));
+            if seq < self.hard.commit {
+                if !self.catch_up(from.clone(), seq + 1) {
+                    self.send_start(from.clone(), false);
+                }
+            } else {
+                // Caught up: the slot in flight (or a heartbeat) commits `seq` there.
+                self.send_current(from.clone());
+            }
+            if self.is_learner(&from) {
+                self.maybe_promote(now, &from);
+            }
+            return;
+        }
+        if refused_at.is_some_and(|i| i > instance) {
+            return self.step_down(now, Error::state("a higher instance was promised"));
+        }
+        if err.is_some_and(|e| e.code == ErrorCode::Gap) {
+            // Further behind than it was (it restarted from older state): from there, or a
+            // snapshot.
+            let from_seq = their_commit.map_or(0, |c| c + 1);
+            if from_seq == 0 || !self.catch_up(from.clone(), from_seq) {
+                self.send_start(from, false);
+            }
         }
     }
 

@@ -104,6 +104,11 @@ enum Pending {
     /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
     /// matters if it reports a gap.
     Notice,
+    /// A committed entry at `seq` re-sent to a follower that is behind (see `catch_up`).
+    CatchUp {
+        instance: u64,
+        seq: u64,
+    },
     /// An unjoined node's request to be added: it waits for the `start` either way.
     Join,
 }
@@ -175,7 +180,15 @@ pub struct Participant<S: StateMachine> {
     transfers: BTreeMap<String, transfer::Outgoing<S::Snapshot>>,
     /// A chunked snapshot being received (in memory only: a restart starts it over).
     incoming: Option<transfer::Incoming<S::Restore>>,
+    /// The newest committed entries (at most `snapshot_every` of them and [`RECENT_BYTES`]),
+    /// from which a master catches up a follower that is a few entries behind without a
+    /// snapshot.
+    recent: VecDeque<Entry>,
+    recent_bytes: usize,
 }
+
+/// The most bytes of changes a node keeps in [`Participant::recent`] for catching up followers.
+const RECENT_BYTES: usize = 8 << 20;
 
 /// An unjoined node's requests to be added.
 #[derive(Clone, Debug)]
@@ -307,6 +320,8 @@ impl<S: StateMachine> Participant<S> {
             joining: None,
             transfers: BTreeMap::new(),
             incoming: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         })
     }
 
@@ -352,6 +367,7 @@ impl<S: StateMachine> Participant<S> {
                     let _ = p.app.apply(e.seq, c);
                 }
             }
+            p.remember(e.seq, &e.payload);
             at = e.seq;
         }
         if at != hard.commit {
@@ -587,6 +603,9 @@ impl<S: StateMachine> Participant<S> {
             Pending::Forward { req } => self.on_forward_result(now, req, res),
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
+            Pending::CatchUp { instance, seq } => {
+                self.on_catch_up_result(now, from, instance, seq, res)
+            }
             Pending::Join => {}
         }
         self.release_local_reads(now);
@@ -1039,6 +1058,7 @@ impl<S: StateMachine> Participant<S> {
             self.role = Role::Participant;
             self.reset_election_timer(now);
         }
+        self.remember(seq, &payload);
         self.hard.commit = seq;
         if self.hard.staged.as_ref().is_some_and(|s| s.seq <= seq) {
             self.hard.staged = None;
@@ -1092,6 +1112,44 @@ impl<S: StateMachine> Participant<S> {
             self.contact.remove(&gone);
         }
         results
+    }
+
+    /// Keeps the entry just committed at `seq` in [`recent`](Self::recent), dropping the oldest
+    /// past its bounds.
+    fn remember(&mut self, seq: u64, payload: &Payload) {
+        if self.recent.back().is_some_and(|e| e.seq + 1 != seq) {
+            self.forget_recent();
+        }
+        let size = |p: &Payload| match p {
+            Payload::Changes(c) => c.iter().map(|x| x.len() + 8).sum(),
+            _ => 64,
+        };
+        self.recent_bytes += size(payload);
+        self.recent.push_back(Entry {
+            seq,
+            payload: payload.clone(),
+        });
+        while self.recent.len() as u64 > self.cfg.snapshot_every || self.recent_bytes > RECENT_BYTES
+        {
+            match self.recent.pop_front() {
+                Some(e) => self.recent_bytes -= size(&e.payload),
+                None => break,
+            }
+        }
+    }
+
+    fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// The committed entry at `seq`, if still kept.
+    fn recent_entry(&self, seq: u64) -> Option<&Entry> {
+        let first = self.recent.front()?.seq;
+        let e = self
+            .recent
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (e.seq == seq).then_some(e)
     }
 
     /// The whole state as one string (the seed's `start` carries it so).

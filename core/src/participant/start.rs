@@ -178,6 +178,7 @@ impl<S: StateMachine> Participant<S> {
         }
         self.hard.commit = seq;
         self.hard.staged = None;
+        self.forget_recent();
         self.pending_entries.clear();
         self.pending_snapshot = Some(Snapshot { seq, data: text });
         self.commits_since_snapshot = 0;

@@ -63,6 +63,9 @@ pub struct ScenarioConfig {
     pub membership: bool,
     /// [`SimConfig::snapshot_chunk`]: most snapshots travel in several chunks.
     pub snapshot_chunk: usize,
+    /// [`SimConfig::snapshot_every`]: also the most entries a master keeps to catch a
+    /// follower up without a snapshot, so a small one sends more snapshots.
+    pub snapshot_every: u64,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -92,6 +95,7 @@ impl ScenarioConfig {
             partitions: r.range(0, 4) != 0,
             membership: r.range(0, 3) == 0,
             snapshot_chunk: r.range(64, 256) as usize,
+            snapshot_every: r.range(2, 30),
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -158,6 +162,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     sc.spares = cfg.spares;
     sc.faults = cfg.faults.clone();
     sc.snapshot_chunk = cfg.snapshot_chunk;
+    sc.snapshot_every = cfg.snapshot_every;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;
@@ -205,6 +210,12 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
                 sim.restart(i);
             }
             healed_at = Some(now);
+        } else if healed_at.is_some() {
+            // A crash armed before the heal (`crash_mid_write`, and the master's crash it
+            // schedules) can still hit after it: bring that node back too.
+            for i in 0..sim.len() {
+                sim.restart(i);
+            }
         }
         // A paused node resumes when its pause is over; what it answers first then is the test.
         pauses.retain(|&(until, i)| {

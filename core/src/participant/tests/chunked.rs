@@ -159,7 +159,13 @@ fn the_first_chunk_of_a_newer_snapshot_supersedes_a_partial_one() {
 /// A master of [a, b, c] whose chunks are at most 64 encoded bytes, at commit 3 with a state
 /// larger than that; b answers its next accept with a gap. Returns the first chunk's Send.
 fn master_with_a_lagging_follower() -> (P, Start, u64) {
-    let mut a = cluster_with(&[A, B, C], |c| c.snapshot_chunk = 64).take(A);
+    // `snapshot_every: 1`: the master keeps only its newest entry, so b (at commit 1) needs a
+    // snapshot, not a catch-up by entries.
+    let mut a = cluster_with(&[A, B, C], |c| {
+        c.snapshot_chunk = 64;
+        c.snapshot_every = 1;
+    })
+    .take(A);
     let m = next_msg(&a);
     let chg: Vec<String> = (0..10).map(|i| set(&format!("key{i}"), "value")).collect();
     request(&mut a, 10, 100, submit(chg, false));
