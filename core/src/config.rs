@@ -33,6 +33,9 @@ pub struct Config {
     /// field: a larger snapshot travels as a chunked transfer (docs/PROTOCOL.md section 9).
     /// A host keeps it well below the largest body its peers accept.
     pub snapshot_chunk: usize,
+    /// Bytes of the newest committed changes a node keeps in memory to catch a follower up by
+    /// re-sending them (a follower further behind gets a snapshot). 0: always a snapshot.
+    pub catchup_bytes: usize,
     /// Consecutive failures to forward a submit to the master before a follower campaigns.
     pub forward_failures_before_election: u32,
     /// How long an outgoing call may wait behind others to the same peer before it is
@@ -87,6 +90,7 @@ impl Config {
             max_queued: 100_000,
             snapshot_every: 10_000,
             snapshot_chunk: 1 << 20,
+            catchup_bytes: 8 << 20,
             forward_failures_before_election: 3,
             request_timeout_ms: 1000,
             seed: 0,

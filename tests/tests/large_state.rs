@@ -1,5 +1,5 @@
 //! A state many times larger than the largest body a node accepts (`--max-body 256 KiB`, a
-//! state of about 3 MB) reaches a new member and a follower that fell behind the retained log:
+//! state of about 3 to 11 MB) reaches a new member and a follower that fell behind the retained log:
 //! the snapshot travels as a chunked `start` (docs/PROTOCOL.md section 9). Before the chunked
 //! transfer, the one-body `start` was refused with 413 and neither ever caught up.
 
@@ -10,7 +10,7 @@ use clusterconsensus_tests::*;
 const KEYS: usize = 3000;
 
 fn args() -> Vec<String> {
-    ["--max-body", "262144", "--snapshot-every", "20"]
+    ["--max-body", "262144", "--snapshot-every", "100"]
         .iter()
         .map(|s| s.to_string())
         .collect()
@@ -54,13 +54,14 @@ fn a_new_member_and_a_lagging_follower_receive_a_state_larger_than_a_body() {
         || status(&fourth.url, "c1").filter(|s| s["role"] == "participant"),
     );
 
-    // A follower killed; more writes than the log retains (it needs the state again).
+    // A follower killed; more writes (9 MB) than the master keeps to catch a follower up by
+    // entries (8 MiB) and than the log retains: it needs the state again.
     let f = (m + 1) % 3;
     c.nodes[f].kill();
     fill(&master, "k", KEYS / 2, 'b');
-    fill(&master, "n", 200, 'c');
+    fill(&master, "n", 7500, 'c');
     let want = kv_all(&master, "c1").unwrap();
-    assert_eq!(want["data"].as_object().unwrap().len(), KEYS + 200);
+    assert_eq!(want["data"].as_object().unwrap().len(), KEYS + 7500);
     c.nodes[f].restart();
     wait_state(&c.nodes[f].url, &want, "the restarted follower to catch up");
     let st = status(&c.nodes[f].url, "c1").unwrap();
@@ -68,17 +69,21 @@ fn a_new_member_and_a_lagging_follower_receive_a_state_larger_than_a_body() {
 }
 
 /// The measurement of the README (not part of CI): a join at `LARGE_KEYS` keys (default
-/// 300,000) of 100-byte values, about 41 MB, with the default body limit (1 MiB chunks):
+/// 300,000) of 100-byte values, about 41 MB, with the default body limit (1 MiB chunks) while
+/// one client writes; then a follower killed, 30,000 writes in 30 entries (more than the 20
+/// the log retains with `--snapshot-every 20`: it needs a snapshot), restarted:
 /// `cargo build --release -p clusterconsensus-server --bins && CLUSTERCONSENSUS_BIN=target/release/clusterconsensus
 /// cargo test -p clusterconsensus-tests --test large_state join_at_scale -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn join_at_scale() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let keys: usize = std::env::var("LARGE_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    let c = Cluster::start("scale", 3, &["c1"], &[]);
+    let args: Vec<String> = vec!["--snapshot-every".into(), "20".into()];
+    let mut c = Cluster::start("scale", 3, &["c1"], &args);
     let m = c.master("c1").unwrap();
     let master = c.nodes[m].url.clone();
     let v: String = std::iter::repeat_n('v', 100).collect();
@@ -90,14 +95,30 @@ fn join_at_scale() {
     let count = |node: &str| get_json(node, "c1", "kv?limit=1").and_then(|p| p["count"].as_u64());
     assert_eq!(count(&master), Some(keys as u64));
     eprintln!("prefill: {keys} keys in {:.1} s", t.elapsed().as_secs_f64());
-    let fourth = Node::start(c.dir.path(), "node4", &["c1"], &[]);
+
+    let fourth = Node::start(c.dir.path(), "node4", &["c1"], &args);
+    // One client writes one new key at a time during the join.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, master) = (stop.clone(), master.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match submit_ok(&master, "c1", &[set(&format!("w{ok:08}"), "x")]) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
     let t = std::time::Instant::now();
     let v = post_json(&master, "c1", "members/add", &json!({"addr": fourth.url})).unwrap();
     assert_eq!(v, json!({"fail": false, "err": null}));
     wait_for(
         Duration::from_secs(300),
         "the 4th member to hold the state",
-        || (count(&fourth.url) == Some(keys as u64)).then_some(()),
+        || (count(&fourth.url) >= Some(keys as u64)).then_some(()),
     );
     let holds = t.elapsed();
     wait_for(
@@ -105,13 +126,16 @@ fn join_at_scale() {
         "the 4th member to be a voter",
         || status(&fourth.url, "c1").filter(|s| s["role"] == "participant"),
     );
+    let voter = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = writer.join().unwrap();
     eprintln!(
-        "join: the 4th member holds {keys} keys {:.2} s after members/add, a voter after {:.2} s",
+        "join: the 4th member holds the {keys} keys {:.2} s after members/add, is a voter after \
+         {:.2} s ({ok} writes meanwhile, {failed} failed)",
         holds.as_secs_f64(),
-        t.elapsed().as_secs_f64()
+        voter.as_secs_f64()
     );
-    // A follower killed, 30,000 more writes (past the retained log), restarted.
-    let mut c = c;
+
     let f = (m + 1) % 3;
     c.nodes[f].kill();
     for batch in changes[..30_000].chunks(1000) {

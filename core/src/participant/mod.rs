@@ -180,15 +180,11 @@ pub struct Participant<S: StateMachine> {
     transfers: BTreeMap<String, transfer::Outgoing<S::Snapshot>>,
     /// A chunked snapshot being received (in memory only: a restart starts it over).
     incoming: Option<transfer::Incoming<S::Restore>>,
-    /// The newest committed entries (at most `snapshot_every` of them and [`RECENT_BYTES`]),
-    /// from which a master catches up a follower that is a few entries behind without a
-    /// snapshot.
+    /// The newest committed entries (at most `Config::catchup_bytes` of changes), from which a
+    /// master catches up a follower that is behind without a snapshot.
     recent: VecDeque<Entry>,
     recent_bytes: usize,
 }
-
-/// The most bytes of changes a node keeps in [`Participant::recent`] for catching up followers.
-const RECENT_BYTES: usize = 8 << 20;
 
 /// An unjoined node's requests to be added.
 #[derive(Clone, Debug)]
@@ -1129,8 +1125,7 @@ impl<S: StateMachine> Participant<S> {
             seq,
             payload: payload.clone(),
         });
-        while self.recent.len() as u64 > self.cfg.snapshot_every || self.recent_bytes > RECENT_BYTES
-        {
+        while self.recent_bytes > self.cfg.catchup_bytes {
             match self.recent.pop_front() {
                 Some(e) => self.recent_bytes -= size(&e.payload),
                 None => break,

@@ -63,9 +63,10 @@ pub struct ScenarioConfig {
     pub membership: bool,
     /// [`SimConfig::snapshot_chunk`]: most snapshots travel in several chunks.
     pub snapshot_chunk: usize,
-    /// [`SimConfig::snapshot_every`]: also the most entries a master keeps to catch a
-    /// follower up without a snapshot, so a small one sends more snapshots.
     pub snapshot_every: u64,
+    /// [`SimConfig::catchup_bytes`]: small, so that followers get snapshots as well as
+    /// catch-ups by entries.
+    pub catchup_bytes: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -96,6 +97,7 @@ impl ScenarioConfig {
             membership: r.range(0, 3) == 0,
             snapshot_chunk: r.range(64, 256) as usize,
             snapshot_every: r.range(2, 30),
+            catchup_bytes: r.range(0, 3000) as usize,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -163,6 +165,7 @@ pub fn run_traced(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     sc.faults = cfg.faults.clone();
     sc.snapshot_chunk = cfg.snapshot_chunk;
     sc.snapshot_every = cfg.snapshot_every;
+    sc.catchup_bytes = cfg.catchup_bytes;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;

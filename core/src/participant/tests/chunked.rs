@@ -159,11 +159,10 @@ fn the_first_chunk_of_a_newer_snapshot_supersedes_a_partial_one() {
 /// A master of [a, b, c] whose chunks are at most 64 encoded bytes, at commit 3 with a state
 /// larger than that; b answers its next accept with a gap. Returns the first chunk's Send.
 fn master_with_a_lagging_follower() -> (P, Start, u64) {
-    // `snapshot_every: 1`: the master keeps only its newest entry, so b (at commit 1) needs a
-    // snapshot, not a catch-up by entries.
+    // `catchup_bytes: 0`: the master keeps no entries, so b needs a snapshot.
     let mut a = cluster_with(&[A, B, C], |c| {
         c.snapshot_chunk = 64;
-        c.snapshot_every = 1;
+        c.catchup_bytes = 0;
     })
     .take(A);
     let m = next_msg(&a);
