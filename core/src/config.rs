@@ -29,6 +29,13 @@ pub struct Config {
     pub max_queued: usize,
     /// Commits between snapshots: the host's log holds at most this many entries.
     pub snapshot_every: u64,
+    /// The most a `start` carries of a snapshot, in bytes of its encoded (JSON-escaped) `snap`
+    /// field: a larger snapshot travels as a chunked transfer (docs/PROTOCOL.md section 11).
+    /// A host keeps it well below the largest body its peers accept.
+    pub snapshot_chunk: usize,
+    /// Bytes of the newest committed changes a node keeps in memory to catch a follower up by
+    /// re-sending them (a follower further behind gets a snapshot). 0: always a snapshot.
+    pub catchup_bytes: usize,
     /// Consecutive failures to forward a submit to the master before a follower campaigns.
     pub forward_failures_before_election: u32,
     /// How long an outgoing call may wait behind others to the same peer before it is
@@ -57,15 +64,19 @@ pub enum Mutant {
     /// The target of a leader transfer counts the old master's `timeoutnow` as that master's
     /// vote, so it takes over without a majority of durable promises.
     TransferCountsMastersVote,
+    /// A node receiving a chunked snapshot takes its commit at the first chunk, before the
+    /// last chunk arrived and its checksum was verified.
+    InstallBeforeLastChunk,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 5] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
         Mutant::TransferCountsMastersVote,
+        Mutant::InstallBeforeLastChunk,
     ];
 }
 
@@ -82,6 +93,8 @@ impl Config {
             max_batch: 4096,
             max_queued: 100_000,
             snapshot_every: 10_000,
+            snapshot_chunk: 1 << 20,
+            catchup_bytes: 8 << 20,
             forward_failures_before_election: 3,
             request_timeout_ms: 1000,
             seed: 0,
@@ -107,6 +120,9 @@ impl Config {
         }
         if self.max_batch == 0 || self.max_queued == 0 || self.snapshot_every == 0 {
             return bad("max_batch, max_queued and snapshot_every must be positive");
+        }
+        if self.snapshot_chunk < 64 {
+            return bad("snapshot_chunk must be at least 64 bytes");
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms must be positive");

@@ -70,6 +70,7 @@
 extern crate alloc;
 
 mod config;
+pub mod crc32;
 mod error;
 pub mod kv;
 mod output;
@@ -88,7 +89,7 @@ pub use output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
     Snapshot, Status, Stored,
 };
-pub use participant::{majority, Participant, PeerStatus, Role, StatusReport};
+pub use participant::{majority, Participant, PeerStatus, Role, SnapshotProgress, StatusReport};
 pub use state_machine::{
     restore_from, snapshot_to_string, SnapshotSink, SnapshotSource, StateMachine, WholeRestore,
     WholeSnapshot,

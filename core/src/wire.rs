@@ -153,6 +153,24 @@ pub struct Start {
     /// Extension: which of `participants` are learners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<Learner>,
+    /// Extension (chunked transfer, docs/PROTOCOL.md section 11): `snap` holds the snapshot's
+    /// text from this byte offset on, not the whole text. Absent: the seed's one-body start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Extension, with `offset`: more chunks of this snapshot follow this one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// Extension, on the last chunk (`offset` set, `more` false): the CRC-32 (IEEE) of the
+    /// whole snapshot text. The receiver installs the snapshot only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc: Option<u32>,
+}
+
+impl Start {
+    /// Whether this is one chunk of a chunked transfer (else the seed's whole `snap`).
+    pub fn is_chunk(&self) -> bool {
+        self.offset.is_some()
+    }
 }
 
 /// `POST submit`: changes for the master to replicate.
@@ -282,6 +300,11 @@ pub struct FailResult {
     /// order ([`StateMachine::apply`](crate::StateMachine::apply)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<serde_json::Value>>,
+    /// Extension, on the answer to a chunked `start`: how many bytes of that snapshot the
+    /// receiver holds, i.e. the offset of the chunk it expects next (also on a refusal, so
+    /// that the sender resumes there; 0: start the transfer over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl FailResult {
@@ -292,6 +315,7 @@ impl FailResult {
             instance: None,
             seq: None,
             results: None,
+            offset: None,
         }
     }
 
@@ -311,6 +335,7 @@ impl FailResult {
             seq: e.commit,
             err: Some(e),
             results: None,
+            offset: None,
         }
     }
 
@@ -766,6 +791,38 @@ mod tests {
             r#"{"instance":2,"seq":9,"add":{"addr":"http://n:1"},"learner":true}"#
         );
         assert_eq!(serde_json::from_str::<Staged>(&text).unwrap(), staged);
+    }
+
+    #[test]
+    fn a_chunked_start_adds_three_fields_and_a_seed_start_has_none() {
+        let seed = r#"{"instance":1,"seq":4,"cluster":"c","self":{"addr":"http://b"},"master":{"addr":"http://a"},"participants":[{"addr":"http://a"},{"addr":"http://b"}],"snap":"xyz"}"#;
+        let Request::Start(mut s) = Request::decode(Method::Start, seed.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert!(!s.is_chunk());
+        assert_eq!(serde_json::to_string(&s).unwrap(), seed);
+        s.offset = Some(3);
+        s.more = true;
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.ends_with(r#""snap":"xyz","offset":3,"more":true}"#),
+            "{text}"
+        );
+        s.more = false;
+        s.crc = Some(7);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.ends_with(r#""snap":"xyz","offset":3,"crc":7}"#),
+            "{text}"
+        );
+        let back = Request::decode(Method::Start, text.as_bytes()).unwrap();
+        assert_eq!(back, Request::Start(s));
+        let r = FailResult {
+            offset: Some(12),
+            ..FailResult::ok()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"fail":false,"err":null,"offset":12}"#);
     }
 
     #[test]

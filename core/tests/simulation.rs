@@ -150,18 +150,26 @@ fn sweep() {
     );
     let (learners, promotions) = (sum(|r| r.stats.learners_added), sum(|r| r.stats.promotions));
     let transfers = sum(|r| r.stats.transfers);
+    let chunks = sum(|r| r.stats.chunks_delivered);
+    let (cut_sender, cut_receiver) = (
+        sum(|r| r.stats.crashes_sending_snapshot),
+        sum(|r| r.stats.crashes_receiving_snapshot),
+    );
     let _ = writeln!(
         err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
-         {elections} elections won, {snapshots} snapshots installed, {membership} membership \
-         changes committed ({learners} learners added, {promotions} promoted), {transfers} \
-         leader transfers, {crashes} crashes, {faults} nemesis actions"
+         {elections} elections won, {snapshots} snapshots installed ({chunks} snapshot chunks \
+         delivered), {membership} membership changes committed ({learners} learners added, \
+         {promotions} promoted), {transfers} leader transfers, {crashes} crashes ({cut_sender} \
+         of a master sending a snapshot, {cut_receiver} of a node receiving one), {faults} \
+         nemesis actions"
     );
     assert_eq!(results.len() as u64, seeds);
     // The sweep must exercise what it claims to (a vacuous run proves nothing).
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
-        assert!(learners > 0 && promotions > 0 && transfers > 0);
+        assert!(learners > 0 && promotions > 0 && transfers > 0 && chunks > 0);
+        assert!(cut_sender > 0 && cut_receiver > 0);
     }
     assert!(failing.is_empty(), "{} seeds failed", failing.len());
 }

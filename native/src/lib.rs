@@ -179,9 +179,13 @@ pub use watch_client::{Watch, WatchEvent};
 
 /// What a node can serve: a [`StateMachine`](clusterconsensus::StateMachine) with its
 /// [`Reads`], that can move to the cluster's task (and whose snapshots can move to a writer
-/// thread). Implemented for every such type.
+/// thread, and whose restores, which a chunked snapshot transfer keeps while it goes on, can
+/// live on the cluster's task). Implemented for every such type.
 pub trait App:
-    clusterconsensus::StateMachine<Snapshot: Send + 'static> + Reads + Send + 'static
+    clusterconsensus::StateMachine<Snapshot: Send + 'static, Restore: Send + 'static>
+    + Reads
+    + Send
+    + 'static
 {
 }
 
@@ -189,5 +193,6 @@ impl<T> App for T
 where
     T: clusterconsensus::StateMachine + Reads + Send + 'static,
     T::Snapshot: Send + 'static,
+    T::Restore: Send + 'static,
 {
 }

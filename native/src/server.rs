@@ -88,8 +88,9 @@ impl Default for Timing {
 /// Resource limits: what a node accepts before it refuses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest request body, in bytes (larger: `413`). Keep it above the size of the app's
-    /// snapshot: a joining or lagging node receives the whole state in one `start`.
+    /// Largest request body, in bytes (larger: `413`). A snapshot larger than a quarter of it
+    /// (or than 1 MiB) travels to a joining or lagging node in chunks (a chunked `start`). The
+    /// sender sizes the chunks by its own limit: give every node of a cluster the same one.
     pub max_body: usize,
     /// Client calls (submit, members/*, readindex, reads, status) handled at once; more get
     /// `503 ERR_STATE` at once. The peer protocol is not counted.
@@ -745,6 +746,9 @@ fn config(timing: &Timing, limits: &Limits, id: &str, advertise: &str) -> Config
     cfg.snapshot_every = timing.snapshot_every;
     cfg.request_timeout_ms = timing.request_timeout_ms;
     cfg.max_queued = limits.max_queued;
+    // A snapshot travels in `start`s of at most a quarter of the largest body a peer accepts
+    // (room for the rest of the body), 1 MiB at most: a larger state is a chunked transfer.
+    cfg.snapshot_chunk = (limits.max_body / 4).clamp(64, 1 << 20);
     // Election timeouts must differ between nodes: seed from the address, the cluster and the
     // moment (RandomState adds per-process randomness on top).
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -467,6 +467,14 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                     self_: Member::new(ME),
                     master: Member::new(addr(master)),
                     participants: parts,
+                    // A chunk when `seq` is odd: the whole `snap` as a one-chunk transfer (its
+                    // checksum right when `participants` is even), or a chunk at offset 1.
+                    offset: (seq % 2 == 1).then_some(u64::from(instance % 2)),
+                    more: false,
+                    crc: (seq % 2 == 1).then(|| match participants % 2 {
+                        0 => clusterconsensus::crc32::crc32(snap.as_bytes()),
+                        _ => 0,
+                    }),
                     snap,
                     version: None,
                     learners,

@@ -75,6 +75,7 @@ pub(super) struct Peer {
 impl<S: StateMachine> Participant<S> {
     /// Takes office at `instance`: the first accept carries the recovered payload.
     pub(super) fn lead(&mut self, now: u64, instance: u64, recovered: Payload) {
+        self.transfers.clear();
         let peers = self
             .replicas()
             .into_iter()
@@ -448,10 +449,10 @@ impl<S: StateMachine> Participant<S> {
             return;
         };
         peer.outstanding = peer.outstanding.saturating_sub(1);
-        let (ok, err, refused_at) = match res {
+        let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // unreachable: re-sent at the next tick
-            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance),
-            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance),
+            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
             Ok(Response::Prepare(_)) => return,
         };
         if ok {
@@ -479,23 +480,180 @@ impl<S: StateMachine> Participant<S> {
             // above it.
             return self.step_down(now, Error::state("a higher instance was promised"));
         }
-        if matches!(code, Some(ErrorCode::Gap) | Some(ErrorCode::State)) && !peer.starting {
+        let starting = peer.starting;
+        if code == Some(ErrorCode::Gap) && !starting {
+            if let Some(c) = their_commit {
+                if self.catch_up(from.clone(), c + 1) {
+                    return;
+                }
+            }
+        }
+        if matches!(code, Some(ErrorCode::Gap) | Some(ErrorCode::State)) && !starting {
             self.send_start(from, false);
         }
     }
 
-    /// Sends our committed state to `to` (it fell behind, joined, or is unjoined).
+    /// Catches `to` up from `seq` with the committed entries we still keep, one accept at a
+    /// time, each sent once the previous one was accepted (a follower commits its staged slot
+    /// at `S` when the accept at `S + 1` comes in the same instance, and the slot is chosen, so
+    /// re-proposing the chosen value is what any master would propose there). Far cheaper than
+    /// a snapshot of a large state, and what lets a follower that took a snapshot while writes
+    /// went on join the stream. `false` if those entries are no longer kept: send a snapshot.
+    fn catch_up(&mut self, to: String, seq: u64) -> bool {
+        if seq > self.hard.commit {
+            return false;
+        }
+        let Some(e) = self.recent_entry(seq).cloned() else {
+            return false;
+        };
+        let Some(l) = self.leader.as_mut() else {
+            return false;
+        };
+        let instance = l.instance;
+        if let Some(p) = l.peers.get_mut(&to) {
+            p.starting = true;
+        }
+        let req = e.payload.to_request(instance, seq, &self.hard.self_addr);
+        self.send(to, req, Pending::CatchUp { instance, seq });
+        true
+    }
+
+    pub(super) fn on_catch_up_result(
+        &mut self,
+        now: u64,
+        from: String,
+        instance: u64,
+        seq: u64,
+        res: Result<Response, Error>,
+    ) {
+        let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        let Some(peer) = l.peers.get_mut(&from) else {
+            return;
+        };
+        peer.starting = false;
+        let (ok, err, refused_at, their_commit) = match res {
+            Err(_) => return, // the next tick finds the gap again
+            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
+            Ok(Response::Prepare(_)) => return,
+        };
+        if ok {
+            peer.last_ack = now;
+            // Accepted at `seq`: its commit is at least `seq - 1`.
+            peer.matched = peer.matched.max(seq.saturating_sub(1));
+            if seq < self.hard.commit {
+                if !self.catch_up(from.clone(), seq + 1) {
+                    self.send_start(from.clone(), false);
+                }
+            } else {
+                // Caught up: the slot in flight (or a heartbeat) commits `seq` there.
+                self.send_current(from.clone());
+            }
+            if self.is_learner(&from) {
+                self.maybe_promote(now, &from);
+            }
+            return;
+        }
+        if refused_at.is_some_and(|i| i > instance) {
+            return self.step_down(now, Error::state("a higher instance was promised"));
+        }
+        if err.is_some_and(|e| e.code == ErrorCode::Gap) {
+            // Further behind than it was (it restarted from older state): from there, or a
+            // snapshot.
+            let from_seq = their_commit.map_or(0, |c| c + 1);
+            if from_seq == 0 || !self.catch_up(from.clone(), from_seq) {
+                self.send_start(from, false);
+            }
+        }
+    }
+
+    /// Sends our committed state to `to` (it fell behind, joined, or is unjoined). A master
+    /// sends it through a transfer ([`transfer`](super::transfer)): the seed's one-body `start`
+    /// when the snapshot fits in one chunk, else the chunk in flight again (after a cut), or
+    /// the first chunk of a fresh snapshot. A candidate (`campaign`) sends the whole state.
     pub(super) fn send_start(&mut self, to: String, campaign: bool) {
         let instance = self.hard.promised;
         if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
             p.starting = true;
         }
-        let req = Request::Start(self.start_for(&to, self.hard.self_addr.clone()));
-        self.send(to, req, Pending::Start { instance, campaign });
+        if campaign || self.leader.is_none() {
+            let req = Request::Start(self.start_for(&to, self.hard.self_addr.clone()));
+            let pending = Pending::Start {
+                instance,
+                campaign,
+                chunk: None,
+            };
+            self.send(to, req, pending);
+            return;
+        }
+        match self.transfers.get(&to).and_then(|t| t.sent.clone()) {
+            // Resume: the follower answers with the offset it holds if it already has it.
+            Some(c) => self.send_chunk(to, c),
+            None => self.restart_transfer(to),
+        }
+    }
+
+    /// Starts a transfer of our state at the current commit to `to` (superseding any older
+    /// one) and sends its first chunk.
+    fn restart_transfer(&mut self, to: String) {
+        let mut t = super::chunks::Outgoing::new(self.hard.commit, self.app.snapshot());
+        match t.next_chunk(self.cfg.snapshot_chunk) {
+            Ok(c) if c.offset == 0 && !c.more => {
+                // It fits in one body: the seed's start, which every peer speaks.
+                self.transfers.remove(&to);
+                let start = self.start_header(&to, self.hard.self_addr.clone(), c.text);
+                let pending = Pending::Start {
+                    instance: self.hard.promised,
+                    campaign: false,
+                    chunk: None,
+                };
+                self.send(to, Request::Start(start), pending);
+            }
+            Ok(c) => {
+                self.transfers.insert(to.clone(), t);
+                self.send_chunk(to, c);
+            }
+            Err(_) => {
+                // Not text: it cannot travel in a `start` (the application breaks the
+                // snapshot contract). Try again at the next tick.
+                self.transfers.remove(&to);
+                if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
+                    p.starting = false;
+                }
+            }
+        }
+    }
+
+    /// Sends one chunk of the transfer to `to`.
+    fn send_chunk(&mut self, to: String, c: super::chunks::Chunk) {
+        let Some(seq) = self.transfers.get(&to).map(|t| t.seq) else {
+            return;
+        };
+        if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
+            p.starting = true;
+        }
+        let mut start = self.start_header(&to, self.hard.self_addr.clone(), c.text);
+        start.seq = seq;
+        start.offset = Some(c.offset);
+        start.more = c.more;
+        start.crc = c.crc;
+        let pending = Pending::Start {
+            instance: self.hard.promised,
+            campaign: false,
+            chunk: Some((seq, c.offset)),
+        };
+        self.send(to, Request::Start(start), pending);
     }
 
     /// A `start` carrying our committed state for `to`, naming `master`.
     pub(super) fn start_for(&self, to: &str, master: String) -> Start {
+        self.start_header(to, master, self.snapshot_string())
+    }
+
+    /// A `start` of our commit for `to`, naming `master`, with `snap` as given.
+    fn start_header(&self, to: &str, master: String, snap: String) -> Start {
         Start {
             instance: self.hard.promised,
             seq: self.hard.commit,
@@ -503,9 +661,12 @@ impl<S: StateMachine> Participant<S> {
             self_: Member::new(to),
             master: Member::new(master),
             participants: self.all_members().into_iter().map(Member::new).collect(),
-            snap: self.snapshot_string(),
+            snap,
             version: Some(self.hard.members_version),
             learners: self.hard.learners.clone(),
+            offset: None,
+            more: false,
+            crc: None,
         }
     }
 
@@ -515,6 +676,7 @@ impl<S: StateMachine> Participant<S> {
         from: String,
         instance: u64,
         campaign: bool,
+        chunk: Option<(u64, u64)>,
         res: Result<Response, Error>,
     ) {
         let ok = matches!(&res, Ok(Response::Fail(f)) if !f.fail && f.err.is_none());
@@ -535,8 +697,62 @@ impl<S: StateMachine> Participant<S> {
                 return self.step_down(now, Error::state("a higher instance was promised"));
             }
         }
+        if let Some((seq, offset)) = chunk {
+            return self.on_chunk_result(from, seq, offset, ok, res);
+        }
         if ok {
             self.send_current(from);
+        }
+    }
+
+    /// A chunk at `offset` of the transfer of snapshot `seq` to `from` was answered: send the
+    /// next chunk, the same again, or start over, by the offset the follower says it holds.
+    fn on_chunk_result(
+        &mut self,
+        from: String,
+        seq: u64,
+        offset: u64,
+        ok: bool,
+        res: Result<Response, Error>,
+    ) {
+        let Ok(Response::Fail(f)) = res else {
+            // Cut or not answered: the transfer stays; the next tick's accept finds the gap and
+            // `send_start` re-sends the chunk in flight.
+            return;
+        };
+        let Some(t) = self.transfers.get_mut(&from).filter(|t| t.seq == seq) else {
+            return;
+        };
+        let Some(sent) = t.sent.clone().filter(|c| c.offset == offset) else {
+            return; // the answer to an older chunk
+        };
+        match f.offset {
+            Some(held) if held == sent.end() && !sent.more => {
+                // Installed (or refused as not newer): done. A follower that installed it is
+                // sent the current slot; one still behind gets a newer snapshot then.
+                self.transfers.remove(&from);
+                if ok {
+                    self.send_current(from);
+                }
+            }
+            Some(held) if held == sent.end() => match t.next_chunk(self.cfg.snapshot_chunk) {
+                Ok(c) => self.send_chunk(from, c),
+                Err(_) => {
+                    self.transfers.remove(&from);
+                }
+            },
+            Some(held) if held == sent.offset => self.send_chunk(from, sent),
+            // It holds nothing we can resume from (it restarted, took another snapshot, or
+            // refused the bytes): start over from our current state.
+            Some(_) => self.restart_transfer(from),
+            None => {
+                // A refusal about the start itself (not newer, not ours): give up this
+                // transfer; the next tick decides again.
+                self.transfers.remove(&from);
+                if ok {
+                    self.send_current(from);
+                }
+            }
         }
     }
 
@@ -616,6 +832,7 @@ impl<S: StateMachine> Participant<S> {
             Some(h) => self.hand_over(now, h),
             None => err,
         };
+        self.transfers.clear();
         let mut waiters: Vec<RequestId> = Vec::new();
         if let Some(f) = l.inflight {
             waiters.extend(f.waiters.into_iter().map(|(id, _)| id));

@@ -7,6 +7,7 @@
 //! step every role shares.
 
 mod accept;
+mod chunks;
 mod election;
 mod master;
 mod membership;
@@ -87,9 +88,11 @@ enum Pending {
         seq: u64,
     },
     /// `campaign`: sent by a candidate to an unjoined member (then prepare again).
+    /// `chunk`: the (snapshot seq, offset) of the chunk it carries, for a chunked transfer.
     Start {
         instance: u64,
         campaign: bool,
+        chunk: Option<(u64, u64)>,
     },
     /// A submit or admin call forwarded to the master for the incoming request `req`.
     Forward {
@@ -102,6 +105,11 @@ enum Pending {
     /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
     /// matters if it reports a gap.
     Notice,
+    /// A committed entry at `seq` re-sent to a follower that is behind (see `catch_up`).
+    CatchUp {
+        instance: u64,
+        seq: u64,
+    },
     /// An unjoined node's request to be added: it waits for the `start` either way.
     Join,
     /// A master's `timeoutnow` to the target of its transfer.
@@ -175,6 +183,14 @@ pub struct Participant<S: StateMachine> {
     joining: Option<Joining>,
     /// An old master that handed over, waiting to see the target lead ([`transfer`]).
     handover: Option<transfer::Handover>,
+    /// On a master: the chunked snapshot transfer to each follower that needs one.
+    transfers: BTreeMap<String, chunks::Outgoing<S::Snapshot>>,
+    /// A chunked snapshot being received (in memory only: a restart starts it over).
+    incoming: Option<chunks::Incoming<S::Restore>>,
+    /// The newest committed entries (at most `Config::catchup_bytes` of changes), from which a
+    /// master catches up a follower that is behind without a snapshot.
+    recent: VecDeque<Entry>,
+    recent_bytes: usize,
 }
 
 /// An unjoined node's requests to be added.
@@ -211,6 +227,18 @@ pub struct StatusReport {
     pub last_master_contact_ms: Option<u64>,
     pub queued: usize,
     pub peers: Vec<PeerStatus>,
+    /// A chunked snapshot this node is receiving: its seq and the bytes received so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving: Option<SnapshotProgress>,
+}
+
+/// How far a chunked snapshot transfer has gone (docs/PROTOCOL.md section 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotProgress {
+    /// The commit the snapshot is at.
+    pub seq: u64,
+    /// Bytes of its text the receiver holds (on a master: acknowledged by the follower).
+    pub bytes: u64,
 }
 
 /// One other member as this node sees it.
@@ -226,6 +254,9 @@ pub struct PeerStatus {
     pub matched: Option<u64>,
     /// On a master: how many committed entries it is behind.
     pub lag: Option<u64>,
+    /// On a master: the chunked snapshot it is sending this member, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 impl<S: StateMachine> core::fmt::Debug for Participant<S> {
@@ -291,6 +322,10 @@ impl<S: StateMachine> Participant<S> {
             joiners: Vec::new(),
             joining: None,
             handover: None,
+            transfers: BTreeMap::new(),
+            incoming: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         })
     }
 
@@ -336,6 +371,7 @@ impl<S: StateMachine> Participant<S> {
                     let _ = p.app.apply(e.seq, c);
                 }
             }
+            p.remember(e.seq, &e.payload);
             at = e.seq;
         }
         if at != hard.commit {
@@ -417,6 +453,12 @@ impl<S: StateMachine> Participant<S> {
     pub fn self_addr(&self) -> &str {
         &self.hard.self_addr
     }
+    /// Chunked snapshot transfers under way: how many this master is sending, and the
+    /// (snapshot seq, bytes held) of the one this node is receiving.
+    pub fn snapshot_transfers(&self) -> (usize, Option<(u64, u64)>) {
+        let incoming = self.incoming.as_ref().map(|i| (i.seq, i.held));
+        (self.transfers.len(), incoming)
+    }
     /// Whether this node is master and has confirmed it on a majority (it serves submits).
     pub fn is_serving_master(&self) -> bool {
         self.leader.as_ref().is_some_and(|l| !l.recovering)
@@ -436,6 +478,10 @@ impl<S: StateMachine> Participant<S> {
                     last_contact_ms: last,
                     matched,
                     lag,
+                    snapshot: self.transfers.get(&m).map(|t| SnapshotProgress {
+                        seq: t.seq,
+                        bytes: t.sent.as_ref().map_or(0, |c| c.offset),
+                    }),
                     addr: m,
                 }
             })
@@ -458,6 +504,10 @@ impl<S: StateMachine> Participant<S> {
             },
             queued: self.leader.as_ref().map_or(0, |l| l.queued_changes),
             peers,
+            receiving: self.incoming.as_ref().map(|i| SnapshotProgress {
+                seq: i.seq,
+                bytes: i.held,
+            }),
         }
     }
 
@@ -551,12 +601,17 @@ impl<S: StateMachine> Participant<S> {
                 round,
                 seq,
             } => self.on_accept_result(now, from, instance, proposal, round, seq, res),
-            Pending::Start { instance, campaign } => {
-                self.on_start_result(now, from, instance, campaign, res)
-            }
+            Pending::Start {
+                instance,
+                campaign,
+                chunk,
+            } => self.on_start_result(now, from, instance, campaign, chunk, res),
             Pending::Forward { req } => self.on_forward_result(now, req, res),
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
+            Pending::CatchUp { instance, seq } => {
+                self.on_catch_up_result(now, from, instance, seq, res)
+            }
             Pending::Join => {}
             Pending::TimeoutNow { instance } => {
                 self.on_timeout_now_result(now, from, instance, res)
@@ -1029,6 +1084,7 @@ impl<S: StateMachine> Participant<S> {
             self.role = Role::Participant;
             self.reset_election_timer(now);
         }
+        self.remember(seq, &payload);
         self.hard.commit = seq;
         if self.hard.staged.as_ref().is_some_and(|s| s.seq <= seq) {
             self.hard.staged = None;
@@ -1082,6 +1138,43 @@ impl<S: StateMachine> Participant<S> {
             self.contact.remove(&gone);
         }
         results
+    }
+
+    /// Keeps the entry just committed at `seq` in [`recent`](Self::recent), dropping the oldest
+    /// past its bounds.
+    fn remember(&mut self, seq: u64, payload: &Payload) {
+        if self.recent.back().is_some_and(|e| e.seq + 1 != seq) {
+            self.forget_recent();
+        }
+        let size = |p: &Payload| match p {
+            Payload::Changes(c) => c.iter().map(|x| x.len() + 8).sum(),
+            _ => 64,
+        };
+        self.recent_bytes += size(payload);
+        self.recent.push_back(Entry {
+            seq,
+            payload: payload.clone(),
+        });
+        while self.recent_bytes > self.cfg.catchup_bytes {
+            match self.recent.pop_front() {
+                Some(e) => self.recent_bytes -= size(&e.payload),
+                None => break,
+            }
+        }
+    }
+
+    fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// The committed entry at `seq`, if still kept.
+    fn recent_entry(&self, seq: u64) -> Option<&Entry> {
+        let first = self.recent.front()?.seq;
+        let e = self
+            .recent
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (e.seq == seq).then_some(e)
     }
 
     /// The whole state as one string (the seed's `start` carries it so).

@@ -12,7 +12,7 @@ use crate::wire::{FailResult, Learner, Method, Response, Start};
 use crate::StateMachine;
 
 impl<S: StateMachine> Participant<S> {
-    pub(super) fn on_start(&mut self, now: u64, id: RequestId, s: Start) {
+    pub(super) fn on_start(&mut self, now: u64, id: RequestId, mut s: Start) {
         let refuse = |this: &mut Self, e: Error| this.reply_err(id, Method::Start, e);
         if s.cluster != self.hard.cluster {
             let e = Error::denied(format!("this node serves cluster {}", self.hard.cluster));
@@ -65,27 +65,56 @@ impl<S: StateMachine> Participant<S> {
             let e = Error::state(format!("promised instance {promised}")).with_instance(promised);
             return refuse(self, e);
         }
+        // A chunk of a chunked transfer: taken into the sink; only the last one, verified,
+        // goes on to install the state.
+        let mut snap = None;
+        let mut held = None;
+        if s.is_chunk() {
+            match self.take_chunk(&s) {
+                Err((e, at)) => {
+                    let r = FailResult {
+                        offset: Some(at),
+                        ..FailResult::error(e)
+                    };
+                    return self.reply(id, Response::Fail(r));
+                }
+                Ok(None) => {
+                    let at = self.incoming.as_ref().map_or(0, |i| i.held);
+                    if install && self.mutant(crate::Mutant::InstallBeforeLastChunk) {
+                        // The deliberate bug: the new commit before the new state.
+                        self.install(now, s.seq, None, String::new());
+                    }
+                    self.heard_from_master(now, &s);
+                    let r = FailResult {
+                        offset: Some(at),
+                        ..FailResult::ok()
+                    };
+                    return self.reply(id, Response::Fail(r));
+                }
+                Ok(Some((app, total))) => {
+                    snap = Some(app);
+                    held = Some(total);
+                }
+            }
+        } else {
+            // The seed's whole snapshot supersedes any partial one.
+            self.incoming = None;
+        }
         if install {
-            match crate::restore_from(&self.app, s.snap.as_bytes()) {
-                Ok(app) => self.app = app,
-                Err(e) => return refuse(self, Error::encoding(e)),
-            }
-            if self.role == Role::Master {
-                self.step_down(now, Error::state("a newer commit exists elsewhere"));
-            }
-            if self.role == Role::Candidate {
-                self.stand_down(now);
-            }
-            self.hard.commit = s.seq;
-            self.hard.staged = None;
-            self.pending_entries.clear();
-            self.pending_snapshot = Some(Snapshot {
-                seq: s.seq,
-                data: s.snap,
-            });
-            self.commits_since_snapshot = 0;
-            self.dirty = true;
-            self.event(Event::SnapshotInstalled { seq: s.seq });
+            let app = match snap {
+                Some(app) => app,
+                None => match crate::restore_from(&self.app, s.snap.as_bytes()) {
+                    Ok(app) => app,
+                    Err(e) => return refuse(self, Error::encoding(e)),
+                },
+            };
+            // What the host stores: the text as it came, or (chunked: the receiver never
+            // held it whole) the new state written out once, complete.
+            let text = match held {
+                Some(_) => crate::snapshot_to_string(app.snapshot()).unwrap_or_default(),
+                None => core::mem::take(&mut s.snap),
+            };
+            self.install(now, s.seq, Some(app), text);
         }
         if install || members != self.hard.members || learners != self.hard.learners {
             let changed = members != self.hard.members || learners != self.hard.learners;
@@ -128,6 +157,93 @@ impl<S: StateMachine> Participant<S> {
         if self.role == Role::Participant {
             self.reset_election_timer(now);
         }
-        self.reply(id, Response::Fail(FailResult::ok()));
+        let r = FailResult {
+            offset: held,
+            ..FailResult::ok()
+        };
+        self.reply(id, Response::Fail(r));
+    }
+
+    /// Takes the state at commit `seq` (`app`: `None` keeps the current one, which only the
+    /// deliberate bug `InstallBeforeLastChunk` does), to be stored as `text`.
+    fn install(&mut self, now: u64, seq: u64, app: Option<S>, text: String) {
+        if let Some(app) = app {
+            self.app = app;
+        }
+        if self.role == Role::Master {
+            self.step_down(now, Error::state("a newer commit exists elsewhere"));
+        }
+        if self.role == Role::Candidate {
+            self.stand_down(now);
+        }
+        self.hard.commit = seq;
+        self.hard.staged = None;
+        self.forget_recent();
+        self.pending_entries.clear();
+        self.pending_snapshot = Some(Snapshot { seq, data: text });
+        self.commits_since_snapshot = 0;
+        self.dirty = true;
+        self.event(Event::SnapshotInstalled { seq });
+    }
+
+    /// Feeds one chunk of a chunked `start` into the transfer it belongs to. `Ok(None)`: more
+    /// chunks are expected; `Ok(Some((state, size)))`: that was the last, and every byte
+    /// arrived and matched the checksum. A chunk at any offset but the one expected is refused
+    /// with that offset, never applied; the first chunk (offset 0) of any snapshot starts the
+    /// transfer over, dropping a partial one (a newer snapshot supersedes an older transfer,
+    /// and a new master starts its own).
+    fn take_chunk(&mut self, s: &Start) -> Result<Option<(S, u64)>, super::chunks::Refusal> {
+        let offset = s.offset.unwrap_or(0);
+        if offset == 0 {
+            self.incoming = Some(super::chunks::Incoming::new(s.seq, self.app.restore()));
+        }
+        let expected = match &self.incoming {
+            Some(i) if i.seq == s.seq => i.held,
+            _ => 0,
+        };
+        if offset != expected {
+            let e = Error::new(
+                ErrorCode::Sequence,
+                format!(
+                    "snapshot {} chunk at offset {offset}: expected offset {expected}",
+                    s.seq
+                ),
+            );
+            return Err((e, expected));
+        }
+        let Some(inc) = self.incoming.as_mut() else {
+            return Err((Error::state("no snapshot transfer"), 0));
+        };
+        if let Err(e) = inc.write(&s.snap) {
+            self.incoming = None;
+            return Err((Error::encoding(e), 0));
+        }
+        if s.more {
+            return Ok(None);
+        }
+        let inc = self.incoming.take().expect("checked above");
+        let size = inc.held;
+        match inc.finish(s.crc) {
+            Ok(app) => Ok(Some((app, size))),
+            Err(e) => Err((Error::encoding(e), 0)),
+        }
+    }
+
+    /// A chunk from the master we follow keeps us from campaigning while the transfer goes
+    /// on (its accepts to us pause meanwhile).
+    fn heard_from_master(&mut self, now: u64, s: &Start) {
+        let master = &s.master.addr;
+        if s.instance >= self.hard.promised
+            && *master != self.hard.self_addr
+            && self.is_member(master)
+        {
+            // As the last chunk will (and as an accept does): follow the sender.
+            self.promise(now, s.instance, Some(master.clone()));
+            self.master = Some(master.clone());
+            self.last_heard = Some(now);
+            if self.role == Role::Participant {
+                self.reset_election_timer(now);
+            }
+        }
     }
 }

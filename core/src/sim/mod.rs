@@ -115,6 +115,11 @@ pub struct SimConfig {
     /// A request without an answer fails (at its sender) after this long.
     pub rpc_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// The most a `start` carries of a snapshot ([`Config::snapshot_chunk`]): small, so that
+    /// transfers go in several chunks that faults can drop, duplicate, reorder and cut.
+    pub snapshot_chunk: usize,
+    /// [`Config::catchup_bytes`].
+    pub catchup_bytes: usize,
     pub max_batch: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
@@ -134,6 +139,8 @@ impl SimConfig {
             election_max_ms: 1000,
             rpc_timeout_ms: 300,
             snapshot_every: 20,
+            snapshot_chunk: 96,
+            catchup_bytes: 1000,
             max_batch: 64,
             #[cfg(feature = "mutants")]
             mutant: None,
@@ -341,6 +348,8 @@ impl<S: SimApp> Sim<S> {
         c.election_min_ms = self.cfg.election_min_ms;
         c.election_max_ms = self.cfg.election_max_ms;
         c.snapshot_every = self.cfg.snapshot_every;
+        c.snapshot_chunk = self.cfg.snapshot_chunk;
+        c.catchup_bytes = self.cfg.catchup_bytes;
         c.max_batch = self.cfg.max_batch;
         #[cfg(feature = "mutants")]
         {

@@ -221,6 +221,11 @@ impl<S: SimApp> Sim<S> {
                         return self.checker.violation(self.now, msg);
                     }
                 };
+                if let Request::Start(s) = &req {
+                    if s.is_chunk() {
+                        self.checker.stats.chunks_delivered += 1;
+                    }
+                }
                 let rid = self.next_rid;
                 self.next_rid += 1;
                 self.open.insert(

@@ -45,6 +45,11 @@ impl<S: SimApp> Sim<S> {
             return;
         }
         self.log(|| format!("{i} CRASH"));
+        if let Some(p) = self.nodes[i].p.as_ref() {
+            let st = &mut self.checker.stats;
+            st.crashes_sending_snapshot += u64::from(p.snapshot_transfers().0 > 0);
+            st.crashes_receiving_snapshot += u64::from(p.snapshot_transfers().1.is_some());
+        }
         let n = &mut self.nodes[i];
         n.p = None;
         n.persist = None;
@@ -282,7 +287,12 @@ impl<S: SimApp> Sim<S> {
                     self.check_chosen(i, seq, &payload);
                 }
             }
-            Event::SnapshotInstalled { seq } => self.checker.on_snapshot(i, seq),
+            Event::SnapshotInstalled { seq } => {
+                // The state as installed, if nothing was applied after it yet.
+                let p = self.nodes[i].p.as_ref().filter(|p| p.commit() == seq);
+                self.checker
+                    .on_snapshot(self.now, i, seq, p.map(|p| p.state()));
+            }
             Event::BecameMaster { instance } => {
                 self.checker.stats.elections_won += 1;
                 self.check_elected(i, instance);

@@ -62,6 +62,12 @@ pub struct ScenarioConfig {
     pub membership: bool,
     /// Leader transfers (to a random member, or to the best voter) among the faults.
     pub transfers: bool,
+    /// [`SimConfig::snapshot_chunk`]: most snapshots travel in several chunks.
+    pub snapshot_chunk: usize,
+    pub snapshot_every: u64,
+    /// [`SimConfig::catchup_bytes`]: small, so that followers get snapshots as well as
+    /// catch-ups by entries.
+    pub catchup_bytes: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -92,6 +98,9 @@ impl ScenarioConfig {
             membership: r.range(0, 3) == 0,
             // Drawn last, so the seeds of the schedules before transfers existed draw the same.
             transfers: r.range(0, 2) == 0,
+            snapshot_chunk: r.range(64, 256) as usize,
+            snapshot_every: r.range(2, 30),
+            catchup_bytes: r.range(0, 3000) as usize,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -166,6 +175,9 @@ pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     let mut sc = SimConfig::new(cfg.nodes, cfg.seed);
     sc.spares = cfg.spares;
     sc.faults = cfg.faults.clone();
+    sc.snapshot_chunk = cfg.snapshot_chunk;
+    sc.snapshot_every = cfg.snapshot_every;
+    sc.catchup_bytes = cfg.catchup_bytes;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;
@@ -214,6 +226,12 @@ pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
                 sim.restart(i);
             }
             healed_at = Some(now);
+        } else if healed_at.is_some() {
+            // A crash armed before the heal (`crash_mid_write`, and the master's crash it
+            // schedules) can still hit after it: bring that node back too.
+            for i in 0..sim.len() {
+                sim.restart(i);
+            }
         }
         // A paused node resumes when its pause is over; what it answers first then is the test.
         pauses.retain(|&(until, i)| {

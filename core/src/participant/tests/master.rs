@@ -292,3 +292,29 @@ fn master_keeps_office_while_a_majority_answers() {
         "{outs:?}"
     );
 }
+
+#[test]
+fn master_catches_a_follower_up_by_the_entries_it_keeps_then_the_current_slot() {
+    let mut a = master3();
+    let m = next_msg(&a);
+    let (k1, k2) = (set("k1", "1"), set("k2", "2"));
+    request(&mut a, 10, 100, submit(vec![k1.clone()], false));
+    respond(&mut a, 11, m + 1, accepted()); // c: 3 committed
+    let m2 = next_msg(&a);
+    request(&mut a, 12, 101, submit(vec![k2.clone()], false));
+    let outs = respond(&mut a, 13, m2 + 1, accepted()); // c: 4 committed
+    assert_eq!(a.commit(), 4, "{outs:?}");
+    // b missed both: its answer to the first accept says it is at 2.
+    let next = next_msg(&a);
+    let outs = respond(&mut a, 20, m, gap_refusal(2));
+    assert_eq!(outs, vec![send(next, B, accept(1, 3, vec![k1], Some(A)))]);
+    let outs = respond(&mut a, 21, next, accepted());
+    assert_eq!(
+        outs,
+        vec![send(next + 1, B, accept(1, 4, vec![k2], Some(A)))]
+    );
+    // Caught up: the current slot (a heartbeat at 5) commits 4 there.
+    let outs = respond(&mut a, 22, next + 1, accepted());
+    assert_eq!(outs, vec![send(next + 2, B, accept(1, 5, vec![], Some(A)))]);
+    assert_eq!(a.status(22).peers[0].matched, Some(3));
+}

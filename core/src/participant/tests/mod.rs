@@ -29,6 +29,7 @@ use crate::wire::{
 use crate::{Config, StateMachine};
 
 mod accept;
+mod chunked;
 mod early;
 mod election;
 mod learners;
@@ -286,6 +287,9 @@ fn start(
         snap,
         version,
         learners: vec![],
+        offset: None,
+        more: false,
+        crc: None,
     })
 }
 
