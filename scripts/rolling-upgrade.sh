@@ -6,7 +6,7 @@
 #   scripts/rolling-upgrade.sh OLD_COMMIT        # e.g. scripts/rolling-upgrade.sh 847af56
 #
 # Builds OLD_COMMIT (a git worktree in a temporary directory, release, target dir
-# $OLD_TARGET_DIR, default /work/targets/backup-old or target-old/ beside the repository) and
+# $OLD_TARGET_DIR, default target-old/ beside the repository) and
 # the current tree (release, $CARGO_TARGET_DIR or target/). Nodes listen on 127.0.0.1 from
 # $BASE_PORT (default 19501). Followers are replaced first, the master last; each new node must
 # have caught up with the master before the next is replaced. The client round-robins
@@ -30,9 +30,7 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 old_rev=$(git -C "$root" rev-parse --short "$1^{commit}") || { echo "rolling-upgrade: no commit $1" >&2; exit 2; }
 new_rev="$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- . || echo +dirty)"
-default_old=/work/targets/backup-old
-[ -d /work/targets ] || default_old="$root/target-old"
-old_target=${OLD_TARGET_DIR:-$default_old}
+old_target=${OLD_TARGET_DIR:-$root/target-old}
 new_target=${CARGO_TARGET_DIR:-$root/target}
 base=${BASE_PORT:-19501}
 work=$(mktemp -d "${TMPDIR:-/tmp}/cc-upgrade-XXXXXX")
