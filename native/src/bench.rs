@@ -1067,73 +1067,173 @@ impl IdScan {
     }
 }
 
-/// One watcher: `GET watch?from=NEXT` on its own connection, read until `stop`. When a stream
-/// ends (the node cut a watcher that fell behind, or installed a snapshot) it resumes on the
-/// next node, as a client does, from the entry after the last it received.
-async fn watcher(
-    nodes: Vec<(SocketAddr, String)>,
-    first: usize,
-    tally: Arc<Tally>,
-    stop: Arc<AtomicBool>,
-) {
+/// One watcher: `GET watch?from=NEXT` on its own connection, read until it is aborted. When a
+/// stream ends (the node cut a watcher that fell behind, or installed a snapshot) it resumes on
+/// the next node, as a client does, from the entry after the last it received.
+async fn watcher(nodes: Vec<(SocketAddr, String)>, first: usize, tally: Arc<Tally>) {
     let mut at = first;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         let (addr, host) = nodes[at % nodes.len()].clone();
-        if let Err(why) = watch_once(addr, host, &tally, &stop).await {
-            {
-                let mut ended = tally.ended.lock().unwrap_or_else(|e| e.into_inner());
-                ended.get_or_insert(why);
-            }
-            tally.reconnects.fetch_add(1, Ordering::Relaxed);
-            at += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let why = watch_once(addr, &host, &tally).await;
+        {
+            let mut ended = tally.ended.lock().unwrap_or_else(|e| e.into_inner());
+            ended.get_or_insert(why);
         }
+        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+        at += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// One stream, read until `stop` (`Ok`) or until it ends (`Err`: why).
-async fn watch_once(
-    addr: SocketAddr,
-    host: String,
-    tally: &Tally,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let mut sender = connect(addr).await?;
+thread_local! {
+    /// The watchers' one read buffer: they all run on one current-thread runtime and none
+    /// holds it across an await, so a large buffer (few reads per wake-up) costs 1 MiB in all.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, from bytes however they are cut.
+#[derive(Default)]
+struct Chunked {
+    stage: ChunkStage,
+    size: usize,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum ChunkStage {
+    /// The chunk's size, in hex.
+    #[default]
+    Size,
+    /// The rest of the size line (extensions), up to its LF.
+    Line,
+    /// Data bytes still due in this chunk.
+    Data(usize),
+    /// The CRLF after a chunk's data (bytes still due).
+    Crlf(u8),
+    /// The last chunk (size 0) came.
+    Done,
+}
+
+impl Chunked {
+    /// Hands the data in `b` to `out`; true once the last chunk came.
+    fn push(&mut self, mut b: &[u8], mut out: impl FnMut(&[u8])) -> bool {
+        while !b.is_empty() {
+            match self.stage {
+                ChunkStage::Size => {
+                    let c = b[0];
+                    b = &b[1..];
+                    match (c as char).to_digit(16) {
+                        Some(d) => self.size = self.size * 16 + d as usize,
+                        None if c == b'\n' => self.end_size(),
+                        None => self.stage = ChunkStage::Line,
+                    }
+                }
+                ChunkStage::Line => match memchr::memchr(b'\n', b) {
+                    Some(i) => {
+                        b = &b[i + 1..];
+                        self.end_size();
+                    }
+                    None => b = &[],
+                },
+                ChunkStage::Data(n) => {
+                    let k = n.min(b.len());
+                    out(&b[..k]);
+                    b = &b[k..];
+                    self.stage = if k == n {
+                        ChunkStage::Crlf(2)
+                    } else {
+                        ChunkStage::Data(n - k)
+                    };
+                }
+                ChunkStage::Crlf(n) => {
+                    b = &b[1..];
+                    self.stage = if n == 1 {
+                        ChunkStage::Size
+                    } else {
+                        ChunkStage::Crlf(n - 1)
+                    };
+                }
+                ChunkStage::Done => return true,
+            }
+        }
+        self.stage == ChunkStage::Done
+    }
+
+    fn end_size(&mut self) {
+        self.stage = match self.size {
+            0 => ChunkStage::Done,
+            n => ChunkStage::Data(n),
+        };
+        self.size = 0;
+    }
+}
+
+/// One stream, read until it ends: why it did. Raw HTTP/1.1 on a socket rather than hyper's
+/// client, and one large read per wake-up: the watchers share the machine with the nodes and
+/// the writers, and in a real deployment they would run elsewhere, so the bench keeps their
+/// own cost low (see README, Performance, Watchers).
+async fn watch_once(addr: SocketAddr, host: &str, tally: &Tally) -> String {
+    let s = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return format!("connect {addr}: {e}"),
+    };
     let next = tally.next.load(Ordering::Relaxed);
     let path = clusterconsensus::wire::path(CLUSTER, &format!("watch?from={next}"));
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::ACCEPT, "text/event-stream")
-        .body(Full::new(Bytes::new()))
-        .expect("a valid request");
-    let res = match sender.send_request(req).await {
-        Ok(r) if r.status() == hyper::StatusCode::OK => {
-            tally.open.store(true, Ordering::Relaxed);
-            r
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\naccept: text/event-stream\r\n\r\n");
+    let mut req = req.as_bytes();
+    while !req.is_empty() {
+        let sent = match s.writable().await {
+            Ok(()) => s.try_write(req),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(n) => req = &req[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return format!("send: {e}"),
         }
-        Ok(r) => return Err(format!("HTTP {}", r.status())),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut body = res.into_body();
+    }
+    let mut head: Vec<u8> = Vec::new();
+    let mut body: Option<Chunked> = None;
     let mut scan = IdScan {
         head: Vec::with_capacity(IdScan::HEAD),
         long: false,
         error: false,
     };
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(500), body.frame()).await {
-            Err(_) => continue, // idle: look at `stop` again
-            Ok(None) if scan.error => return Err("the node sent an error event".into()),
-            Ok(None) => return Err("the node ended the stream".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(Some(Ok(f))) => {
-                if let Ok(data) = f.into_data() {
-                    scan.push(&data, tally);
+    loop {
+        if let Err(e) = s.readable().await {
+            return e.to_string();
+        }
+        let step = READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let n = match s.try_read(&mut buf) {
+                Ok(0) => return Err("the node closed the connection".to_string()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut data = &buf[..n];
+            if body.is_none() {
+                head.extend_from_slice(data);
+                let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") else {
+                    return Ok(false);
+                };
+                let status = head.get(9..12).unwrap_or_default();
+                if status != b"200" {
+                    return Err(format!("HTTP {}", String::from_utf8_lossy(status)));
                 }
+                tally.open.store(true, Ordering::Relaxed);
+                body = Some(Chunked::default());
+                data = &data[data.len() - (head.len() - end - 4)..];
             }
+            let chunks = body.as_mut().expect("the head was read");
+            Ok(chunks.push(data, |d| scan.push(d, tally)))
+        });
+        match step {
+            Ok(false) => {}
+            Ok(true) if scan.error => return "the node sent an error event".into(),
+            Ok(true) => return "the node ended the stream".into(),
+            Err(e) => return e,
         }
     }
-    Ok(())
 }
 
 async fn run_watch(
@@ -1177,7 +1277,17 @@ async fn run_watch(
         .iter()
         .map(|u| parse_http(u))
         .collect::<Result<_, _>>()?;
-    let stop = Arc::new(AtomicBool::new(false));
+    // The watchers run on their own thread and current-thread runtime: their reading must not
+    // queue up in front of the writers' answers on the writers' runtime.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let spawner = watch_rt.handle().clone();
+    let watch_thread = std::thread::spawn(move || {
+        let _ = watch_rt.block_on(stopped);
+    });
     let tallies: Vec<Arc<Tally>> = (0..n)
         .map(|_| {
             Arc::new(Tally {
@@ -1193,8 +1303,8 @@ async fn run_watch(
     let connect_start = Instant::now();
     let mut handles = Vec::new();
     for t in &tallies {
-        let (t, stop, nodes) = (t.clone(), stop.clone(), nodes.clone());
-        handles.push(tokio::spawn(watcher(nodes, watched, t, stop)));
+        let (t, nodes) = (t.clone(), nodes.clone());
+        handles.push(spawner.spawn(watcher(nodes, watched, t)));
     }
     let until = Instant::now() + Duration::from_secs(60);
     while tallies.iter().any(|t| !t.open.load(Ordering::Relaxed)) {
@@ -1226,10 +1336,11 @@ async fn run_watch(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = drain_start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.await;
+    for h in &handles {
+        h.abort();
     }
+    let _ = stop.send(());
+    let _ = watch_thread.join();
     let want = last + 1 - from;
     // Complete: every entry from `from` to `last` once, in order, across its reconnects (each
     // seq was the one after the last; entries after `last` may follow).
