@@ -79,13 +79,15 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// woken and writing once per entry. The cost of a round (a wake-up and a write per watcher) is
 /// what it is; spacing the rounds in proportion bounds the share of the machine the watchers
 /// take whatever the commit rate: 1,000 watchers are woken at most 10 times a second (a
-/// delivery delay of at most 100 ms under load). An entry after a quiet spell goes out at once.
+/// delivery delay of at most 100 ms under load). An entry after a quiet spell goes out at once
+/// (to the first [`FAN_OUT_SLICE`] watchers; the rest follow over the round).
 pub const FAN_OUT_EVERY: Duration = Duration::from_millis(10);
 pub const FAN_OUT_PER_WATCHER: Duration = Duration::from_micros(100);
-/// The fan-out wakes this many watchers, then yields: the node's other tasks (the cluster's
-/// task, the peers' requests, the clients' submits) run between slices of a round rather than
-/// behind a thousand watchers' writes, so a round delays a commit little on this node.
-const FAN_OUT_SLICE: usize = 50;
+/// The fan-out wakes this many watchers at a time, [`FAN_OUT_PER_WATCHER`] apiece apart: a
+/// round's writes are spread over its interval, so the node's other tasks (the cluster's task,
+/// the peers' requests, the clients' submits) and the machine's other processes run between
+/// slices rather than behind a thousand watchers' writes. The first slice goes at once.
+pub const FAN_OUT_SLICE: usize = 50;
 /// The most bytes of events a watch stream joins into one frame.
 const FRAME_BYTES: usize = 256 << 10;
 /// Entries a watcher takes from the window at a time.
@@ -474,15 +476,20 @@ impl Hub {
             self.seal();
             let waiting =
                 std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-            let woken = waiting.len() as u32;
+            let woken = waiting.len();
+            let next_round =
+                tokio::time::Instant::now() + FAN_OUT_EVERY.max(FAN_OUT_PER_WATCHER * woken as u32);
             for (i, w) in waiting.into_values().enumerate() {
                 w.wake();
-                if i % FAN_OUT_SLICE == FAN_OUT_SLICE - 1 {
-                    tokio::task::yield_now().await;
+                if i % FAN_OUT_SLICE == FAN_OUT_SLICE - 1 && i + 1 < woken {
+                    // The round is spread over its interval, a slice at a time: the node's
+                    // other work (and the other processes of the machine) runs in between,
+                    // rather than waiting behind a burst of a thousand writes.
+                    tokio::time::sleep(FAN_OUT_PER_WATCHER * FAN_OUT_SLICE as u32).await;
                 }
             }
             // Entries pushed meanwhile leave a permit in `changed`: the next round follows.
-            tokio::time::sleep(FAN_OUT_EVERY.max(FAN_OUT_PER_WATCHER * woken)).await;
+            tokio::time::sleep_until(next_round).await;
         }
     }
 
