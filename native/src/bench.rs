@@ -95,6 +95,10 @@ struct Args {
     /// The node the watchers follow: a follower (the default) or the master.
     #[arg(long, default_value = "follower", value_parser = ["follower", "master"])]
     watch_node: String,
+    /// In the watch mode: runs with the watchers, each between two runs without them (the
+    /// ratio is the mean of the runs with them over the mean of those without).
+    #[arg(long, default_value_t = 2)]
+    watch_rounds: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1067,73 +1071,300 @@ impl IdScan {
     }
 }
 
-/// One watcher: `GET watch?from=NEXT` on its own connection, read until `stop`. When a stream
-/// ends (the node cut a watcher that fell behind, or installed a snapshot) it resumes on the
-/// next node, as a client does, from the entry after the last it received.
-async fn watcher(
-    nodes: Vec<(SocketAddr, String)>,
-    first: usize,
-    tally: Arc<Tally>,
-    stop: Arc<AtomicBool>,
-) {
+/// One watcher: `GET watch?from=NEXT` on its own connection, read until it is aborted. When a
+/// stream ends (the node cut a watcher that fell behind, or installed a snapshot) it resumes on
+/// the next node, as a client does, from the entry after the last it received.
+async fn watcher(nodes: Vec<(SocketAddr, String)>, first: usize, tally: Arc<Tally>) {
     let mut at = first;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         let (addr, host) = nodes[at % nodes.len()].clone();
-        if let Err(why) = watch_once(addr, host, &tally, &stop).await {
-            {
-                let mut ended = tally.ended.lock().unwrap_or_else(|e| e.into_inner());
-                ended.get_or_insert(why);
-            }
-            tally.reconnects.fetch_add(1, Ordering::Relaxed);
-            at += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let why = watch_once(addr, &host, &tally).await;
+        {
+            let mut ended = tally.ended.lock().unwrap_or_else(|e| e.into_inner());
+            ended.get_or_insert(why);
         }
+        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+        at += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// One stream, read until `stop` (`Ok`) or until it ends (`Err`: why).
-async fn watch_once(
-    addr: SocketAddr,
-    host: String,
-    tally: &Tally,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let mut sender = connect(addr).await?;
+thread_local! {
+    /// The watchers' one read buffer: they all run on one current-thread runtime and none
+    /// holds it across an await, so a large buffer (few reads per wake-up) costs 1 MiB in all.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, from bytes however they are cut.
+#[derive(Default)]
+struct Chunked {
+    stage: ChunkStage,
+    size: usize,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum ChunkStage {
+    /// The chunk's size, in hex.
+    #[default]
+    Size,
+    /// The rest of the size line (extensions), up to its LF.
+    Line,
+    /// Data bytes still due in this chunk.
+    Data(usize),
+    /// The CRLF after a chunk's data (bytes still due).
+    Crlf(u8),
+    /// The last chunk (size 0) came.
+    Done,
+}
+
+impl Chunked {
+    /// Hands the data in `b` to `out`; true once the last chunk came.
+    fn push(&mut self, mut b: &[u8], mut out: impl FnMut(&[u8])) -> bool {
+        while !b.is_empty() {
+            match self.stage {
+                ChunkStage::Size => {
+                    let c = b[0];
+                    b = &b[1..];
+                    match (c as char).to_digit(16) {
+                        Some(d) => self.size = self.size * 16 + d as usize,
+                        None if c == b'\n' => self.end_size(),
+                        None => self.stage = ChunkStage::Line,
+                    }
+                }
+                ChunkStage::Line => match memchr::memchr(b'\n', b) {
+                    Some(i) => {
+                        b = &b[i + 1..];
+                        self.end_size();
+                    }
+                    None => b = &[],
+                },
+                ChunkStage::Data(n) => {
+                    let k = n.min(b.len());
+                    out(&b[..k]);
+                    b = &b[k..];
+                    self.stage = if k == n {
+                        ChunkStage::Crlf(2)
+                    } else {
+                        ChunkStage::Data(n - k)
+                    };
+                }
+                ChunkStage::Crlf(n) => {
+                    b = &b[1..];
+                    self.stage = if n == 1 {
+                        ChunkStage::Size
+                    } else {
+                        ChunkStage::Crlf(n - 1)
+                    };
+                }
+                ChunkStage::Done => return true,
+            }
+        }
+        self.stage == ChunkStage::Done
+    }
+
+    fn end_size(&mut self) {
+        self.stage = match self.size {
+            0 => ChunkStage::Done,
+            n => ChunkStage::Data(n),
+        };
+        self.size = 0;
+    }
+}
+
+/// One stream, read until it ends: why it did. Raw HTTP/1.1 on a socket rather than hyper's
+/// client, and one large read per wake-up: the watchers share the machine with the nodes and
+/// the writers, and in a real deployment they would run elsewhere, so the bench keeps their
+/// own cost low (see README, Performance, Watchers).
+async fn watch_once(addr: SocketAddr, host: &str, tally: &Tally) -> String {
+    let s = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return format!("connect {addr}: {e}"),
+    };
     let next = tally.next.load(Ordering::Relaxed);
     let path = clusterconsensus::wire::path(CLUSTER, &format!("watch?from={next}"));
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::ACCEPT, "text/event-stream")
-        .body(Full::new(Bytes::new()))
-        .expect("a valid request");
-    let res = match sender.send_request(req).await {
-        Ok(r) if r.status() == hyper::StatusCode::OK => {
-            tally.open.store(true, Ordering::Relaxed);
-            r
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\naccept: text/event-stream\r\n\r\n");
+    let mut req = req.as_bytes();
+    while !req.is_empty() {
+        let sent = match s.writable().await {
+            Ok(()) => s.try_write(req),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(n) => req = &req[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return format!("send: {e}"),
         }
-        Ok(r) => return Err(format!("HTTP {}", r.status())),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut body = res.into_body();
+    }
+    let mut head: Vec<u8> = Vec::new();
+    let mut body: Option<Chunked> = None;
     let mut scan = IdScan {
         head: Vec::with_capacity(IdScan::HEAD),
         long: false,
         error: false,
     };
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(500), body.frame()).await {
-            Err(_) => continue, // idle: look at `stop` again
-            Ok(None) if scan.error => return Err("the node sent an error event".into()),
-            Ok(None) => return Err("the node ended the stream".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(Some(Ok(f))) => {
-                if let Ok(data) = f.into_data() {
-                    scan.push(&data, tally);
+    loop {
+        if let Err(e) = s.readable().await {
+            return e.to_string();
+        }
+        let step = READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let n = match s.try_read(&mut buf) {
+                Ok(0) => return Err("the node closed the connection".to_string()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut data = &buf[..n];
+            if body.is_none() {
+                head.extend_from_slice(data);
+                let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") else {
+                    return Ok(false);
+                };
+                let status = head.get(9..12).unwrap_or_default();
+                if status != b"200" {
+                    return Err(format!("HTTP {}", String::from_utf8_lossy(status)));
                 }
+                tally.open.store(true, Ordering::Relaxed);
+                body = Some(Chunked::default());
+                data = &data[data.len() - (head.len() - end - 4)..];
             }
+            let chunks = body.as_mut().expect("the head was read");
+            Ok(chunks.push(data, |d| scan.push(d, tally)))
+        });
+        match step {
+            Ok(false) => {}
+            Ok(true) if scan.error => return "the node sent an error event".into(),
+            Ok(true) => return "the node ended the stream".into(),
+            Err(e) => return e,
         }
     }
-    Ok(())
+}
+
+/// What the watchers of one phase received.
+#[derive(Default)]
+struct WatchPhase {
+    /// Each had to receive seqs `from ..= last`.
+    from: u64,
+    last: u64,
+    complete: usize,
+    delivered: u64,
+    out_of_order: u64,
+    reconnects: u64,
+    drained_s: f64,
+    connect_s: f64,
+    first_end: Option<String>,
+}
+
+/// Connects `n` watchers to `nodes[watched]` (all answered before the writers start), measures
+/// the writers meanwhile, waits until every watcher has the last entry the node applied, and
+/// tallies what they received.
+async fn watch_phase(
+    args: &Args,
+    ours: &Ours,
+    n: usize,
+    watched: usize,
+    (target, urls, c, pids): (&Target, &[String], usize, &[u32]),
+) -> Result<(Row, f64, WatchPhase), String> {
+    let node = ours.urls[watched].clone();
+    let status = |url: String| async move {
+        let http = HttpClient::new(Duration::from_secs(2));
+        get_json(&http, &clusterconsensus::wire::url(&url, CLUSTER, "status"))
+            .await
+            .and_then(|v| v["commit"].as_u64())
+            .unwrap_or(0)
+    };
+    let from = status(node.clone()).await + 1;
+    // Each watcher starts on `node` and moves on to the next one if its stream ends.
+    let nodes: Vec<(SocketAddr, String)> = ours
+        .urls
+        .iter()
+        .map(|u| parse_http(u))
+        .collect::<Result<_, _>>()?;
+    let tallies: Vec<Arc<Tally>> = (0..n)
+        .map(|_| {
+            Arc::new(Tally {
+                next: AtomicU64::new(from),
+                count: AtomicU64::new(0),
+                out_of_order: AtomicU64::new(0),
+                open: AtomicBool::new(false),
+                reconnects: AtomicU64::new(0),
+                ended: std::sync::Mutex::new(None),
+            })
+        })
+        .collect();
+    // The watchers run on their own thread and current-thread runtime: their reading must not
+    // queue up in front of the writers' answers on the writers' runtime.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let spawner = watch_rt.handle().clone();
+    let watch_thread = std::thread::spawn(move || {
+        let _ = watch_rt.block_on(stopped);
+    });
+    let connect_start = Instant::now();
+    let mut handles = Vec::new();
+    for t in &tallies {
+        let (t, nodes) = (t.clone(), nodes.clone());
+        handles.push(spawner.spawn(watcher(nodes, watched, t)));
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while tallies.iter().any(|t| !t.open.load(Ordering::Relaxed)) {
+        if Instant::now() > until {
+            return Err("the watchers did not all connect within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_s = connect_start.elapsed().as_secs_f64();
+    eprintln!(
+        "{n} watchers on {node} ({}) from seq {from}, connected in {connect_s:.1} s",
+        args.watch_node,
+    );
+    let me = std::process::id();
+    let cpu0 = cpu_seconds(me);
+    let row = measure(args, "watchers", target, urls, c, pids).await;
+    let cpu = cpu_seconds(me) - cpu0;
+    eprintln!("{}", row_line(&row));
+    // Every watcher must get to the last entry the node applied.
+    let last = status(node.clone()).await;
+    let drain_start = Instant::now();
+    let drain_until = drain_start + Duration::from_secs(120);
+    while Instant::now() < drain_until
+        && tallies
+            .iter()
+            .any(|t| t.next.load(Ordering::Relaxed) <= last)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained_s = drain_start.elapsed().as_secs_f64();
+    for h in &handles {
+        h.abort();
+    }
+    let _ = stop.send(());
+    let _ = watch_thread.join();
+    let sum = |f: &dyn Fn(&Tally) -> u64| tallies.iter().map(|t| f(t)).sum::<u64>();
+    let phase = WatchPhase {
+        from,
+        last,
+        // Complete: every entry from `from` to `last` once, in order, across its reconnects
+        // (each seq was the one after the last; entries after `last` may follow).
+        complete: tallies
+            .iter()
+            .filter(|t| {
+                t.out_of_order.load(Ordering::Relaxed) == 0 && t.next.load(Ordering::Relaxed) > last
+            })
+            .count(),
+        delivered: sum(&|t| t.count.load(Ordering::Relaxed)),
+        out_of_order: sum(&|t| t.out_of_order.load(Ordering::Relaxed)),
+        reconnects: sum(&|t| t.reconnects.load(Ordering::Relaxed)),
+        drained_s,
+        connect_s,
+        first_end: tallies
+            .iter()
+            .find_map(|t| t.ended.lock().ok().and_then(|e| e.clone())),
+    };
+    Ok((row, cpu, phase))
 }
 
 async fn run_watch(
@@ -1151,119 +1382,31 @@ async fn run_watch(
     // The urls and pids are master first.
     let watched = if args.watch_node == "master" { 0 } else { 1 };
     let node = ours.urls[watched].clone();
-    let status = |url: String| async move {
-        let http = HttpClient::new(Duration::from_secs(2));
-        get_json(&http, &clusterconsensus::wire::url(&url, CLUSTER, "status"))
-            .await
-            .and_then(|v| v["commit"].as_u64())
-            .unwrap_or(0)
-    };
     let me = std::process::id();
     let mut rows = Vec::new();
     let mut bench_cpu = Vec::new();
-
-    // 1. Without watchers.
-    let cpu0 = cpu_seconds(me);
-    let row = measure(args, "no watchers", &target, &urls, c, &pids).await;
-    bench_cpu.push(cpu_seconds(me) - cpu0);
-    eprintln!("{}", row_line(&row));
-    rows.push(row);
-
-    // 2. With them: all connected (and answered) before the writers start.
-    let from = status(node.clone()).await + 1;
-    // Each watcher starts on `node` and moves on to the next one if its stream ends.
-    let nodes: Vec<(SocketAddr, String)> = ours
-        .urls
-        .iter()
-        .map(|u| parse_http(u))
-        .collect::<Result<_, _>>()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tallies: Vec<Arc<Tally>> = (0..n)
-        .map(|_| {
-            Arc::new(Tally {
-                next: AtomicU64::new(from),
-                count: AtomicU64::new(0),
-                out_of_order: AtomicU64::new(0),
-                open: AtomicBool::new(false),
-                reconnects: AtomicU64::new(0),
-                ended: std::sync::Mutex::new(None),
-            })
-        })
-        .collect();
-    let connect_start = Instant::now();
-    let mut handles = Vec::new();
-    for t in &tallies {
-        let (t, stop, nodes) = (t.clone(), stop.clone(), nodes.clone());
-        handles.push(tokio::spawn(watcher(nodes, watched, t, stop)));
-    }
-    let until = Instant::now() + Duration::from_secs(60);
-    while tallies.iter().any(|t| !t.open.load(Ordering::Relaxed)) {
-        if Instant::now() > until {
-            return Err("the watchers did not all connect within 60 s".into());
+    let mut phases = Vec::new();
+    // Without watchers, then (with them, without them) --watch-rounds times: a machine whose
+    // load drifts shows in the runs without, and each run with them sits between two without.
+    for round in 0..=args.watch_rounds {
+        if round > 0 {
+            let (row, cpu, phase) =
+                watch_phase(args, &ours, n, watched, (&target, &urls, c, &pids)).await?;
+            bench_cpu.push(cpu);
+            rows.push(row);
+            phases.push(phase);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let cpu0 = cpu_seconds(me);
+        let row = measure(args, "no watchers", &target, &urls, c, &pids).await;
+        bench_cpu.push(cpu_seconds(me) - cpu0);
+        eprintln!("{}", row_line(&row));
+        rows.push(row);
     }
-    eprintln!(
-        "{n} watchers on {} ({}) from seq {from}, connected in {:.1} s",
-        node,
-        args.watch_node,
-        connect_start.elapsed().as_secs_f64()
-    );
-    let cpu0 = cpu_seconds(me);
-    let row = measure(args, "watchers", &target, &urls, c, &pids).await;
-    bench_cpu.push(cpu_seconds(me) - cpu0);
-    eprintln!("{}", row_line(&row));
-    rows.push(row);
-    // Every watcher must get to the last entry the node applied.
-    let last = status(node.clone()).await;
-    let drain_start = Instant::now();
-    let drain_until = drain_start + Duration::from_secs(120);
-    while Instant::now() < drain_until
-        && tallies
-            .iter()
-            .any(|t| t.next.load(Ordering::Relaxed) <= last)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drained = drain_start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.await;
-    }
-    let want = last + 1 - from;
-    // Complete: every entry from `from` to `last` once, in order, across its reconnects (each
-    // seq was the one after the last; entries after `last` may follow).
-    let complete = tallies
-        .iter()
-        .filter(|t| {
-            t.out_of_order.load(Ordering::Relaxed) == 0 && t.next.load(Ordering::Relaxed) > last
-        })
-        .count();
-    let reconnects: u64 = tallies
-        .iter()
-        .map(|t| t.reconnects.load(Ordering::Relaxed))
-        .sum();
-    let out_of_order: u64 = tallies
-        .iter()
-        .map(|t| t.out_of_order.load(Ordering::Relaxed))
-        .sum();
-    let delivered: u64 = tallies
-        .iter()
-        .map(|t| t.count.load(Ordering::Relaxed))
-        .sum();
-    let first_end = tallies
-        .iter()
-        .find_map(|t| t.ended.lock().ok().and_then(|e| e.clone()));
 
-    // 3. Without them again: a machine whose load drifts shows here.
-    let cpu0 = cpu_seconds(me);
-    let row = measure(args, "no watchers", &target, &urls, c, &pids).await;
-    bench_cpu.push(cpu_seconds(me) - cpu0);
-    eprintln!("{}", row_line(&row));
-    rows.push(row);
-
-    let base = (rows[0].per_sec + rows[2].per_sec) / 2.0;
-    let ratio = rows[1].per_sec / base.max(1e-9);
+    let mean = |rows: Vec<&Row>| rows.iter().map(|r| r.per_sec).sum::<f64>() / rows.len() as f64;
+    let base = mean(rows.iter().filter(|r| r.system == "no watchers").collect());
+    let with = mean(rows.iter().filter(|r| r.system == "watchers").collect());
+    let ratio = with / base.max(1e-9);
     let mut table = format!(
         "{} s per run after {} ms warm-up; 3 nodes on 127.0.0.1, fsync on; C = {c}; {n} watchers on the {} ({node}); {machine}\n\n",
         args.duration.as_secs_f64(),
@@ -1277,13 +1420,30 @@ async fn run_watch(
     }
     let cpu: Vec<String> = bench_cpu.iter().map(|c| format!("{c:.2}")).collect();
     table.push_str(&format!(
-        "\nwrites/s with the watchers: {:.0}, {ratio:.2}x the mean without them ({base:.0})\n\
-         watchers complete: {complete} of {n} (each seqs {from}..={last}: {want} entries; {delivered} delivered in all, \
-         {out_of_order} out of order, {reconnects} reconnects; drained {:.1} s after the writers stopped){}\n\
-         CPU s of the bench process (writers and watchers) per run: {}\n",
-        rows[1].per_sec,
-        drained.as_secs_f64(),
-        first_end.map(|e| format!("; first stream end: {e}")).unwrap_or_default(),
+        "\nwrites/s with the watchers: {with:.0} (mean of {}), {ratio:.2}x the mean without them ({base:.0})\n",
+        phases.len(),
+    ));
+    for p in &phases {
+        table.push_str(&format!(
+            "watchers complete: {} of {n} (each seqs {}..={}: {} entries; {} delivered in all, \
+             {} out of order, {} reconnects; connected in {:.1} s, drained {:.1} s after the writers stopped){}\n",
+            p.complete,
+            p.from,
+            p.last,
+            p.last + 1 - p.from,
+            p.delivered,
+            p.out_of_order,
+            p.reconnects,
+            p.connect_s,
+            p.drained_s,
+            p.first_end
+                .as_ref()
+                .map(|e| format!("; first stream end: {e}"))
+                .unwrap_or_default(),
+        ));
+    }
+    table.push_str(&format!(
+        "CPU s of the bench process (writers and watchers) per run: {}\n",
         cpu.join(" / "),
     ));
     println!("{table}");
@@ -1292,9 +1452,14 @@ async fn run_watch(
             "machine": machine, "c": c, "watchers": n, "watch_node": args.watch_node,
             "duration_s": args.duration.as_secs_f64(),
             "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
-            "ratio": ratio, "complete": complete, "from": from, "last": last,
-            "delivered": delivered, "out_of_order": out_of_order, "reconnects": reconnects,
-            "drained_s": drained.as_secs_f64(), "bench_cpu_s": bench_cpu, "table": table,
+            "ratio": ratio,
+            "complete": phases.iter().map(|p| p.complete).min().unwrap_or(0),
+            "phases": phases.iter().map(|p| json!({
+                "from": p.from, "last": p.last, "complete": p.complete,
+                "delivered": p.delivered, "out_of_order": p.out_of_order,
+                "reconnects": p.reconnects, "drained_s": p.drained_s,
+            })).collect::<Vec<_>>(),
+            "bench_cpu_s": bench_cpu, "table": table,
         });
         std::fs::write(out, serde_json::to_vec_pretty(&v).unwrap_or_default())
             .map_err(|e| format!("write {}: {e}", out.display()))?;

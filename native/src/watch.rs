@@ -45,9 +45,11 @@
 //! (as soon as the connection moves again). One task per cluster wakes the watchers that wait
 //! (after new entries, and every [`TICK`] for progress), so the cluster's task does not do work
 //! in proportion to the number of watchers; under load it spaces its rounds (see
-//! [`FAN_OUT_EVERY`]), so each watcher takes many entries per wake-up and per write. A prefix watcher
-//! parses the changes of each entry
-//! and, when it keeps only some of them, serializes its own copy.
+//! [`FAN_OUT_EVERY`]), so each watcher takes many entries per wake-up and per write, and wakes
+//! them in slices, so the node's other tasks run between. Before each round it joins the entries
+//! since the last one into a run, once: every watcher it wakes writes a slice of that run (no
+//! copy, no allocation per watcher). A prefix watcher parses the changes of each entry and, when
+//! it keeps only some of them, serializes its own copy.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -76,14 +78,24 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// often, and each watcher then takes all the new ones at once, in one write, rather than being
 /// woken and writing once per entry. The cost of a round (a wake-up and a write per watcher) is
 /// what it is; spacing the rounds in proportion bounds the share of the machine the watchers
-/// take whatever the commit rate: 1,000 watchers are woken at most 20 times a second. An entry
-/// after a quiet spell goes out at once.
+/// take whatever the commit rate: 1,000 watchers are woken at most 10 times a second (a
+/// delivery delay of at most 100 ms under load). An entry after a quiet spell goes out at once
+/// (to the first [`FAN_OUT_SLICE`] watchers; the rest follow over the round).
 pub const FAN_OUT_EVERY: Duration = Duration::from_millis(10);
-pub const FAN_OUT_PER_WATCHER: Duration = Duration::from_micros(50);
+pub const FAN_OUT_PER_WATCHER: Duration = Duration::from_micros(100);
+/// The fan-out wakes this many watchers at a time, [`FAN_OUT_PER_WATCHER`] apiece apart: a
+/// round's writes are spread over its interval, so the node's other tasks (the cluster's task,
+/// the peers' requests, the clients' submits) and the machine's other processes run between
+/// slices rather than behind a thousand watchers' writes. The first slice goes at once.
+pub const FAN_OUT_SLICE: usize = 50;
 /// The most bytes of events a watch stream joins into one frame.
 const FRAME_BYTES: usize = 256 << 10;
 /// Entries a watcher takes from the window at a time.
 const BATCH: usize = 64;
+/// The most bytes of runs a window keeps: they are copies of its newest entries' events, so
+/// this much memory on top of the window's own bytes; a watcher further behind than the runs
+/// reach takes its entries one by one (joined into a frame of its own, as before runs).
+const RUN_BYTES: usize = 8 << 20;
 /// The most events, and bytes of them, one long-poll answer carries.
 const POLL_EVENTS: usize = 1000;
 const POLL_BYTES: usize = 4 << 20;
@@ -159,6 +171,32 @@ impl Item {
             n if n == entry.chg.len() => Some(self.clone()),
             _ => Some(Item::changes(self.seq, &keep)),
         }
+    }
+}
+
+/// Consecutive entries' events joined once, by the fan-out, for every watcher that takes them:
+/// a watcher woken in a round writes a slice of the round's run (reference-counted, uncopied)
+/// rather than joining its own copy of the same events. Seqs `first ..= last()`; the event
+/// of seq `first + i` ends at `ends[i]` in `sse`.
+#[derive(Debug)]
+struct Run {
+    first: u64,
+    ends: Vec<usize>,
+    sse: Bytes,
+}
+
+impl Run {
+    fn last(&self) -> u64 {
+        self.first + self.ends.len() as u64 - 1
+    }
+
+    /// The events of seqs `from ..= to`, both in this run.
+    fn slice(&self, from: u64, to: u64) -> Bytes {
+        let start = match from - self.first {
+            0 => 0,
+            i => self.ends[i as usize - 1],
+        };
+        self.sse.slice(start..self.ends[(to - self.first) as usize])
     }
 }
 
@@ -241,6 +279,14 @@ struct Window {
     max_bytes: usize,
     /// A membership entry whose member list comes with the next `MembersChanged`.
     pending_members: Option<u64>,
+    /// The runs the fan-out joined, contiguous, oldest first, ending before `sealed`; at most
+    /// [`RUN_BYTES`] of them (older entries are taken one by one, as entries after `sealed`).
+    runs: VecDeque<Run>,
+    run_bytes: usize,
+    /// The seq after the last one joined into a run.
+    sealed: u64,
+    /// Counts resets (snapshots), so a run joined across one is not kept.
+    resets: u64,
     /// Why this node serves no watch now (it left the cluster).
     closed: Option<String>,
 }
@@ -280,6 +326,32 @@ impl Window {
                 self.first += 1;
             }
         }
+        self.trim_runs();
+    }
+
+    /// Drops the runs no cursor may take: those before the window, and the oldest past
+    /// [`RUN_BYTES`].
+    fn trim_runs(&mut self) {
+        while let Some(r) = self.runs.front() {
+            if r.last() >= self.first && self.run_bytes <= RUN_BYTES {
+                break;
+            }
+            self.run_bytes -= r.sse.len();
+            self.runs.pop_front();
+        }
+    }
+
+    /// The run that holds `seq`, if one does.
+    fn run_at(&self, seq: u64) -> Option<&Run> {
+        let front = self.runs.front()?;
+        if seq < front.first || seq >= self.sealed {
+            return None;
+        }
+        let i = self
+            .runs
+            .partition_point(|r| r.first <= seq)
+            .checked_sub(1)?;
+        self.runs.get(i).filter(|r| r.last() >= seq)
     }
 
     /// The state is now that at commit `seq` (a snapshot): nothing before `seq + 1` is here.
@@ -287,6 +359,10 @@ impl Window {
         self.items.clear();
         self.bytes = 0;
         self.first = seq + 1;
+        self.runs.clear();
+        self.run_bytes = 0;
+        self.sealed = seq + 1;
+        self.resets += 1;
     }
 }
 
@@ -323,6 +399,10 @@ impl Hub {
                 max_bytes: limits.bytes,
                 pending_members: None,
                 closed: None,
+                runs: VecDeque::new(),
+                run_bytes: 0,
+                sealed: commit + 1,
+                resets: 0,
             }),
             waiting: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
@@ -393,15 +473,79 @@ impl Hub {
                     self.tick.fetch_add(1, Ordering::AcqRel);
                 }
             }
+            self.seal();
             let waiting =
                 std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-            let woken = waiting.len() as u32;
-            for w in waiting.into_values() {
+            let woken = waiting.len();
+            let next_round =
+                tokio::time::Instant::now() + FAN_OUT_EVERY.max(FAN_OUT_PER_WATCHER * woken as u32);
+            for (i, w) in waiting.into_values().enumerate() {
                 w.wake();
+                if i % FAN_OUT_SLICE == FAN_OUT_SLICE - 1 && i + 1 < woken {
+                    // The round is spread over its interval, a slice at a time: the node's
+                    // other work (and the other processes of the machine) runs in between,
+                    // rather than waiting behind a burst of a thousand writes.
+                    tokio::time::sleep(FAN_OUT_PER_WATCHER * FAN_OUT_SLICE as u32).await;
+                }
             }
             // Entries pushed meanwhile leave a permit in `changed`: the next round follows.
-            tokio::time::sleep(FAN_OUT_EVERY.max(FAN_OUT_PER_WATCHER * woken)).await;
+            tokio::time::sleep_until(next_round).await;
         }
+    }
+
+    /// Joins the entries applied since the last round into runs (of at most [`FRAME_BYTES`]),
+    /// once, for all the watchers this round wakes. Copies them outside the window's lock, so
+    /// the cluster's task is not held up.
+    fn seal(&self) {
+        let (from, events, resets) = {
+            let w = self.window();
+            let from = w.sealed.max(w.first);
+            if from > w.commit() {
+                return;
+            }
+            let events: Vec<Bytes> = w
+                .items
+                .iter()
+                .skip((from - w.first) as usize)
+                .map(|i| i.sse.clone())
+                .collect();
+            (from, events, w.resets)
+        };
+        let mut runs = Vec::new();
+        let (mut first, mut sse, mut ends) = (from, Vec::new(), Vec::new());
+        for (i, e) in events.iter().enumerate() {
+            if !sse.is_empty() && sse.len() + e.len() > FRAME_BYTES {
+                runs.push(Run {
+                    first,
+                    ends: std::mem::take(&mut ends),
+                    sse: Bytes::from(std::mem::take(&mut sse)),
+                });
+                first = from + i as u64;
+            }
+            sse.extend_from_slice(e);
+            ends.push(sse.len());
+        }
+        runs.push(Run {
+            first,
+            ends,
+            sse: Bytes::from(sse),
+        });
+        let mut w = self.window_mut();
+        if w.resets != resets {
+            return;
+        }
+        if w.sealed != from {
+            // Entries left the window before they were joined: the older runs are not
+            // contiguous with these (and are before the window).
+            w.runs.clear();
+            w.run_bytes = 0;
+        }
+        for r in runs {
+            w.sealed = r.last() + 1;
+            w.run_bytes += r.sse.len();
+            w.runs.push_back(r);
+        }
+        w.trim_runs();
     }
 
     /// The last seq applied on this node.
@@ -463,6 +607,9 @@ impl Hub {
 pub enum Next {
     /// Entries (filtered), and the commit they were read at.
     Items(Vec<ItemRef>, u64),
+    /// Entries as the bytes of their events, to be written as they are, one frame each
+    /// ([`Cursor::poll_sse`]).
+    Sse(Vec<Bytes>),
     /// A tick passed with nothing new: everything up to `commit` was seen.
     Tick(u64),
     /// The watch ends here.
@@ -510,6 +657,23 @@ impl Cursor {
     /// The next entries (up to `max` of them, or `max_bytes` past the first), or a tick, or the
     /// end; `Pending` (woken by the hub) while there is none of these.
     pub fn poll_next(&mut self, cx: &mut Context<'_>, max: usize, max_bytes: usize) -> Poll<Next> {
+        self.poll(cx, max, max_bytes, false)
+    }
+
+    /// As [`poll_next`](Self::poll_next), but entries come as [`Next::Sse`] when the cursor has
+    /// no filter: slices of the fan-out's runs (shared by every watcher, not copied), and the
+    /// entries not in a run joined into one buffer; up to `max` entries (a run is taken whole).
+    pub fn poll_sse(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Next> {
+        self.poll(cx, max, usize::MAX, true)
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        max_bytes: usize,
+        sse: bool,
+    ) -> Poll<Next> {
         let mut waiting = false;
         loop {
             // The commit up to which everything was handed out: what a progress event says.
@@ -526,6 +690,30 @@ impl Cursor {
                     ))));
                 }
                 let commit = w.commit();
+                if sse && self.filter.is_none() && self.next <= commit {
+                    let mut out = Vec::new();
+                    let mut loose = Vec::new();
+                    let mut taken = 0;
+                    while self.next <= commit && taken < max && loose.len() < FRAME_BYTES {
+                        let from = self.next;
+                        if let Some(run) = w.run_at(from) {
+                            if !loose.is_empty() {
+                                out.push(Bytes::from(std::mem::take(&mut loose)));
+                            }
+                            let to = run.last().min(commit);
+                            out.push(run.slice(from, to));
+                            self.next = to + 1;
+                        } else {
+                            loose.extend_from_slice(&w.items[(from - w.first) as usize].sse);
+                            self.next = from + 1;
+                        }
+                        taken += (self.next - from) as usize;
+                    }
+                    if !loose.is_empty() {
+                        out.push(Bytes::from(loose));
+                    }
+                    return Poll::Ready(Next::Sse(out));
+                }
                 if self.next <= commit {
                     let start = (self.next - w.first) as usize;
                     let mut out = Vec::new();
@@ -600,27 +788,6 @@ impl WatchStream {
     }
 }
 
-impl WatchStream {
-    /// `first` and the events queued after it, up to [`FRAME_BYTES`], as one frame: one chunk
-    /// and one write for what a wake-up brought, rather than one per entry (a lone event goes
-    /// as it is, uncopied).
-    fn joined(&mut self, first: Bytes) -> Bytes {
-        if self.queue.is_empty() || first.len() >= FRAME_BYTES {
-            return first;
-        }
-        let mut out = Vec::with_capacity(FRAME_BYTES.min(first.len() * (self.queue.len() + 1)));
-        out.extend_from_slice(&first);
-        while let Some(next) = self.queue.front() {
-            if out.len() + next.len() > FRAME_BYTES {
-                break;
-            }
-            out.extend_from_slice(next);
-            self.queue.pop_front();
-        }
-        Bytes::from(out)
-    }
-}
-
 impl Body for WatchStream {
     type Data = Bytes;
     type Error = Infallible;
@@ -631,16 +798,32 @@ impl Body for WatchStream {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         loop {
-            if let Some(first) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(this.joined(first)))));
+            if let Some(frame) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.cursor.poll_next(cx, BATCH, usize::MAX) {
+            // What a wake-up brought goes out in few frames (one chunk and one write each):
+            // slices of the fan-out's runs, or (filtered) the entries joined into one.
+            match this.cursor.poll_sse(cx, BATCH) {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(Next::Sse(frames)) => {
+                    this.queue.extend(frames);
+                    this.sent = true;
+                }
                 Poll::Ready(Next::Items(items, _)) => {
-                    this.queue.extend(items.into_iter().map(|i| i.0.sse));
+                    let joined = match &items[..] {
+                        [one] => one.0.sse.clone(),
+                        _ => {
+                            let mut out = Vec::new();
+                            for i in &items {
+                                out.extend_from_slice(&i.0.sse);
+                            }
+                            Bytes::from(out)
+                        }
+                    };
+                    this.queue.push_back(joined);
                     this.sent = true;
                 }
                 Poll::Ready(Next::Tick(commit)) => {
@@ -667,7 +850,8 @@ pub async fn long_poll(mut cursor: Cursor, wait: Duration) -> Result<Vec<u8>, Wa
         let next = std::future::poll_fn(|cx| cursor.poll_next(cx, POLL_EVENTS, POLL_BYTES));
         let (items, commit) = match tokio::time::timeout_at(until, next).await {
             Ok(Next::Items(items, commit)) => (items, commit),
-            Ok(Next::Tick(_)) => continue,
+            // (`Sse` comes from `poll_sse` alone.)
+            Ok(Next::Tick(_) | Next::Sse(..)) => continue,
             Ok(Next::End(refusal)) => return Err(refusal),
             // Nothing came: everything before the cursor was handed out. Not the hub's commit
             // alone: an entry applied after the cursor's last look is not handed out, and a
@@ -733,6 +917,79 @@ mod tests {
                 .collect(),
             other => panic!("not items: {other:?}"),
         }
+    }
+
+    fn frames(c: &mut Cursor) -> (Vec<Bytes>, u64) {
+        let waker = Waker::from(Arc::new(Counter(AtomicUsize::new(0))));
+        match c.poll_sse(&mut Context::from_waker(&waker), 64) {
+            Poll::Ready(Next::Sse(frames)) => (frames, c.next - 1),
+            other => panic!("not sse: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stream_writes_slices_of_the_fan_out_runs_and_the_same_bytes_as_entry_by_entry() {
+        let h = hub(100, 1 << 20);
+        for seq in 1..=5 {
+            commit(&h, seq, &["a"]);
+        }
+        h.seal();
+        commit(&h, 6, &["b"]);
+        commit(&h, 7, &["c"]);
+        let event =
+            |seq: u64, c: &str| format!("id: {seq}\ndata: {{\"seq\":{seq},\"chg\":[\"{c}\"]}}\n\n");
+        for from in 1..=7u64 {
+            let mut c = h.cursor(Some(from), None).unwrap();
+            let (got, commit) = frames(&mut c);
+            let want: String = (from..=7)
+                .map(|s| event(s, ["a", "a", "a", "a", "a", "b", "c"][s as usize - 1]))
+                .collect();
+            let joined: Vec<u8> = got.iter().flat_map(|f| f.to_vec()).collect();
+            assert_eq!((String::from_utf8(joined).unwrap(), commit), (want, 7));
+            // The run's slice, then 6 and 7 joined.
+            assert_eq!(got.len(), if from <= 5 { 2 } else { 1 });
+            assert!(matches!(poll(&mut c), Poll::Pending));
+        }
+        // Two watchers at the same place write the same bytes, not copies of them.
+        let (a, _) = frames(&mut h.cursor(Some(2), None).unwrap());
+        let (b, _) = frames(&mut h.cursor(Some(2), None).unwrap());
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr());
+        // The next round joins 6 and 7.
+        h.seal();
+        let (got, _) = frames(&mut h.cursor(Some(4), None).unwrap());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], Bytes::from(event(6, "b") + &event(7, "c")));
+    }
+
+    #[test]
+    fn runs_follow_the_window_out_and_a_snapshot_drops_them() {
+        let h = hub(3, 1 << 20);
+        for seq in 1..=5 {
+            commit(&h, seq, &["a"]);
+        }
+        h.seal();
+        assert_eq!(h.oldest(), 3);
+        let (got, _) = frames(&mut h.cursor(Some(3), None).unwrap());
+        let events = String::from_utf8_lossy(&got[0]).matches("id: ").count();
+        assert_eq!((got.len(), events), (1, 3));
+        commit(&h, 6, &["a"]);
+        commit(&h, 7, &["a"]);
+        // 3 and 4 left the window (their run stays only while it holds seqs in the window).
+        assert_eq!(h.oldest(), 5);
+        let (got, _) = frames(&mut h.cursor(Some(5), None).unwrap());
+        assert_eq!(got.len(), 2);
+        h.on_event(&Event::SnapshotInstalled { seq: 20 });
+        commit(&h, 21, &["z"]);
+        let (got, _) = frames(&mut h.cursor(Some(21), None).unwrap());
+        assert_eq!(
+            got,
+            [Bytes::from(
+                "id: 21\ndata: {\"seq\":21,\"chg\":[\"z\"]}\n\n"
+            )]
+        );
+        h.seal();
+        let w = h.window();
+        assert_eq!((w.runs.len(), w.runs[0].first, w.sealed), (1, 21, 22));
     }
 
     #[test]
@@ -876,6 +1133,7 @@ mod tests {
                     }
                     Next::Tick(_) => {}
                     Next::End(r) => panic!("{r:?}"),
+                    Next::Sse(..) => panic!("poll_next gave Sse"),
                 }
             }
             // Idle: ticks come.
