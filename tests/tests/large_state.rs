@@ -68,20 +68,20 @@ fn a_new_member_and_a_lagging_follower_receive_a_state_larger_than_a_body() {
     assert_eq!(st["commit"], want["commit"], "{st}");
 }
 
-/// The measurement of the README (not part of CI): a join at `LARGE_KEYS` keys (default
-/// 300,000) of 100-byte values, about 41 MB, with the default body limit (1 MiB chunks) while
-/// one client writes; then a follower killed, 90,000 writes in 90 entries (12 MB of changes,
-/// more than the master keeps to catch it up by entries: it needs a snapshot), restarted:
-/// `cargo build --release -p clusterconsensus-server --bins && CLUSTERCONSENSUS_BIN=target/release/clusterconsensus
-/// cargo test -p clusterconsensus-tests --test large_state join_at_scale -- --ignored --nocapture`
+/// A join while a client writes, then a follower killed, 90,000 writes in 90 entries (12 MB of
+/// changes, more than the master keeps to catch it up by entries: it needs a snapshot),
+/// restarted. With the default body limit (1 MiB chunks). In the test run at 20,000 keys; the
+/// README's measurement sets `LARGE_KEYS` (300,000 keys of 100-byte values is about 41 MB):
+/// `cargo build --release -p clusterconsensus-server --bins && LARGE_KEYS=300000
+/// CLUSTERCONSENSUS_BIN=target/release/clusterconsensus cargo test -p clusterconsensus-tests
+/// --test large_state join_at_scale -- --nocapture`
 #[test]
-#[ignore]
 fn join_at_scale() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let keys: usize = std::env::var("LARGE_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300_000);
+        .unwrap_or(20_000);
     let args: Vec<String> = vec![];
     let mut c = Cluster::start("scale", 3, &["c1"], &args);
     let m = c.master("c1").unwrap();
@@ -121,8 +121,10 @@ fn join_at_scale() {
         || (count(&fourth.url) >= Some(keys as u64)).then_some(()),
     );
     let holds = t.elapsed();
+    // Bounded for a loaded machine: the learner catches up the entries committed during its
+    // transfer one accept at a time while the writer goes on (seconds, not minutes, when idle).
     wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(300),
         "the 4th member to be a voter",
         || status(&fourth.url, "c1").filter(|s| s["role"] == "participant"),
     );
@@ -138,9 +140,14 @@ fn join_at_scale() {
 
     let f = (m + 1) % 3;
     c.nodes[f].kill();
-    for batch in changes[..90_000].chunks(1000) {
-        let again: Vec<String> = batch.iter().map(|x| x.replace("vvvv", "wwww")).collect();
-        submit_ok(&master, "c1", &again).unwrap();
+    let again: Vec<String> = changes
+        .iter()
+        .cycle()
+        .take(90_000)
+        .map(|x| x.replace("vvvv", "wwww"))
+        .collect();
+    for batch in again.chunks(1000) {
+        submit_ok(&master, "c1", batch).unwrap();
     }
     let commit = |node: &str| status(node, "c1").and_then(|s| s["commit"].as_u64());
     let want = commit(&master).unwrap();
