@@ -3,8 +3,10 @@
 //! linearizability (`clusterconsensus::sim::lincheck`, per key), and liveness after the
 //! faults heal.
 //!
-//! `SIM_SEEDS=N` changes the number of seeds (default 2000); `SIM_SEED=S` with the `replay`
-//! test replays one seed and prints what it found.
+//! `SIM_SEEDS=N` changes the number of fixed seeds (default 2000, seeds 0..N), `SIM_FRESH=N` the
+//! number of fresh ones each run draws (default 500, from a base taken from the clock that the
+//! summary line names; `SIM_FRESH_BASE=B` runs those again); `SIM_SEED=S` with the `replay` test
+//! replays one seed and prints what it found.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -75,19 +77,31 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn sweep() {
     let seeds = env_u64("SIM_SEEDS").unwrap_or(2000);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    // Besides the fixed seeds 0..SIM_SEEDS (the same every run, so a change that breaks one is
+    // caught at once), every run explores SIM_FRESH seeds it has never tried, from a base drawn
+    // from the clock and named in the summary line: a failure among them replays with its seed
+    // (printed below) or the whole run with SIM_FRESH_BASE.
+    let fresh = env_u64("SIM_FRESH").unwrap_or(500);
+    let base = env_u64("SIM_FRESH_BASE").unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // Far above the fixed seeds, and not overlapping them when it wraps.
+        (t % (u64::MAX / 2)).max(1 << 32)
+    });
+    let all: Vec<u64> = (0..seeds).chain(base..base + fresh).collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
     let results: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
+                let all = &all;
                 s.spawn(move || {
-                    let mut out = Vec::new();
-                    let mut seed = t;
-                    while seed < seeds {
-                        out.push(run_seed(seed));
-                        seed += threads;
-                    }
-                    out
+                    all.iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|&seed| run_seed(seed))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -120,7 +134,8 @@ fn sweep() {
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,
-        "simulation: {} seeds, {steps} steps, {violations} violations ({:.1} s)",
+        "simulation: {} seeds ({seeds} fixed, {fresh} fresh from SIM_FRESH_BASE={base}), {steps} \
+         steps, {violations} violations ({:.1} s)",
         results.len(),
         started.elapsed().as_secs_f64()
     );
@@ -164,7 +179,7 @@ fn sweep() {
          of a master sending a snapshot, {cut_receiver} of a node receiving one), {faults} \
          nemesis actions"
     );
-    assert_eq!(results.len() as u64, seeds);
+    assert_eq!(results.len() as u64, seeds + fresh);
     // The sweep must exercise what it claims to (a vacuous run proves nothing).
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
