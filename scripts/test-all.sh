@@ -22,7 +22,7 @@ scripts/test-web.sh 2>&1 | tee target/test-web.log || status=1
 scripts/fuzz.sh 30 2>&1 | tee target/fuzz.log || status=1
 deploy/check.sh 2>&1 | tee target/deploy-check.log || status=1
 cargo_status=0
-cargo test --workspace 2>&1 | tee target/cargo-test.log || cargo_status=1
+cargo test --workspace --no-fail-fast 2>&1 | tee target/cargo-test.log || cargo_status=1
 # The mutation checks: each deliberate protocol bug must be caught by the simulation's checks.
 cargo test -p clusterconsensus --release --features mutants --test mutations -- --nocapture 2>&1 \
   | tee -a target/cargo-test.log || cargo_status=1
