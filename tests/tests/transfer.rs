@@ -67,7 +67,9 @@ fn transfer_to_a_chosen_voter_and_to_the_most_caught_up_one() {
     let f = (0..3).find(|i| *i != t).unwrap();
     let a = post_json(&c.nodes[f].url, "c1", "transfer", &json!({})).unwrap();
     assert_eq!(a, json!({"fail": false, "err": null, "instance": i0 + 2}));
-    let nm = c.master("c1").expect("a serving master");
+    // The answer comes once the target leads; it serves once its first entry commits, a
+    // moment later. Elections take 20 s here, so a master within 5 s came from the transfer.
+    let nm = c.wait_master("c1", Duration::from_secs(5));
     assert_ne!(nm, t, "mastership moved away from {}", c.nodes[t].url);
     assert_eq!(instance(&c.nodes[nm].url), i0 + 2);
     submit_ok(&c.nodes[t].url, "c1", &[set("after2", "1")]).unwrap();
@@ -120,7 +122,7 @@ fn cli_transfer_exit_codes_and_json() {
         out.trim(),
         format!("mastership of c1 transferred to {}", c.nodes[t].url)
     );
-    assert_eq!(c.master("c1"), Some(t));
+    assert_eq!(c.wait_master("c1", Duration::from_secs(5)), t);
 
     // --json, through a follower, to the best voter.
     let f = (t + 1) % 3;
@@ -137,7 +139,7 @@ fn cli_transfer_exit_codes_and_json() {
     assert_eq!(v, json!({"fail": false, "err": null, "instance": i0 + 2}));
 
     // Refusals: exit 2 with the reason; with --json the refusal is printed too.
-    let nm = c.master("c1").unwrap();
+    let nm = c.wait_master("c1", Duration::from_secs(5));
     let (code, out, err) = run_cli(&[
         "transfer",
         "--node",
