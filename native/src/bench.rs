@@ -12,6 +12,10 @@
 //! C clients write, writes/s without them, with them and without them again in the same run,
 //! and whether every watcher received every entry, in order.
 //!
+//! `--scale N` measures a state of N keys instead (bench_scale.rs): writes on the empty and the
+//! full state beside etcd, a new member's join, a follower's catch-up, a restart of every node
+//! after `kill -9`, and each node's peak RSS.
+//!
 //! Every load loop stops at its deadline; every child process is killed when the bench ends.
 //!
 //! Built on the library: the nodes are started and stopped with its testkit, the clusters are
@@ -36,6 +40,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+
+#[path = "bench_scale.rs"]
+mod scale;
 
 /// Benchmark: our 3-node cluster (and etcd's, when `etcd` is on the PATH) under C concurrent
 /// keep-alive clients, each submitting one 16-byte-key / 100-byte-value set at a time.
@@ -99,6 +106,14 @@ struct Args {
     /// ratio is the mean of the runs with them over the mean of those without).
     #[arg(long, default_value_t = 2)]
     watch_rounds: usize,
+    /// Instead of the comparison: the scale benchmark with this many keys (bench_scale.rs):
+    /// empty and full state at C = 32 beside etcd, a join, a catch-up, a restart of all nodes,
+    /// peak RSS.
+    #[arg(long)]
+    scale: Option<u64>,
+    /// In the scale mode: the writes a killed follower misses before its restart.
+    #[arg(long, default_value_t = 100_000)]
+    scale_missed: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -161,6 +176,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(n) = args.watchers {
         return run_watch(&args, &node_bin, &dir, n, &machine).await;
+    }
+    if let Some(keys) = args.scale {
+        return scale::run_scale(&args, &node_bin, &dir, keys, &machine).await;
     }
 
     // Both clusters run side by side and each concurrency measures ours, then etcd, so that
