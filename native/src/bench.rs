@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use clusterconsensus_server::testkit::{Children, Cluster, Node, TempDir};
+use clusterconsensus_server::testkit::{parse_duration, Children, Cluster, Node, TempDir};
 use clusterconsensus_server::HttpClient;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -114,22 +114,6 @@ struct Args {
     /// In the scale mode: the writes a killed follower misses before its restart.
     #[arg(long, default_value_t = 100_000)]
     scale_missed: u64,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 const CLUSTER: &str = "bench";

@@ -14,7 +14,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use clusterconsensus_tests::*;
+
+/// A rolling restart of 3 nodes under a write load, with and without transfer on shutdown.
+#[derive(Parser)]
+#[command(name = "rolling-restart")]
+struct Args {
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Rounds of restarting every node.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Only one of the two runs.
+    #[arg(long, value_parser = ["transfer", "no-transfer"])]
+    only: Option<String>,
+}
 
 /// What the writers saw.
 #[derive(Default)]
@@ -213,33 +229,17 @@ fn run(transfer: bool, writers: usize, rounds: usize) -> Result<Outcome, String>
     })
 }
 
-fn die(msg: &str) -> ! {
-    eprintln!("rolling-restart: {msg}");
-    std::process::exit(2)
-}
-
 fn main() {
-    let (mut writers, mut rounds) = (8usize, 1usize);
-    let mut modes = vec![true, false];
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || {
-            args.next()
-                .unwrap_or_else(|| die(&format!("{a} needs a value")))
-        };
-        match a.as_str() {
-            "--writers" => writers = val().parse().unwrap_or_else(|_| die("bad --writers")),
-            "--rounds" => rounds = val().parse().unwrap_or_else(|_| die("bad --rounds")),
-            "--only" => {
-                modes = match val().as_str() {
-                    "transfer" => vec![true],
-                    "no-transfer" => vec![false],
-                    _ => die("--only takes transfer or no-transfer"),
-                }
-            }
-            _ => die(&format!("unknown argument {a}")),
-        }
-    }
+    let Args {
+        writers,
+        rounds,
+        only,
+    } = Args::parse();
+    let modes = match only.as_deref() {
+        Some("transfer") => vec![true],
+        Some(_) => vec![false],
+        None => vec![true, false],
+    };
     println!(
         "rolling restart of 3 nodes ({rounds} round(s)), {writers} writers, release build: {}",
         binary().display()
