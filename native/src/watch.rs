@@ -280,8 +280,6 @@ struct Window {
     bytes: usize,
     max_items: usize,
     max_bytes: usize,
-    /// A membership entry whose member list comes with the next `MembersChanged`.
-    pending_members: Option<u64>,
     /// The runs the fan-out joined, contiguous, oldest first, ending before `sealed`; at most
     /// [`RUN_BYTES`] of them (older entries are taken one by one, as entries after `sealed`).
     runs: VecDeque<Run>,
@@ -376,11 +374,29 @@ pub struct WindowLimits {
     pub bytes: usize,
 }
 
+/// What the cluster's task does to the window, in its order.
+#[derive(Debug)]
+enum Update {
+    Push(Item),
+    /// A snapshot at this seq.
+    Reset(u64),
+    /// Why the node serves no watch now, or `None` again.
+    Close(Option<String>),
+}
+
 /// One cluster's change stream: the window of recent entries (written by the cluster's task)
 /// and the watchers waiting for more.
 #[derive(Debug)]
 pub struct Hub {
     window: RwLock<Window>,
+    /// Updates the cluster's task made while the window was locked (watchers were reading it):
+    /// it never waits for the window, since the watchers' threads run at a lower priority and
+    /// one of them may hold the lock while it waits for a core. The next update that finds the
+    /// window free, or the fan-out's next round, applies them, in order.
+    incoming: Mutex<Vec<Update>>,
+    /// A membership entry whose member list comes with the next `MembersChanged` (the cluster's
+    /// task alone uses it).
+    pending_members: Mutex<Option<u64>>,
     /// Watchers waiting for a new entry or a tick, by cursor id.
     waiting: Mutex<BTreeMap<u64, Waker>>,
     /// New entries (or a closed window) for the fan-out task.
@@ -400,13 +416,14 @@ impl Hub {
                 bytes: 0,
                 max_items: limits.entries.max(1),
                 max_bytes: limits.bytes,
-                pending_members: None,
                 closed: None,
                 runs: VecDeque::new(),
                 run_bytes: 0,
                 sealed: commit + 1,
                 resets: 0,
             }),
+            incoming: Mutex::new(Vec::new()),
+            pending_members: Mutex::new(None),
             waiting: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             tick: AtomicU64::new(0),
@@ -423,45 +440,81 @@ impl Hub {
     }
 
     /// The cluster's task reports each event of its participant here, in order: committed
-    /// entries go into the window (serialized once), a snapshot empties it.
+    /// entries go into the window (serialized once, before any lock), a snapshot empties it.
+    /// Never waits for the window: when watchers are reading it the update is queued for the
+    /// next one, or for the fan-out.
     pub fn on_event(&self, e: &Event) {
-        let mut w = self.window_mut();
-        match e {
-            Event::Committed { seq, payload } => {
-                if let Some(m) = w.pending_members.take() {
-                    // Its member list never came (not expected): say the entry without it.
-                    w.push(Item::members(m, &[], &[]));
+        let mut updates = Vec::new();
+        {
+            let mut pending = self
+                .pending_members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match e {
+                Event::Committed { seq, payload } => {
+                    if let Some(m) = pending.take() {
+                        // Its member list never came (not expected): say the entry without it.
+                        updates.push(Update::Push(Item::members(m, &[], &[])));
+                    }
+                    match payload {
+                        Payload::Changes(chg) => {
+                            updates.push(Update::Push(Item::changes(*seq, chg)))
+                        }
+                        // The member list after it comes with the `MembersChanged` that follows.
+                        _ => *pending = Some(*seq),
+                    }
                 }
-                match payload {
-                    Payload::Changes(chg) => w.push(Item::changes(*seq, chg)),
-                    // The member list after it comes with the `MembersChanged` that follows.
-                    _ => w.pending_members = Some(*seq),
+                Event::MembersChanged {
+                    members,
+                    learners,
+                    version,
+                } => {
+                    if *pending == Some(*version) {
+                        *pending = None;
+                        let learners: Vec<&str> =
+                            learners.iter().map(|l| l.addr.as_str()).collect();
+                        updates.push(Update::Push(Item::members(*version, members, &learners)));
+                    }
                 }
-            }
-            Event::MembersChanged {
-                members,
-                learners,
-                version,
-            } => {
-                if w.pending_members == Some(*version) {
-                    w.pending_members = None;
-                    let learners: Vec<&str> = learners.iter().map(|l| l.addr.as_str()).collect();
-                    w.push(Item::members(*version, members, &learners));
+                Event::SnapshotInstalled { seq } => {
+                    *pending = None;
+                    updates.push(Update::Reset(*seq));
                 }
+                Event::Removed => updates.push(Update::Close(Some(
+                    "this node was removed from the cluster: watch another member".into(),
+                ))),
+                Event::Joined => updates.push(Update::Close(None)),
+                Event::BecameMaster { .. } | Event::LostMastership { .. } => return,
             }
-            Event::SnapshotInstalled { seq } => {
-                w.pending_members = None;
-                w.reset(*seq);
-            }
-            Event::Removed => {
-                w.closed =
-                    Some("this node was removed from the cluster: watch another member".into())
-            }
-            Event::Joined => w.closed = None,
-            Event::BecameMaster { .. } | Event::LostMastership { .. } => return,
         }
-        drop(w);
+        if updates.is_empty() {
+            return;
+        }
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(updates);
+        let free = match self.window.try_write() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut w) = free {
+            self.apply(&mut w);
+        }
         self.changed.notify_one();
+    }
+
+    /// Applies the queued updates to the window (whose write lock the caller holds), in order.
+    fn apply(&self, w: &mut Window) {
+        let updates = std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        for u in updates {
+            match u {
+                Update::Push(item) => w.push(item),
+                Update::Reset(seq) => w.reset(seq),
+                Update::Close(why) => w.closed = why,
+            }
+        }
     }
 
     /// Wakes the watchers that wait: after new entries, and every [`TICK`] (for progress).
@@ -476,6 +529,7 @@ impl Hub {
                     self.tick.fetch_add(1, Ordering::AcqRel);
                 }
             }
+            self.apply(&mut self.window_mut());
             self.seal();
             let waiting =
                 std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
