@@ -1091,6 +1091,17 @@ async fn watcher(nodes: Vec<(SocketAddr, String)>, first: usize, tally: Arc<Tall
     }
 }
 
+/// How much lower the watchers' thread runs than the writers and the nodes (a nice value): as
+/// the nodes' stream threads, 10 unless `CLUSTERCONSENSUS_WATCH_NICE` (which the nodes the bench
+/// starts inherit) says otherwise.
+#[cfg(target_os = "linux")]
+fn watchers_nice() -> i32 {
+    std::env::var("CLUSTERCONSENSUS_WATCH_NICE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .map_or(10, |n| n.clamp(0, 19))
+}
+
 thread_local! {
     /// The watchers' one read buffer: they all run on one current-thread runtime and none
     /// holds it across an await, so a large buffer (few reads per wake-up) costs 1 MiB in all.
@@ -1295,7 +1306,9 @@ async fn watch_phase(
         })
         .collect();
     // The watchers run on their own thread and current-thread runtime: their reading must not
-    // queue up in front of the writers' answers on the writers' runtime.
+    // queue up in front of the writers' answers on the writers' runtime. That thread runs at a
+    // lower priority (as the node's stream threads do, watch::STREAM_NICE): the watchers stand
+    // for clients on other machines, whose reading would not take the cluster's cores.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watch_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1303,6 +1316,13 @@ async fn watch_phase(
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let spawner = watch_rt.handle().clone();
     let watch_thread = std::thread::spawn(move || {
+        #[cfg(target_os = "linux")]
+        {
+            // `None`: this thread (Linux keeps a nice value per thread).
+            use rustix::process::{getpriority_process, setpriority_process};
+            let now = getpriority_process(None).unwrap_or(0);
+            let _ = setpriority_process(None, (now + watchers_nice()).min(19));
+        }
         let _ = watch_rt.block_on(stopped);
     });
     let connect_start = Instant::now();

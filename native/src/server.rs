@@ -657,8 +657,26 @@ impl<S: App> Server<S> {
                         };
                         let served = match acceptor {
                             None => {
+                                // A connection that opens with a watch stream is served on the
+                                // streams' own lower-priority threads (watch::STREAM_NICE). Its
+                                // first bytes are only peeked at: hyper reads them as usual. No
+                                // bytes within the header timeout: closed, as hyper would.
+                                let mut head = [0u8; 512];
+                                let stream_request = match tokio::time::timeout(header_timeout, stream.peek(&mut head)).await {
+                                    Ok(Ok(n)) => crate::watch::is_stream_request(&head[..n]),
+                                    Ok(Err(e)) => return debug!("connection: {e}"),
+                                    Err(_) => return debug!("no request within the header timeout"),
+                                };
                                 let conn = builder.serve_connection(TokioIo::new(stream), service(false));
-                                watcher.watch(conn).await
+                                let served = watcher.watch(conn);
+                                if stream_request && crate::watch::stream_nice() > 0 {
+                                    match crate::watch::on_stream_runtime(served).await {
+                                        Some(served) => served,
+                                        None => return debug!("a watch connection's task failed"),
+                                    }
+                                } else {
+                                    served.await
+                                }
                             }
                             Some(acceptor) => {
                                 let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {

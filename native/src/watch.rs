@@ -49,7 +49,10 @@
 //! them in slices, so the node's other tasks run between. Before each round it joins the entries
 //! since the last one into a run, once: every watcher it wakes writes a slice of that run (no
 //! copy, no allocation per watcher). A prefix watcher parses the changes of each entry and, when
-//! it keeps only some of them, serializes its own copy.
+//! it keeps only some of them, serializes its own copy. A connection that opens with a stream is
+//! served on threads of their own at a lower priority ([`STREAM_NICE`]): the kernel's copying
+//! of every event once per watcher, most of what a thousand watchers cost, then takes the time
+//! the consensus work leaves rather than delaying it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -277,8 +280,6 @@ struct Window {
     bytes: usize,
     max_items: usize,
     max_bytes: usize,
-    /// A membership entry whose member list comes with the next `MembersChanged`.
-    pending_members: Option<u64>,
     /// The runs the fan-out joined, contiguous, oldest first, ending before `sealed`; at most
     /// [`RUN_BYTES`] of them (older entries are taken one by one, as entries after `sealed`).
     runs: VecDeque<Run>,
@@ -373,11 +374,29 @@ pub struct WindowLimits {
     pub bytes: usize,
 }
 
+/// What the cluster's task does to the window, in its order.
+#[derive(Debug)]
+enum Update {
+    Push(Item),
+    /// A snapshot at this seq.
+    Reset(u64),
+    /// Why the node serves no watch now, or `None` again.
+    Close(Option<String>),
+}
+
 /// One cluster's change stream: the window of recent entries (written by the cluster's task)
 /// and the watchers waiting for more.
 #[derive(Debug)]
 pub struct Hub {
     window: RwLock<Window>,
+    /// Updates the cluster's task made while the window was locked (watchers were reading it):
+    /// it never waits for the window, since the watchers' threads run at a lower priority and
+    /// one of them may hold the lock while it waits for a core. The next update that finds the
+    /// window free, or the fan-out's next round, applies them, in order.
+    incoming: Mutex<Vec<Update>>,
+    /// A membership entry whose member list comes with the next `MembersChanged` (the cluster's
+    /// task alone uses it).
+    pending_members: Mutex<Option<u64>>,
     /// Watchers waiting for a new entry or a tick, by cursor id.
     waiting: Mutex<BTreeMap<u64, Waker>>,
     /// New entries (or a closed window) for the fan-out task.
@@ -397,13 +416,14 @@ impl Hub {
                 bytes: 0,
                 max_items: limits.entries.max(1),
                 max_bytes: limits.bytes,
-                pending_members: None,
                 closed: None,
                 runs: VecDeque::new(),
                 run_bytes: 0,
                 sealed: commit + 1,
                 resets: 0,
             }),
+            incoming: Mutex::new(Vec::new()),
+            pending_members: Mutex::new(None),
             waiting: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             tick: AtomicU64::new(0),
@@ -420,45 +440,81 @@ impl Hub {
     }
 
     /// The cluster's task reports each event of its participant here, in order: committed
-    /// entries go into the window (serialized once), a snapshot empties it.
+    /// entries go into the window (serialized once, before any lock), a snapshot empties it.
+    /// Never waits for the window: when watchers are reading it the update is queued for the
+    /// next one, or for the fan-out.
     pub fn on_event(&self, e: &Event) {
-        let mut w = self.window_mut();
-        match e {
-            Event::Committed { seq, payload } => {
-                if let Some(m) = w.pending_members.take() {
-                    // Its member list never came (not expected): say the entry without it.
-                    w.push(Item::members(m, &[], &[]));
+        let mut updates = Vec::new();
+        {
+            let mut pending = self
+                .pending_members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match e {
+                Event::Committed { seq, payload } => {
+                    if let Some(m) = pending.take() {
+                        // Its member list never came (not expected): say the entry without it.
+                        updates.push(Update::Push(Item::members(m, &[], &[])));
+                    }
+                    match payload {
+                        Payload::Changes(chg) => {
+                            updates.push(Update::Push(Item::changes(*seq, chg)))
+                        }
+                        // The member list after it comes with the `MembersChanged` that follows.
+                        _ => *pending = Some(*seq),
+                    }
                 }
-                match payload {
-                    Payload::Changes(chg) => w.push(Item::changes(*seq, chg)),
-                    // The member list after it comes with the `MembersChanged` that follows.
-                    _ => w.pending_members = Some(*seq),
+                Event::MembersChanged {
+                    members,
+                    learners,
+                    version,
+                } => {
+                    if *pending == Some(*version) {
+                        *pending = None;
+                        let learners: Vec<&str> =
+                            learners.iter().map(|l| l.addr.as_str()).collect();
+                        updates.push(Update::Push(Item::members(*version, members, &learners)));
+                    }
                 }
-            }
-            Event::MembersChanged {
-                members,
-                learners,
-                version,
-            } => {
-                if w.pending_members == Some(*version) {
-                    w.pending_members = None;
-                    let learners: Vec<&str> = learners.iter().map(|l| l.addr.as_str()).collect();
-                    w.push(Item::members(*version, members, &learners));
+                Event::SnapshotInstalled { seq } => {
+                    *pending = None;
+                    updates.push(Update::Reset(*seq));
                 }
+                Event::Removed => updates.push(Update::Close(Some(
+                    "this node was removed from the cluster: watch another member".into(),
+                ))),
+                Event::Joined => updates.push(Update::Close(None)),
+                Event::BecameMaster { .. } | Event::LostMastership { .. } => return,
             }
-            Event::SnapshotInstalled { seq } => {
-                w.pending_members = None;
-                w.reset(*seq);
-            }
-            Event::Removed => {
-                w.closed =
-                    Some("this node was removed from the cluster: watch another member".into())
-            }
-            Event::Joined => w.closed = None,
-            Event::BecameMaster { .. } | Event::LostMastership { .. } => return,
         }
-        drop(w);
+        if updates.is_empty() {
+            return;
+        }
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(updates);
+        let free = match self.window.try_write() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut w) = free {
+            self.apply(&mut w);
+        }
         self.changed.notify_one();
+    }
+
+    /// Applies the queued updates to the window (whose write lock the caller holds), in order.
+    fn apply(&self, w: &mut Window) {
+        let updates = std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        for u in updates {
+            match u {
+                Update::Push(item) => w.push(item),
+                Update::Reset(seq) => w.reset(seq),
+                Update::Close(why) => w.closed = why,
+            }
+        }
     }
 
     /// Wakes the watchers that wait: after new entries, and every [`TICK`] (for progress).
@@ -473,6 +529,7 @@ impl Hub {
                     self.tick.fetch_add(1, Ordering::AcqRel);
                 }
             }
+            self.apply(&mut self.window_mut());
             self.seal();
             let waiting =
                 std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
@@ -841,6 +898,94 @@ impl Body for WatchStream {
     }
 }
 
+/// How much lower than the node's other threads the threads that serve watch streams run
+/// (a nice value, Linux): the kernel then runs the consensus work (the cluster's task, the
+/// peers' and the clients' requests) first, and the streams' writes, whose cost is mostly the
+/// kernel copying every event once per watcher, in the time that is left. A watcher is late by
+/// what the machine cannot spare, never the writers; one left too far behind is cut off with
+/// `ERR_STATE` as any slow consumer (the window bounds what it may lag).
+pub const STREAM_NICE: i32 = 10;
+/// Sets [`STREAM_NICE`] for one process (`0`: streams are served with everything else, on the
+/// node's own runtime), to measure what the lower priority does (README, Performance, Watchers).
+pub const STREAM_NICE_ENV: &str = "CLUSTERCONSENSUS_WATCH_NICE";
+
+/// [`STREAM_NICE`], or what [`STREAM_NICE_ENV`] says (0 to 19).
+pub(crate) fn stream_nice() -> i32 {
+    static NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *NICE.get_or_init(|| {
+        std::env::var(STREAM_NICE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .map_or(STREAM_NICE, |n| n.clamp(0, 19))
+    })
+}
+
+/// The runtime that serves watch streams (connections whose first request is a `watch`
+/// stream): as many threads as the node's own runtime, each at [`stream_nice`]. One per
+/// process, started by the first stream.
+fn stream_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("watch-stream")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .expect("a runtime for the watch streams")
+    })
+}
+
+/// Lowers the calling thread's scheduling priority by [`stream_nice`] (a thread's own nice
+/// value on Linux; elsewhere nothing changes).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // `None`: the calling thread (Linux keeps a nice value per thread).
+        use rustix::process::{getpriority_process, setpriority_process};
+        let now = getpriority_process(None).unwrap_or(0);
+        let _ = setpriority_process(None, (now + stream_nice()).min(19));
+    }
+}
+
+/// Runs a stream's connection on the streams' runtime (see [`STREAM_NICE`]) and waits for it;
+/// dropping the returned future (the node stops) ends the connection too. `None`: it panicked.
+pub(crate) async fn on_stream_runtime<F>(serve: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(stream_runtime().spawn(serve));
+    (&mut task.0).await.ok()
+}
+
+/// Whether a connection's first request, as far as it has arrived (`head`), asks for a watch
+/// stream: `GET /_clusterc/<id>/watch?...` without `wait=` (a long poll is an ordinary
+/// request). Only a complete request line counts; anything else is served as usual.
+pub(crate) fn is_stream_request(head: &[u8]) -> bool {
+    let Some(end) = head.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let Ok(line) = std::str::from_utf8(&head[..end]) else {
+        return false;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some("GET"), Some(target)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some(rest) = path.strip_prefix("/_clusterc/") else {
+        return false;
+    };
+    matches!(rest.split_once('/'), Some((id, "watch")) if !id.is_empty())
+        && !query.split('&').any(|p| p.starts_with("wait="))
+}
+
 /// A long poll: the entries from the cursor on as soon as there are some, or none once `wait`
 /// passed. `Ok(body)` is `{"events":[...],"commit":N}`; `Err` the watch's end (the node left
 /// the cluster, or the cursor fell out of the window).
@@ -1108,6 +1253,40 @@ mod tests {
             poll(&mut c).is_pending(),
             "an entry without a kept change is skipped"
         );
+    }
+
+    #[test]
+    fn only_a_watch_stream_request_line_goes_to_the_streams_threads() {
+        let yes = [
+            &b"GET /_clusterc/c1/watch?from=5 HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+            b"GET /_clusterc/c1/watch HTTP/1.1\r\n",
+            b"GET /_clusterc/c1/watch?prefix=a&from=1 HTTP/1.1\n",
+        ];
+        for head in yes {
+            assert!(is_stream_request(head), "{}", String::from_utf8_lossy(head));
+        }
+        let no = [
+            // A long poll is an ordinary request.
+            &b"GET /_clusterc/c1/watch?from=5&wait=1000 HTTP/1.1\r\n"[..],
+            b"GET /_clusterc/c1/watch?wait=1000 HTTP/1.1\r\n",
+            b"POST /_clusterc/c1/watch?from=5 HTTP/1.1\r\n",
+            b"OPTIONS /_clusterc/c1/watch HTTP/1.1\r\n",
+            b"GET /_clusterc/c1/status HTTP/1.1\r\n",
+            b"GET /_clusterc/c1/kv?key=watch HTTP/1.1\r\n",
+            b"GET /_clusterc//watch HTTP/1.1\r\n",
+            b"GET /_clusterc/c1/watch/x HTTP/1.1\r\n",
+            // The request line has not all arrived.
+            b"GET /_clusterc/c1/watch?from=5 HTT",
+            b"",
+            b"\x16\x03\x01\x02\x00\x01",
+        ];
+        for head in no {
+            assert!(
+                !is_stream_request(head),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     #[test]
