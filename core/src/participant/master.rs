@@ -75,6 +75,18 @@ pub(super) struct Peer {
     pub batches: bool,
 }
 
+impl Peer {
+    /// Learns from an `ERR_GAP` whether the peer takes catch-up batches. Every such refusal
+    /// says it anew, so a peer that restarted as an implementation without them (a seed peer
+    /// at the same address) is caught up one entry at a time again rather than sent batches it
+    /// would take for heartbeats.
+    fn note_gap_answer(&mut self, a: &crate::wire::AcceptResult) {
+        if a.err.as_ref().is_some_and(|e| e.code == ErrorCode::Gap) {
+            self.batches = a.entries;
+        }
+    }
+}
+
 impl<S: StateMachine> Participant<S> {
     /// Takes office at `instance`: the first accept carries the recovered payload.
     pub(super) fn lead(&mut self, now: u64, instance: u64, recovered: Payload) {
@@ -456,7 +468,7 @@ impl<S: StateMachine> Participant<S> {
         let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // unreachable: re-sent at the next tick
             Ok(Response::Accept(a)) => {
-                peer.batches |= a.entries;
+                peer.note_gap_answer(&a);
                 (a.accepted && a.err.is_none(), a.err, a.instance, a.seq)
             }
             Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
@@ -598,7 +610,7 @@ impl<S: StateMachine> Participant<S> {
         let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // the next tick finds the gap again
             Ok(Response::Accept(a)) => {
-                peer.batches |= a.entries;
+                peer.note_gap_answer(&a);
                 (a.accepted && a.err.is_none(), a.err, a.instance, a.seq)
             }
             Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),

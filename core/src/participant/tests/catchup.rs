@@ -204,3 +204,22 @@ fn a_follower_commits_no_entry_at_or_past_the_accepts_seq() {
     assert_eq!(outs.last(), Some(&reply(7, accepted())));
     assert!(!outs.contains(&committed(4, changes(&[&y]))), "{outs:?}");
 }
+
+#[test]
+fn a_peer_whose_gap_stops_saying_it_takes_batches_gets_single_entries_again() {
+    let mut a = master3();
+    let m = master_ahead_of_b(&mut a, &["k1", "k2"]);
+    let (k1, k2) = (set("k1", "1"), set("k2", "1"));
+    let next = next_msg(&a);
+    let outs = respond(&mut a, 20, m, gap_refusal(2));
+    assert_eq!(
+        outs,
+        vec![send(next, B, batch(1, 5, &[(3, &k1), (4, &k2)]))]
+    );
+    // b restarted as a peer without batches: it took the batch for a heartbeat at 5.
+    let outs = respond(&mut a, 21, next, gap_refusal_unbatched(2));
+    assert_eq!(
+        outs,
+        vec![send(next + 1, B, accept(1, 3, vec![k1], Some(A)))]
+    );
+}
