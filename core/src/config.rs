@@ -36,6 +36,10 @@ pub struct Config {
     /// Bytes of the newest committed changes a node keeps in memory to catch a follower up by
     /// re-sending them (a follower further behind gets a snapshot). 0: always a snapshot.
     pub catchup_bytes: usize,
+    /// The most bytes of changes one catch-up accept carries in its `entries` (docs/PROTOCOL.md
+    /// section 12; at least one entry goes whatever its size). A host keeps it well below the
+    /// largest body its peers accept, as with `snapshot_chunk`. 0: one entry per accept.
+    pub catchup_batch: usize,
     /// Consecutive failures to forward a submit to the master before a follower campaigns.
     pub forward_failures_before_election: u32,
     /// How long an outgoing call may wait behind others to the same peer before it is
@@ -67,16 +71,20 @@ pub enum Mutant {
     /// A node receiving a chunked snapshot takes its commit at the first chunk, before the
     /// last chunk arrived and its checksum was verified.
     InstallBeforeLastChunk,
+    /// A follower applies every entry of a catch-up batch, also those at or below its commit
+    /// (a duplicated or overlapping batch applies them twice).
+    BatchReapplies,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
         Mutant::TransferCountsMastersVote,
         Mutant::InstallBeforeLastChunk,
+        Mutant::BatchReapplies,
     ];
 }
 
@@ -95,6 +103,7 @@ impl Config {
             snapshot_every: 10_000,
             snapshot_chunk: 1 << 20,
             catchup_bytes: 8 << 20,
+            catchup_batch: 1 << 20,
             forward_failures_before_election: 3,
             request_timeout_ms: 1000,
             seed: 0,

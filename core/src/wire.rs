@@ -97,6 +97,73 @@ pub struct Accept {
     /// Extension: the sender, so a follower that missed the prepare learns its master.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<Member>,
+    /// Extension (catch-up batch, docs/PROTOCOL.md section 12): committed entries at
+    /// consecutive seqs ending at `seq - 1`, which the follower commits in order before it
+    /// handles the accept itself. Sent only to a node whose `ERR_GAP` said `"entries": true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<CommittedEntry>,
+}
+
+/// A committed entry in a catch-up batch: on the wire `{"seq": S, "chg": [...]}`, or with
+/// `"add": {"addr"}` (and `"learner": true`, `"promote": false` as on `addmember`) or
+/// `"rm": {"addr"}` in place of `chg`, like a staged slot without its instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CommittedWire", into = "CommittedWire")]
+pub struct CommittedEntry {
+    pub seq: u64,
+    pub payload: Payload,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommittedWire {
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chg: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    add: Option<Member>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rm: Option<Member>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    learner: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    promote: bool,
+}
+
+impl TryFrom<CommittedWire> for CommittedEntry {
+    type Error = String;
+    fn try_from(w: CommittedWire) -> Result<CommittedEntry, String> {
+        let s = Staged::try_from(StagedWire {
+            instance: 0,
+            seq: w.seq,
+            chg: w.chg,
+            add: w.add,
+            rm: w.rm,
+            learner: w.learner,
+            promote: w.promote,
+        })?;
+        Ok(CommittedEntry {
+            seq: s.seq,
+            payload: s.payload,
+        })
+    }
+}
+
+impl From<CommittedEntry> for CommittedWire {
+    fn from(e: CommittedEntry) -> CommittedWire {
+        let w = StagedWire::from(Staged {
+            instance: 0,
+            seq: e.seq,
+            payload: e.payload,
+        });
+        CommittedWire {
+            seq: w.seq,
+            chg: w.chg,
+            add: w.add,
+            rm: w.rm,
+            learner: w.learner,
+            promote: w.promote,
+        }
+    }
 }
 
 /// A member that receives the log but does not vote (docs/PROTOCOL.md section 8), on the wire
@@ -281,6 +348,11 @@ pub struct AcceptResult {
     /// Extension: on an `ERR_GAP` refusal, the node's commit (what it needs next follows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Extension, on an `ERR_GAP` refusal: the node takes catch-up batches (an accept's
+    /// `entries`, docs/PROTOCOL.md section 12). Absent: the master catches it up one entry
+    /// per accept, as before.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub entries: bool,
 }
 
 /// Answer to `addmember`, `rmmember`, `start`, `submit` and the admin calls.
@@ -385,6 +457,7 @@ impl Payload {
                 seq,
                 chg: chg.clone(),
                 master,
+                entries: Vec::new(),
             }),
             Payload::Add(a) => Request::AddMember(MemberChange {
                 instance,
@@ -703,6 +776,9 @@ pub fn response_error(method: Method, err: Error) -> Response {
             accepted: false,
             instance: err.instance,
             seq: err.commit,
+            // Every node of ours takes catch-up batches: say so where the master decides how
+            // to catch it up.
+            entries: err.code == ErrorCode::Gap && err.commit.is_some(),
             err: Some(err),
         }),
         _ => Response::Fail(FailResult::error(err)),

@@ -166,6 +166,10 @@ fn sweep() {
     let (learners, promotions) = (sum(|r| r.stats.learners_added), sum(|r| r.stats.promotions));
     let transfers = sum(|r| r.stats.transfers);
     let chunks = sum(|r| r.stats.chunks_delivered);
+    let (batches, batch_entries) = (
+        sum(|r| r.stats.batches_delivered),
+        sum(|r| r.stats.batch_entries_delivered),
+    );
     let (cut_sender, cut_receiver) = (
         sum(|r| r.stats.crashes_sending_snapshot),
         sum(|r| r.stats.crashes_receiving_snapshot),
@@ -174,7 +178,8 @@ fn sweep() {
         err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
          {elections} elections won, {snapshots} snapshots installed ({chunks} snapshot chunks \
-         delivered), {membership} membership changes committed ({learners} learners added, \
+         delivered), {batches} catch-up batches delivered ({batch_entries} entries), \
+         {membership} membership changes committed ({learners} learners added, \
          {promotions} promoted), {transfers} leader transfers, {crashes} crashes ({cut_sender} \
          of a master sending a snapshot, {cut_receiver} of a node receiving one), {faults} \
          nemesis actions"
@@ -184,6 +189,7 @@ fn sweep() {
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);
         assert!(learners > 0 && promotions > 0 && transfers > 0 && chunks > 0);
+        assert!(batches > 0 && batch_entries > batches);
         assert!(cut_sender > 0 && cut_receiver > 0);
     }
     assert!(failing.is_empty(), "{} seeds failed", failing.len());

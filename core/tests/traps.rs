@@ -119,6 +119,7 @@ fn trap_a_empty_accept_clears_no_staged_slot() {
                 seq,
                 chg: vec![],
                 master: Some(Member::new(addr(1))),
+                entries: vec![],
             }),
         );
         assert!(matches!(r, Some(Response::Accept(a)) if a.accepted));

@@ -767,6 +767,9 @@ fn config(timing: &Timing, limits: &Limits, id: &str, advertise: &str) -> Config
     // A snapshot travels in `start`s of at most a quarter of the largest body a peer accepts
     // (room for the rest of the body), 1 MiB at most: a larger state is a chunked transfer.
     cfg.snapshot_chunk = (limits.max_body / 4).clamp(64, 1 << 20);
+    // A catch-up batch (an accept's `entries`) is bounded the same way: its JSON escaping can
+    // grow the changes, and a quarter of the body limit leaves room for that.
+    cfg.catchup_batch = cfg.snapshot_chunk;
     // Election timeouts must differ between nodes: seed from the address, the cluster and the
     // moment (RandomState adds per-process randomness on top).
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -3,11 +3,12 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::{not_member_error, Participant, Role};
 use crate::error::{Error, ErrorCode};
 use crate::output::RequestId;
-use crate::wire::{AcceptResult, FailResult, Method, Payload, Response, Staged};
+use crate::wire::{AcceptResult, CommittedEntry, FailResult, Method, Payload, Response, Staged};
 use crate::StateMachine;
 
 impl<S: StateMachine> Participant<S> {
@@ -17,10 +18,10 @@ impl<S: StateMachine> Participant<S> {
         now: u64,
         id: RequestId,
         method: Method,
-        instance: u64,
-        seq: u64,
+        (instance, seq): (u64, u64),
         payload: Payload,
         master: Option<String>,
+        entries: Vec<CommittedEntry>,
     ) {
         // 1. Unjoined / removed; a lower instance; a higher one is promised on the spot.
         if matches!(self.role, Role::Unjoined | Role::Removed) {
@@ -60,6 +61,31 @@ impl<S: StateMachine> Participant<S> {
         }
         // The master proposes at its commit + 1 (heartbeats too): what a follower is behind by.
         self.heard_commit = self.heard_commit.max(seq.saturating_sub(1));
+        // 1a. A catch-up batch (docs/PROTOCOL.md section 12): entries the master committed,
+        //     before `seq`. Each is the chosen value at its seq, so committing it is what this
+        //     node would do on the accepts that carried it one by one. Those at or below our
+        //     commit are already applied (a duplicated or overlapping batch); one past
+        //     `commit + 1` leaves a gap, refused below like any accept beyond `commit + 1`.
+        //     The answer goes out only after these commits are durable (`reply` waits for the
+        //     Persist that carries them), like every accept's answer.
+        let reapply = self.mutant(crate::Mutant::BatchReapplies);
+        for e in entries {
+            let commit = self.hard.commit;
+            if e.seq >= seq {
+                // The accept at `seq` says only that `seq - 1` is committed.
+                break;
+            }
+            if e.seq <= commit && !reapply {
+                continue;
+            }
+            if e.seq > commit + 1 {
+                break;
+            }
+            self.commit_entry(now, e.seq, e.payload, false);
+            if self.role == Role::Removed {
+                return self.reply_err(id, method, not_member_error(Role::Removed));
+            }
+        }
         // 2. Already committed here: the value at that seq is the chosen one.
         let commit = self.hard.commit;
         if seq <= commit {
@@ -111,6 +137,7 @@ impl<S: StateMachine> Participant<S> {
                 err: None,
                 instance: None,
                 seq: None,
+                entries: false,
             }),
             _ => Response::Fail(FailResult::ok()),
         };

@@ -10,7 +10,8 @@ use super::{majority, Durable, Participant, Pending, Role};
 use crate::error::{Error, ErrorCode};
 use crate::output::{Event, RequestId, Status};
 use crate::wire::{
-    Accept, FailResult, Learner, Member, Method, Payload, Request, Response, Staged, Start,
+    Accept, CommittedEntry, FailResult, Learner, Member, Method, Payload, Request, Response,
+    Staged, Start,
 };
 use crate::StateMachine;
 
@@ -70,6 +71,20 @@ pub(super) struct Peer {
     pub read_acked: u64,
     /// A `start` is on its way: accepts would only get `ERR_GAP` again.
     pub starting: bool,
+    /// It said (`"entries": true` on an `ERR_GAP`) that it takes catch-up batches.
+    pub batches: bool,
+}
+
+impl Peer {
+    /// Learns from an `ERR_GAP` whether the peer takes catch-up batches. Every such refusal
+    /// says it anew, so a peer that restarted as an implementation without them (a seed peer
+    /// at the same address) is caught up one entry at a time again rather than sent batches it
+    /// would take for heartbeats.
+    fn note_gap_answer(&mut self, a: &crate::wire::AcceptResult) {
+        if a.err.as_ref().is_some_and(|e| e.code == ErrorCode::Gap) {
+            self.batches = a.entries;
+        }
+    }
 }
 
 impl<S: StateMachine> Participant<S> {
@@ -304,6 +319,7 @@ impl<S: StateMachine> Participant<S> {
             seq: self.hard.commit + 1,
             chg: Vec::new(),
             master: Some(Member::new(self.hard.self_addr.clone())),
+            entries: Vec::new(),
         });
         self.send(to, req, Pending::Notice);
     }
@@ -451,7 +467,10 @@ impl<S: StateMachine> Participant<S> {
         peer.outstanding = peer.outstanding.saturating_sub(1);
         let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // unreachable: re-sent at the next tick
-            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Accept(a)) => {
+                peer.note_gap_answer(&a);
+                (a.accepted && a.err.is_none(), a.err, a.instance, a.seq)
+            }
             Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
             Ok(Response::Prepare(_)) => return,
         };
@@ -493,37 +512,92 @@ impl<S: StateMachine> Participant<S> {
         }
     }
 
-    /// Catches `to` up from `seq` with the committed entries we still keep, one accept at a
-    /// time, each sent once the previous one was accepted (a follower commits its staged slot
-    /// at `S` when the accept at `S + 1` comes in the same instance, and the slot is chosen, so
-    /// re-proposing the chosen value is what any master would propose there). Far cheaper than
-    /// a snapshot of a large state, and what lets a follower that took a snapshot while writes
-    /// went on join the stream. `false` if those entries are no longer kept: send a snapshot.
+    /// Catches `to` up from `seq` with the committed entries we still keep (a follower commits
+    /// each as it would have on the accepts that carried it: the value at a committed seq is
+    /// the chosen one, so re-sending it is what any master would propose there). Far cheaper
+    /// than a snapshot of a large state, and what lets a follower that took a snapshot while
+    /// writes went on join the stream. `false` if those entries are no longer kept: send a
+    /// snapshot.
+    ///
+    /// A follower that takes batches ([`Peer::batches`]) gets as many entries as
+    /// `Config::catchup_batch` allows in one accept (docs/PROTOCOL.md section 12), so it gains
+    /// thousands of seqs per round trip and overtakes a write load; any other gets one entry per
+    /// accept, each once the previous one was accepted (it commits its staged slot at `S` when
+    /// the accept at `S + 1` comes in the same instance).
     fn catch_up(&mut self, to: String, seq: u64) -> bool {
         if seq > self.hard.commit {
             return false;
         }
-        let Some(e) = self.recent_entry(seq).cloned() else {
-            return false;
-        };
-        let Some(l) = self.leader.as_mut() else {
+        let Some(l) = self.leader.as_ref() else {
             return false;
         };
         let instance = l.instance;
-        if let Some(p) = l.peers.get_mut(&to) {
+        let batched = self.cfg.catchup_batch > 0 && l.peers.get(&to).is_some_and(|p| p.batches);
+        let (req, pending) = if batched {
+            let mut entries = Vec::new();
+            let (mut bytes, mut next) = (0, seq);
+            while next <= self.hard.commit {
+                let Some(e) = self.recent_entry(next) else {
+                    break;
+                };
+                let n = super::entry_size(&e.payload);
+                if !entries.is_empty() && bytes + n > self.cfg.catchup_batch {
+                    break;
+                }
+                bytes += n;
+                entries.push(CommittedEntry {
+                    seq: next,
+                    payload: e.payload.clone(),
+                });
+                next += 1;
+            }
+            if entries.is_empty() {
+                return false;
+            }
+            // An empty accept at the seq after the batch: everything before it is committed,
+            // and it stages nothing, so an accepted answer says the follower holds `next - 1`.
+            let req = Request::Accept(Accept {
+                instance,
+                seq: next,
+                chg: Vec::new(),
+                master: Some(Member::new(self.hard.self_addr.clone())),
+                entries,
+            });
+            let pending = Pending::CatchUp {
+                instance,
+                seq: next,
+                batch: true,
+            };
+            (req, pending)
+        } else {
+            let Some(e) = self.recent_entry(seq) else {
+                return false;
+            };
+            let req = e.payload.to_request(instance, seq, &self.hard.self_addr);
+            let pending = Pending::CatchUp {
+                instance,
+                seq,
+                batch: false,
+            };
+            (req, pending)
+        };
+        if let Some(p) = self.leader.as_mut().and_then(|l| l.peers.get_mut(&to)) {
             p.starting = true;
         }
-        let req = e.payload.to_request(instance, seq, &self.hard.self_addr);
-        self.send(to, req, Pending::CatchUp { instance, seq });
+        self.send(to, req, pending);
         true
     }
 
+    /// The answer to a catch-up accept at `seq` (with `batch`, one carrying the entries before
+    /// `seq`): the next entries, the current slot once it holds everything committed, or a
+    /// snapshot.
     pub(super) fn on_catch_up_result(
         &mut self,
         now: u64,
         from: String,
         instance: u64,
         seq: u64,
+        batch: bool,
         res: Result<Response, Error>,
     ) {
         let Some(l) = self.leader.as_mut().filter(|l| l.instance == instance) else {
@@ -535,7 +609,10 @@ impl<S: StateMachine> Participant<S> {
         peer.starting = false;
         let (ok, err, refused_at, their_commit) = match res {
             Err(_) => return, // the next tick finds the gap again
-            Ok(Response::Accept(a)) => (a.accepted && a.err.is_none(), a.err, a.instance, a.seq),
+            Ok(Response::Accept(a)) => {
+                peer.note_gap_answer(&a);
+                (a.accepted && a.err.is_none(), a.err, a.instance, a.seq)
+            }
             Ok(Response::Fail(f)) => (!f.fail && f.err.is_none(), f.err, f.instance, f.seq),
             Ok(Response::Prepare(_)) => return,
         };
@@ -543,12 +620,15 @@ impl<S: StateMachine> Participant<S> {
             peer.last_ack = now;
             // Accepted at `seq`: its commit is at least `seq - 1`.
             peer.matched = peer.matched.max(seq.saturating_sub(1));
-            if seq < self.hard.commit {
-                if !self.catch_up(from.clone(), seq + 1) {
+            // What it needs next: the entry at `seq` after a batch (which ended before it),
+            // the one after `seq` after a single entry (which it holds staged).
+            let next = if batch { seq } else { seq + 1 };
+            if next <= self.hard.commit {
+                if !self.catch_up(from.clone(), next) {
                     self.send_start(from.clone(), false);
                 }
             } else {
-                // Caught up: the slot in flight (or a heartbeat) commits `seq` there.
+                // Caught up: the slot in flight (or a heartbeat) commits the rest there.
                 self.send_current(from.clone());
             }
             if self.is_learner(&from) {

@@ -105,10 +105,12 @@ enum Pending {
     /// A one-shot notice (a removed member's last accept, a snapshot push): its answer only
     /// matters if it reports a gap.
     Notice,
-    /// A committed entry at `seq` re-sent to a follower that is behind (see `catch_up`).
+    /// A committed entry at `seq` re-sent to a follower that is behind (see `catch_up`); with
+    /// `batch`, an accept at `seq` carrying the committed entries before it.
     CatchUp {
         instance: u64,
         seq: u64,
+        batch: bool,
     },
     /// An unjoined node's request to be added: it waits for the `start` either way.
     Join,
@@ -528,10 +530,10 @@ impl<S: StateMachine> Participant<S> {
                     now,
                     id,
                     Method::Accept,
-                    r.instance,
-                    r.seq,
+                    (r.instance, r.seq),
                     Payload::Changes(r.chg),
                     master,
+                    r.entries,
                 )
             }
             Request::AddMember(r) => {
@@ -547,10 +549,10 @@ impl<S: StateMachine> Participant<S> {
                     now,
                     id,
                     Method::AddMember,
-                    r.instance,
-                    r.seq,
+                    (r.instance, r.seq),
                     payload,
                     master,
+                    Vec::new(),
                 )
             }
             Request::RmMember(r) => {
@@ -559,10 +561,10 @@ impl<S: StateMachine> Participant<S> {
                     now,
                     id,
                     Method::RmMember,
-                    r.instance,
-                    r.seq,
+                    (r.instance, r.seq),
                     Payload::Rm(r.mem.addr),
                     master,
+                    Vec::new(),
                 )
             }
             Request::Start(r) => self.on_start(now, id, r),
@@ -609,9 +611,11 @@ impl<S: StateMachine> Participant<S> {
             Pending::Forward { req } => self.on_forward_result(now, req, res),
             Pending::ForwardRead { req } => self.on_forward_read_result(now, req, res),
             Pending::Notice => self.on_notice_result(now, from, res),
-            Pending::CatchUp { instance, seq } => {
-                self.on_catch_up_result(now, from, instance, seq, res)
-            }
+            Pending::CatchUp {
+                instance,
+                seq,
+                batch,
+            } => self.on_catch_up_result(now, from, instance, seq, batch, res),
             Pending::Join => {}
             Pending::TimeoutNow { instance } => {
                 self.on_timeout_now_result(now, from, instance, res)
@@ -1212,6 +1216,16 @@ impl<S: StateMachine> Participant<S> {
                 self.role = Role::Participant;
             }
         }
+    }
+}
+
+/// What an entry counts for against `Config::catchup_batch`: its changes with a little for
+/// their encoding, or 64 bytes for a membership change (as `remember` counts it against
+/// `Config::catchup_bytes`).
+fn entry_size(p: &Payload) -> usize {
+    match p {
+        Payload::Changes(c) => c.iter().map(|x| x.len() + 8).sum(),
+        _ => 64,
     }
 }
 

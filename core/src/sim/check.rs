@@ -62,6 +62,9 @@ pub struct Stats {
     pub transfers: u64,
     /// Chunks of chunked snapshot transfers delivered.
     pub chunks_delivered: u64,
+    /// Catch-up batches (accepts with `entries`) delivered, and the entries they carried.
+    pub batches_delivered: u64,
+    pub batch_entries_delivered: u64,
     /// Crashes of a master in the middle of sending a chunked snapshot, and of a node in the
     /// middle of receiving one.
     pub crashes_sending_snapshot: u64,

@@ -120,6 +120,8 @@ pub struct SimConfig {
     pub snapshot_chunk: usize,
     /// [`Config::catchup_bytes`].
     pub catchup_bytes: usize,
+    /// [`Config::catchup_batch`]: a few entries per catch-up batch.
+    pub catchup_batch: usize,
     pub max_batch: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
@@ -141,6 +143,7 @@ impl SimConfig {
             snapshot_every: 20,
             snapshot_chunk: 96,
             catchup_bytes: 1000,
+            catchup_batch: 200,
             max_batch: 64,
             #[cfg(feature = "mutants")]
             mutant: None,
@@ -350,6 +353,7 @@ impl<S: SimApp> Sim<S> {
         c.snapshot_every = self.cfg.snapshot_every;
         c.snapshot_chunk = self.cfg.snapshot_chunk;
         c.catchup_bytes = self.cfg.catchup_bytes;
+        c.catchup_batch = self.cfg.catchup_batch;
         c.max_batch = self.cfg.max_batch;
         #[cfg(feature = "mutants")]
         {

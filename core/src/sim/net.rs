@@ -221,10 +221,15 @@ impl<S: SimApp> Sim<S> {
                         return self.checker.violation(self.now, msg);
                     }
                 };
-                if let Request::Start(s) = &req {
-                    if s.is_chunk() {
+                match &req {
+                    Request::Start(s) if s.is_chunk() => {
                         self.checker.stats.chunks_delivered += 1;
                     }
+                    Request::Accept(a) if !a.entries.is_empty() => {
+                        self.checker.stats.batches_delivered += 1;
+                        self.checker.stats.batch_entries_delivered += a.entries.len() as u64;
+                    }
+                    _ => {}
                 }
                 let rid = self.next_rid;
                 self.next_rid += 1;

@@ -68,6 +68,9 @@ pub struct ScenarioConfig {
     /// [`SimConfig::catchup_bytes`]: small, so that followers get snapshots as well as
     /// catch-ups by entries.
     pub catchup_bytes: usize,
+    /// [`SimConfig::catchup_batch`]: 0 (one entry per accept) in a quarter of the scenarios,
+    /// else a few entries per catch-up batch.
+    pub catchup_batch: usize,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -101,6 +104,11 @@ impl ScenarioConfig {
             snapshot_chunk: r.range(64, 256) as usize,
             snapshot_every: r.range(2, 30),
             catchup_bytes: r.range(0, 3000) as usize,
+            // Drawn last, so the schedules of the seeds before batches existed draw the same.
+            catchup_batch: match r.range(0, 4) {
+                0 => 0,
+                _ => r.range(1, 400) as usize,
+            },
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -178,6 +186,7 @@ pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     sc.snapshot_chunk = cfg.snapshot_chunk;
     sc.snapshot_every = cfg.snapshot_every;
     sc.catchup_bytes = cfg.catchup_bytes;
+    sc.catchup_batch = cfg.catchup_batch;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;

@@ -2,6 +2,7 @@
 //! promoted once caught up; and the bootstrap and join commands that grow a cluster with them.
 
 use super::*;
+use crate::wire::CommittedEntry;
 
 fn learner(addr: &str, promote: bool) -> Payload {
     Payload::Learner(Learner {
@@ -246,4 +247,64 @@ fn an_unjoined_node_asks_to_join_until_started() {
         fresh.join(0, vec![]).map_err(|e| e.code),
         Err(ErrorCode::State)
     );
+}
+
+#[test]
+fn a_learner_caught_up_by_a_batch_under_writes_is_promoted() {
+    let mut a = master3_with_learner(true);
+    // Two writes commit with b while d's accepts go unanswered.
+    let first = next_msg(&a);
+    let (k1, k2) = (set("k1", "1"), set("k2", "1"));
+    for (i, k) in [&k1, &k2].into_iter().enumerate() {
+        let m = next_msg(&a);
+        request(
+            &mut a,
+            20 + i as u64,
+            101 + i as u64,
+            submit(vec![k.clone()], false),
+        );
+        respond(&mut a, 20 + i as u64, m, accepted()); // b
+    }
+    assert_eq!(a.commit(), 5);
+    // d answers the first of them: a gap at 3 (it holds the start's state), and it takes
+    // batches. One batch brings it to the commit.
+    let m = next_msg(&a);
+    let outs = respond(&mut a, 30, first + 2, gap_refusal(3));
+    let entries = vec![
+        CommittedEntry {
+            seq: 4,
+            payload: changes(&[&k1]),
+        },
+        CommittedEntry {
+            seq: 5,
+            payload: changes(&[&k2]),
+        },
+    ];
+    let batch = Request::Accept(Accept {
+        instance: 1,
+        seq: 6,
+        chg: vec![],
+        master: Some(Member::new(A)),
+        entries,
+    });
+    assert_eq!(outs, vec![send(m, D, batch)]);
+    // Accepted: it holds 5, the commit. It is sent the current slot (a heartbeat at 6), and
+    // the master proposes its promotion at 6.
+    let outs = respond(&mut a, 31, m, accepted());
+    let promote = addmember(1, 6, D, A);
+    let sends: Vec<&Output> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Send(_)))
+        .collect();
+    assert_eq!(
+        sends,
+        vec![
+            &send(m + 1, D, accept(1, 6, vec![], Some(A))),
+            &send(m + 2, B, promote.clone()),
+            &send(m + 3, C, promote.clone()),
+            &send(m + 4, D, promote),
+        ]
+    );
+    respond(&mut a, 32, m + 2, ok());
+    assert_eq!(a.members(), strings(&[A, B, C, D]).as_slice());
 }

@@ -306,7 +306,7 @@ fn master_catches_a_follower_up_by_the_entries_it_keeps_then_the_current_slot() 
     assert_eq!(a.commit(), 4, "{outs:?}");
     // b missed both: its answer to the first accept says it is at 2.
     let next = next_msg(&a);
-    let outs = respond(&mut a, 20, m, gap_refusal(2));
+    let outs = respond(&mut a, 20, m, gap_refusal_unbatched(2));
     assert_eq!(outs, vec![send(next, B, accept(1, 3, vec![k1], Some(A)))]);
     let outs = respond(&mut a, 21, next, accepted());
     assert_eq!(

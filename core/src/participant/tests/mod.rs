@@ -29,6 +29,7 @@ use crate::wire::{
 use crate::{Config, StateMachine};
 
 mod accept;
+mod catchup;
 mod chunked;
 mod early;
 mod election;
@@ -242,6 +243,7 @@ fn accept(instance: u64, seq: u64, chg: Vec<String>, master: Option<&str>) -> Re
         seq,
         chg,
         master: master.map(Member::new),
+        entries: Vec::new(),
     })
 }
 
@@ -335,6 +337,7 @@ fn accepted() -> Response {
         err: None,
         instance: None,
         seq: None,
+        entries: false,
     })
 }
 
@@ -346,11 +349,21 @@ fn accept_refusal(code: ErrorCode, instance: Option<u64>) -> Response {
         err: Some(e),
         instance,
         seq: None,
+        entries: false,
     })
 }
 
-/// A follower's `ERR_GAP`: it says its commit, so the master knows what it needs next.
+/// A follower's `ERR_GAP`: it says its commit, so the master knows what it needs next, and
+/// that it takes catch-up batches (every node of ours does).
 fn gap_refusal(commit: u64) -> Response {
+    match gap_refusal_unbatched(commit) {
+        Response::Accept(a) => Response::Accept(AcceptResult { entries: true, ..a }),
+        r => r,
+    }
+}
+
+/// The `ERR_GAP` of a node that does not take catch-up batches (no `"entries": true`).
+fn gap_refusal_unbatched(commit: u64) -> Response {
     let mut e = err(ErrorCode::Gap);
     e.commit = Some(commit);
     Response::Accept(AcceptResult {
@@ -358,6 +371,7 @@ fn gap_refusal(commit: u64) -> Response {
         err: Some(e),
         instance: None,
         seq: Some(commit),
+        entries: false,
     })
 }
 
