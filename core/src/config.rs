@@ -67,16 +67,20 @@ pub enum Mutant {
     /// A node receiving a chunked snapshot takes its commit at the first chunk, before the
     /// last chunk arrived and its checksum was verified.
     InstallBeforeLastChunk,
+    /// The periodic snapshot compacts the log at once, before the host reported the snapshot
+    /// saved (durable).
+    CompactBeforeSnapshotDurable,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
         Mutant::PromoteBehind,
         Mutant::TransferCountsMastersVote,
         Mutant::InstallBeforeLastChunk,
+        Mutant::CompactBeforeSnapshotDurable,
     ];
 }
 

@@ -87,7 +87,7 @@ pub use config::{Config, Mutant};
 pub use error::{ConfigError, Error, ErrorCode, RestoreError};
 pub use output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
-    Snapshot, Status, Stored,
+    Snapshot, SnapshotJob, Status, Stored,
 };
 pub use participant::{majority, Participant, PeerStatus, Role, SnapshotProgress, StatusReport};
 pub use state_machine::{

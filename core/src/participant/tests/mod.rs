@@ -39,6 +39,7 @@ mod prepare;
 mod read;
 mod restore;
 mod results;
+mod snapjob;
 mod start;
 mod submit;
 mod transfer;
@@ -186,6 +187,7 @@ fn persist_full(
         hard,
         entries,
         snapshot,
+        compact: None,
     })
 }
 
