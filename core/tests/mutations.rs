@@ -3,7 +3,8 @@
 //! with the bug in place proves nothing. Runs with the `mutants` feature:
 //! `cargo test -p clusterconsensus --release --features mutants --test mutations -- --nocapture`
 //! (scripts/test-all.sh does); each mutant runs seeds from 0 until `CAUGHT` of them fail, at
-//! most `MUTANT_SEEDS` (default 4000), and prints which seeds caught it.
+//! most `MUTANT_SEEDS` (default 4000), and prints which seeds caught it. `MUTANT=Name` runs
+//! only the mutant of that name.
 
 use std::io::Write;
 
@@ -35,7 +36,11 @@ fn every_mutant_is_caught_by_the_sweep() {
         .unwrap_or(4000);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let mut missed = Vec::new();
+    let only = std::env::var("MUTANT").ok();
     for mutant in Mutant::ALL {
+        if only.as_ref().is_some_and(|m| *m != format!("{mutant:?}")) {
+            continue;
+        }
         // Seeds in rounds of `threads`, in parallel, until CAUGHT failed.
         let mut caught: Vec<(u64, String)> = Vec::new();
         let mut next = 0;
