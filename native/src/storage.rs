@@ -1313,6 +1313,32 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_file_that_cannot_be_written_changes_nothing() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapfail");
+        let model = four(&dir.0).pop().unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        // A directory where the `.tmp` goes: the create fails (even for root).
+        std::fs::create_dir(dir.0.join("c1.snap-4.tmp")).unwrap();
+        let (kv, _) = kv_state(10);
+        let e = store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap_err();
+        assert!(e.starts_with("create "), "{e}");
+        std::fs::remove_dir(dir.0.join("c1.snap-4.tmp")).unwrap();
+        // The log is untouched and still takes writes; the next job succeeds.
+        assert_eq!(store.load().unwrap(), model);
+        assert_eq!(names(&dir.0), ["c1.wal"]);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap();
+    }
+
+    #[test]
     fn a_damaged_snapshot_file_refuses_to_open() {
         use clusterconsensus::StateMachine;
         let dir = TempDir::new("snapdamage");

@@ -159,8 +159,9 @@ async fn serve_returns_when_told_and_stops_listening() {
 #[tokio::test]
 async fn a_storage_failure_stops_the_node_and_comes_out_of_serve() {
     let dir = TempDir::new("server-fail");
-    // A snapshot at every commit; its write goes to `c1.wal.tmp`, which we make a directory
-    // after the log was opened, so that write fails (even for root).
+    // A snapshot at every commit; once its file is saved, the log's compaction goes to
+    // `c1.wal.tmp`, which we make a directory after the log was opened, so that write fails
+    // (even for root).
     let every = Timing {
         snapshot_every: 1,
         ..Timing::default()
