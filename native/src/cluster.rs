@@ -13,7 +13,7 @@
 //! `persisted`, so this changes no ordering that matters; it is what makes group commit work:
 //! submits that arrive during one fsync queue in the core and all go out in the next accept.
 //!
-//! Periodic snapshots ([`SnapshotJob`]) are written by a blocking thread of their own, one at a
+//! Periodic snapshots ([`SnapshotJob`]) are written by a thread of their own, one at a
 //! time (a newer job waits in place of an older queued one), streamed from the frozen view the
 //! core hands out; the task only reports the file durable with `snapshot_saved`, and the
 //! writer thread then compacts the log. A failed snapshot file is logged and not fatal: the
@@ -428,7 +428,7 @@ impl<S: App> Task<S> {
     }
 
     /// Takes the core's periodic snapshot job, if one is due, and starts writing it on a
-    /// blocking thread unless one is running (then it waits, replacing an older waiting one).
+    /// thread of its own unless one is running (then it waits, replacing an older waiting one).
     fn run_snapshot_jobs(&mut self) {
         if let Some(job) = self.node.take_snapshot_job() {
             if self.snapshots.is_some() {
@@ -441,19 +441,30 @@ impl<S: App> Task<S> {
         let (Some(files), Some(job)) = (self.snapshots.clone(), self.next_job.take()) else {
             return;
         };
-        self.saving = true;
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let result = files.save(job.seq, job.source);
-            let took = started.elapsed();
-            // Fails only when the task is gone (shutting down).
-            let _ = tx.blocking_send(Input::SnapshotSaved {
-                seq: job.seq,
-                result,
-                took,
+        let seq = job.seq;
+        // A plain thread rather than tokio's blocking pool: a runtime shutting down waits for
+        // its blocking tasks, and a node stopping must not wait for a large state's file.
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{}", self.node.cluster()))
+            .spawn(move || {
+                let started = Instant::now();
+                let result = files.save(job.seq, job.source);
+                let took = started.elapsed();
+                // Fails only when the task is gone (shutting down).
+                let _ = tx.blocking_send(Input::SnapshotSaved {
+                    seq: job.seq,
+                    result,
+                    took,
+                });
             });
-        });
+        match spawned {
+            Ok(_) => self.saving = true,
+            Err(e) => warn!(
+                cluster = self.node.cluster(),
+                seq, "snapshot not saved, the log keeps its entries: cannot start a thread: {e}"
+            ),
+        }
     }
 
     /// Carries out every output, in order. A `Persist` goes to the writer thread; until

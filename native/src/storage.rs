@@ -23,7 +23,7 @@
 //! Periodic snapshots live beside the log, in `<cluster>.snap-<seq>` (format version 3). Every
 //! `snapshot_every` commits the core hands out a frozen view of the state
 //! ([`SnapshotJob`](clusterconsensus::SnapshotJob)); [`SnapshotFiles::save`] streams it, on a
-//! blocking thread of its own and never on the cluster task or the writer thread, into
+//! thread of its own and never on the cluster task or the writer thread, into
 //! `<cluster>.snap-<seq>.tmp` (the bytes, then a trailer of their length and CRC-32), fsyncs
 //! it, renames it and fsyncs the directory. Only then does the core emit a `Persist` with
 //! `compact: Some(seq)`, which this store applies as a compaction: the new log holds one
