@@ -149,8 +149,10 @@ pub struct Wal {
     buf: Vec<u8>,
     /// What `open` read, handed out by the first `load` so startup parses the log once.
     recovered: Option<Stored>,
-    /// The entries the log holds after its snapshot, which a compaction keeps.
-    tail: Vec<Entry>,
+    /// Each record that holds entries: its offset in the log and its last entry's seq. A
+    /// compaction at seq S reads back only the records after S (those written while the
+    /// snapshot was saved: few), so no copy of the log's entries is kept in memory.
+    index: Vec<(u64, u64)>,
     /// Set when a write or sync failed: the file's tail is then unknown, so nothing more may be
     /// written (and the node stops anyway, see `cluster::spawn_writer`).
     failed: bool,
@@ -262,6 +264,7 @@ impl Store {
             }
         }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
@@ -302,7 +305,7 @@ impl Store {
                 end,
                 len,
                 buf: Vec::new(),
-                tail: log.stored.entries.clone(),
+                index: log.index,
                 recovered: Some(log.stored),
                 failed: false,
                 fault,
@@ -376,10 +379,10 @@ impl Store {
         let written = if let Some(seq) = compact {
             // The new log: its version record, then one record naming the snapshot, with the
             // entries after it.
-            let mut entries: Vec<Entry> =
-                wal.tail.iter().filter(|e| e.seq > seq).cloned().collect();
+            let mut entries = wal.entries_after(path, seq)?;
             entries.extend(p.entries.iter().cloned());
             encode_version(&mut wal.buf)?;
+            let head = wal.buf.len() as u64;
             let record = RecordRef {
                 hard: &p.hard,
                 entries: &entries,
@@ -389,25 +392,32 @@ impl Store {
             frame(&mut wal.buf, |b| serde_json::to_writer(b, &record))?;
             let written = wal.replace(path);
             if written.is_ok() {
-                wal.tail = entries;
+                wal.index = entries.last().map(|e| (head, e.seq)).into_iter().collect();
                 remove_snapshots_below(path, seq);
             }
             written
         } else if let Some(s) = &p.snapshot {
             // The compacted log is a new log: its version record, then this record.
             encode_version(&mut wal.buf)?;
+            let head = wal.buf.len() as u64;
             encode(&mut wal.buf, p)?;
             let written = wal.replace(path);
             if written.is_ok() {
-                wal.tail = p.entries.clone();
+                wal.index = p
+                    .entries
+                    .last()
+                    .map(|e| (head, e.seq))
+                    .into_iter()
+                    .collect();
                 remove_snapshots_below(path, s.seq.saturating_add(1));
             }
             written
         } else {
             encode(&mut wal.buf, p)?;
+            let at = wal.end;
             let written = wal.append(path);
-            if written.is_ok() {
-                wal.tail.extend(p.entries.iter().cloned());
+            if let (Ok(()), Some(e)) = (&written, p.entries.last()) {
+                wal.index.push((at, e.seq));
             }
             written
         };
@@ -422,6 +432,30 @@ impl Store {
 }
 
 impl Wal {
+    /// The entries of the log after `seq`, read back from the records that hold them.
+    fn entries_after(&self, path: &Path, seq: u64) -> Result<Vec<Entry>, String> {
+        let Some(&(from, _)) = self.index.iter().find(|(_, last)| *last > seq) else {
+            return Ok(Vec::new());
+        };
+        let mut data = vec![0; (self.end - from) as usize];
+        self.file
+            .read_exact_at(&mut data, from)
+            .map_err(|e| err(&format!("read {}", path.display()), e))?;
+        let mut entries = Vec::new();
+        let mut at = 0;
+        while let Some((record, size)) = record_at(&data[at..]) {
+            entries.extend(record.entries.into_iter().filter(|e| e.seq > seq));
+            at += size;
+        }
+        if at != data.len() {
+            return Err(format!(
+                "{}: the record at byte {} does not read back",
+                path.display(),
+                from + at as u64
+            ));
+        }
+        Ok(entries)
+    }
     /// Writes the record in `buf` at the log's end, with fresh zeros after it if it does not fit.
     fn append(&mut self, path: &Path) -> Result<(), String> {
         let record = self.buf.len() as u64;
@@ -444,6 +478,7 @@ impl Wal {
         let tmp = &self.tmp;
         let ctx = |what: &str, e: std::io::Error| err(&format!("{what} {}", tmp.display()), e);
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(true)
@@ -573,6 +608,8 @@ fn version_of(data: &[u8]) -> (u32, usize) {
 /// What a log file holds.
 struct Log {
     stored: Stored,
+    /// Each record holding entries: its offset and its last entry's seq (see `Wal::index`).
+    index: Vec<(u64, u64)>,
     /// The snapshot file it names, if any.
     base: Option<u64>,
     /// The end of the last complete record.
@@ -600,7 +637,11 @@ fn read_log(path: &Path) -> Result<Log, String> {
     }
     let mut stored = Stored::default();
     let mut base = None;
+    let mut index = Vec::new();
     while let Some((record, size)) = record_at(&data[at..]) {
+        if let Some(e) = record.entries.last() {
+            index.push((at as u64, e.seq));
+        }
         // Folded by the core's own rule, so what loads is what `Stored::apply` would hold.
         let mut p = Persist::record(record.hard, record.entries, record.snapshot);
         if p.snapshot.is_some() {
@@ -629,6 +670,7 @@ fn read_log(path: &Path) -> Result<Log, String> {
     }
     Ok(Log {
         stored,
+        index,
         base,
         end: at as u64,
         len: data.len() as u64,
@@ -1336,6 +1378,49 @@ mod tests {
             .unwrap()
             .save(4, kv.snapshot())
             .unwrap();
+    }
+
+    #[test]
+    fn a_compaction_inside_a_record_keeps_the_entries_after_it() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapmid");
+        let mut model = four(&dir.0).pop().unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        let p = persist(7, vec![entry(5), entry(6), entry(7)], None);
+        store.apply(&p).unwrap();
+        model.apply(&p);
+        let (kv, text) = kv_state(5);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(6, kv.snapshot())
+            .unwrap();
+        model.save_snapshot(Snapshot { seq: 6, data: text });
+        let c = Persist::compaction(hard(8), vec![entry(8)], 6);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        assert_eq!(
+            model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert_eq!(store.load().unwrap(), model);
+        // The next compaction reads back from the new log.
+        let q = persist(9, vec![entry(9)], None);
+        store.apply(&q).unwrap();
+        model.apply(&q);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(8, kv.snapshot())
+            .unwrap();
+        let text = clusterconsensus::snapshot_to_string(kv.snapshot()).unwrap();
+        model.save_snapshot(Snapshot { seq: 8, data: text });
+        let c = Persist::compaction(hard(9), vec![], 8);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        drop(store);
+        assert_eq!(Store::open(&dir.0, "c1").unwrap().load().unwrap(), model);
+        assert_eq!(model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [9]);
     }
 
     #[test]
