@@ -74,10 +74,13 @@ pub enum Mutant {
     /// A follower applies every entry of a catch-up batch, also those at or below its commit
     /// (a duplicated or overlapping batch applies them twice).
     BatchReapplies,
+    /// The periodic snapshot compacts the log at once, before the host reported the snapshot
+    /// saved (durable).
+    CompactBeforeSnapshotDurable,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 8] = [
         Mutant::VoteBeforeDurable,
         Mutant::AcceptBeforeDurable,
         Mutant::LearnerVotes,
@@ -85,6 +88,7 @@ impl Mutant {
         Mutant::TransferCountsMastersVote,
         Mutant::InstallBeforeLastChunk,
         Mutant::BatchReapplies,
+        Mutant::CompactBeforeSnapshotDurable,
     ];
 }
 

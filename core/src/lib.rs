@@ -37,6 +37,14 @@
 //!             Output::Event(_event) => {}
 //!         }
 //!     }
+//!     // Every `snapshot_every` commits: a frozen view of the state to save off the hot path
+//!     // (on another thread), then `snapshot_saved` lets the log be compacted. Dropping it
+//!     // loses nothing.
+//!     if let Some(job) = node.take_snapshot_job() {
+//!         let text = clusterconsensus::snapshot_to_string(job.source).unwrap(); // write + fsync
+//!         disk.save_snapshot(clusterconsensus::Snapshot { seq: job.seq, data: text });
+//!         node.snapshot_saved(now, job.seq); // then drain again: a Persist compacts the log
+//!     }
 //! };
 //!
 //! node.bootstrap(0).unwrap(); // master of a one-member cluster
@@ -87,7 +95,7 @@ pub use config::{Config, Mutant};
 pub use error::{ConfigError, Error, ErrorCode, RestoreError};
 pub use output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
-    Snapshot, Status, Stored,
+    Snapshot, SnapshotJob, Status, Stored,
 };
 pub use participant::{majority, Participant, PeerStatus, Role, SnapshotProgress, StatusReport};
 pub use state_machine::{

@@ -96,15 +96,24 @@ pub struct Reply {
 
 /// A durable write. Apply it as one atomic transaction:
 ///
-/// 1. if `snapshot` is set, replace the stored snapshot with it and delete every stored entry;
-/// 2. append `entries` (committed, in seq order);
-/// 3. replace the stored hard state with `hard`.
+/// 1. if `snapshot` is set (a snapshot installed from a master), replace the stored snapshot
+///    with it and delete every stored entry;
+/// 2. if `compact` is `Some(n)`, the snapshot at `n` that the host saved for a
+///    [`SnapshotJob`](crate::SnapshotJob) and reported with
+///    [`Participant::snapshot_saved`](crate::Participant::snapshot_saved) becomes the stored
+///    snapshot (if newer than the stored one), and every stored entry at or below `n` may be
+///    deleted (the log is compacted);
+/// 3. append `entries` (committed, in seq order);
+/// 4. replace the stored hard state with `hard`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Persist {
     pub id: PersistId,
     pub hard: HardState,
     pub entries: Vec<Entry>,
     pub snapshot: Option<Snapshot>,
+    /// Compact the log up to this seq: its state is in a snapshot the host saved durably (see
+    /// step 2 above). Never set in the same `Persist` as `snapshot`.
+    pub compact: Option<u64>,
 }
 
 impl Persist {
@@ -117,6 +126,15 @@ impl Persist {
             hard,
             entries,
             snapshot,
+            compact: None,
+        }
+    }
+
+    /// [`Persist::record`] of a compaction up to `seq` (see [`Persist::compact`]).
+    pub fn compaction(hard: HardState, entries: Vec<Entry>, seq: u64) -> Persist {
+        Persist {
+            compact: Some(seq),
+            ..Persist::record(hard, entries, None)
         }
     }
 }
@@ -172,6 +190,9 @@ pub struct Snapshot {
 
 /// Everything a host has stored for one participant; give it to
 /// [`Participant::restore`](crate::Participant::restore) after a restart.
+///
+/// `entries` may start at or below the snapshot's seq (a crash between saving a snapshot and
+/// compacting the log leaves them so): `restore` skips those.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub hard: Option<HardState>,
@@ -181,14 +202,43 @@ pub struct Stored {
 
 impl Stored {
     /// Applies a [`Persist`] the way a host must: what an in-memory host (or a test) stores.
+    /// For a `compact`, the host must have given the saved snapshot to
+    /// [`Stored::save_snapshot`] first; the entries at or below it are dropped.
     pub fn apply(&mut self, p: &Persist) {
         if let Some(s) = &p.snapshot {
             self.snapshot = Some(s.clone());
             self.entries.clear();
         }
+        if let Some(n) = p.compact {
+            self.entries.retain(|e| e.seq > n);
+        }
         self.entries.extend(p.entries.iter().cloned());
         self.hard = Some(p.hard.clone());
     }
+
+    /// The host saved `snapshot` durably for a [`SnapshotJob`](crate::SnapshotJob): it becomes
+    /// the stored snapshot if it is newer than the stored one. The entries stay (until the
+    /// `compact` that follows): a crash before it restores the snapshot and skips them.
+    pub fn save_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshot.as_ref().is_none_or(|s| s.seq < snapshot.seq) {
+            self.snapshot = Some(snapshot);
+        }
+    }
+}
+
+/// A periodic snapshot for the host to save off the hot path
+/// ([`Participant::take_snapshot_job`](crate::Participant::take_snapshot_job)): the frozen
+/// state at commit `seq`. Write `source` out through
+/// [`SnapshotSource::fill`](crate::SnapshotSource::fill) (on another thread, while the
+/// participant goes on), make it durable, then call
+/// [`Participant::snapshot_saved`](crate::Participant::snapshot_saved) with `seq`: the
+/// participant then emits a `Persist` with `compact: Some(seq)`. A job the host drops or fails
+/// loses nothing: the log keeps every entry until a later job succeeds.
+#[must_use = "save the snapshot and report it with snapshot_saved, or drop it (nothing is lost)"]
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotJob<T> {
+    pub seq: u64,
+    pub source: T,
 }
 
 /// Things that happened.

@@ -174,6 +174,11 @@ fn sweep() {
         sum(|r| r.stats.crashes_sending_snapshot),
         sum(|r| r.stats.crashes_receiving_snapshot),
     );
+    let (saved, cut_saving, cut_compacting) = (
+        sum(|r| r.stats.snapshots_saved),
+        sum(|r| r.stats.crashes_saving_snapshot),
+        sum(|r| r.stats.crashes_before_compaction),
+    );
     let _ = writeln!(
         err,
         "simulation coverage: {ok} client ops ok ({retried} retries, {abandoned} abandoned), \
@@ -181,8 +186,9 @@ fn sweep() {
          delivered), {batches} catch-up batches delivered ({batch_entries} entries), \
          {membership} membership changes committed ({learners} learners added, \
          {promotions} promoted), {transfers} leader transfers, {crashes} crashes ({cut_sender} \
-         of a master sending a snapshot, {cut_receiver} of a node receiving one), {faults} \
-         nemesis actions"
+         of a master sending a snapshot, {cut_receiver} of a node receiving one), {saved} periodic snapshots saved \
+         ({cut_saving} crashes while saving one, {cut_compacting} before the log was \
+         compacted), {faults} nemesis actions"
     );
     assert_eq!(results.len() as u64, seeds + fresh);
     // The sweep must exercise what it claims to (a vacuous run proves nothing).

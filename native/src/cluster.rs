@@ -12,6 +12,12 @@
 //! while the disk works. The core withholds every output that depends on a `Persist` until
 //! `persisted`, so this changes no ordering that matters; it is what makes group commit work:
 //! submits that arrive during one fsync queue in the core and all go out in the next accept.
+//!
+//! Periodic snapshots ([`SnapshotJob`]) are written by a thread of their own, one at a
+//! time (a newer job waits in place of an older queued one), streamed from the frozen view the
+//! core hands out; the task only reports the file durable with `snapshot_saved`, and the
+//! writer thread then compacts the log. A failed snapshot file is logged and not fatal: the
+//! log keeps its entries and the next periodic snapshot tries again.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
@@ -20,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use clusterconsensus::wire::{Method, Request, Response};
 use clusterconsensus::{
-    Error, ErrorCode, Event, MessageId, Output, Participant, Payload, Persist, PersistId, RequestId,
+    Error, ErrorCode, Event, MessageId, Output, Participant, Payload, Persist, PersistId,
+    RequestId, SnapshotJob,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -29,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::reads::{ReadAnswer, ReadRequest};
-use crate::storage::Store;
+use crate::storage::{SnapshotFiles, Store};
 use crate::watch::{Hub, WindowLimits};
 use crate::{App, ServeError};
 
@@ -77,6 +84,13 @@ pub enum Input<S: App> {
     },
     /// The writer thread could not make a `Persist` durable: the task stops.
     StorageFailed(String),
+    /// The snapshot thread finished the job at `seq`: the file is durable (`Ok` with its size),
+    /// or it could not be written.
+    SnapshotSaved {
+        seq: u64,
+        result: Result<u64, String>,
+        took: Duration,
+    },
     /// The metrics page (Prometheus text) of this cluster.
     Metrics(oneshot::Sender<String>),
 }
@@ -135,6 +149,9 @@ impl<S: App> Cluster<S> {
             watch: watch.clone(),
             lanes: BTreeMap::new(),
             node: participant,
+            snapshots: store.snapshot_files(),
+            saving: false,
+            next_job: None,
             store: Some(store),
             writer: None,
             client,
@@ -285,6 +302,12 @@ pub struct Task<S: App> {
     store: Option<Store>,
     /// The writer thread (`None` for memory storage: nothing to wait for).
     writer: Option<std_mpsc::Sender<Persist>>,
+    /// Where periodic snapshots are saved (`None` for memory storage: jobs are dropped).
+    snapshots: Option<SnapshotFiles>,
+    /// A snapshot thread is writing a job.
+    saving: bool,
+    /// The newest job waiting for the running one to finish.
+    next_job: Option<SnapshotJob<S::Snapshot>>,
     client: HttpClient,
     /// To hand to the spawned calls, which report back here.
     tx: mpsc::Sender<Input<S>>,
@@ -380,8 +403,68 @@ impl<S: App> Task<S> {
                 let _ = reply.send(self.metrics.render(&self.node));
             }
             Input::StorageFailed(e) => return Err(e),
+            Input::SnapshotSaved { seq, result, took } => {
+                self.saving = false;
+                match result {
+                    Ok(bytes) => {
+                        info!(
+                            cluster = self.node.cluster(),
+                            seq,
+                            bytes,
+                            ms = took.as_millis() as u64,
+                            "snapshot saved"
+                        );
+                        self.node.snapshot_saved(now, seq);
+                    }
+                    // Not fatal: the log still holds every entry; the next job tries again.
+                    Err(e) => warn!(
+                        cluster = self.node.cluster(),
+                        seq, "snapshot not saved, the log keeps its entries: {e}"
+                    ),
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Takes the core's periodic snapshot job, if one is due, and starts writing it on a
+    /// thread of its own unless one is running (then it waits, replacing an older waiting one).
+    fn run_snapshot_jobs(&mut self) {
+        if let Some(job) = self.node.take_snapshot_job() {
+            if self.snapshots.is_some() {
+                self.next_job = Some(job);
+            }
+        }
+        if self.saving {
+            return;
+        }
+        let (Some(files), Some(job)) = (self.snapshots.clone(), self.next_job.take()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let seq = job.seq;
+        // A plain thread rather than tokio's blocking pool: a runtime shutting down waits for
+        // its blocking tasks, and a node stopping must not wait for a large state's file.
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{}", self.node.cluster()))
+            .spawn(move || {
+                let started = Instant::now();
+                let result = files.save(job.seq, job.source);
+                let took = started.elapsed();
+                // Fails only when the task is gone (shutting down).
+                let _ = tx.blocking_send(Input::SnapshotSaved {
+                    seq: job.seq,
+                    result,
+                    took,
+                });
+            });
+        match spawned {
+            Ok(_) => self.saving = true,
+            Err(e) => warn!(
+                cluster = self.node.cluster(),
+                seq, "snapshot not saved, the log keeps its entries: cannot start a thread: {e}"
+            ),
+        }
     }
 
     /// Carries out every output, in order. A `Persist` goes to the writer thread; until
@@ -452,6 +535,7 @@ impl<S: App> Task<S> {
                 }
             }
         }
+        self.run_snapshot_jobs();
         Ok(())
     }
 

@@ -14,11 +14,27 @@
 //! records overwrite them. An fdatasync that does not change the file's size need not commit
 //! the inode to the journal: 120-140 us against 180-200 us for a true append on this ext4 disk.
 //!
-//! Compaction: a `Persist` with a snapshot drops every entry before it, so instead of appending
-//! it the store writes it as the only record of a fresh `<cluster>.wal.tmp`, fsyncs it, renames
-//! it over the log and fsyncs the directory. The core snapshots every `snapshot_every` commits,
-//! so the log stays bounded. A crash before the rename leaves the old log (and a stale `.tmp`,
-//! removed on open); after it, the new one. Either is a state whose `apply` had not returned.
+//! Compaction: a `Persist` with a snapshot (one installed from a master) drops every entry
+//! before it, so instead of appending it the store writes it as the only record of a fresh
+//! `<cluster>.wal.tmp`, fsyncs it, renames it over the log and fsyncs the directory. A crash
+//! before the rename leaves the old log (and a stale `.tmp`, removed on open); after it, the
+//! new one. Either is a state whose `apply` had not returned.
+//!
+//! Periodic snapshots live beside the log, in `<cluster>.snap-<seq>` (format version 3). Every
+//! `snapshot_every` commits the core hands out a frozen view of the state
+//! ([`SnapshotJob`](clusterconsensus::SnapshotJob)); [`SnapshotFiles::save`] streams it, on a
+//! thread of its own and never on the cluster task or the writer thread, into
+//! `<cluster>.snap-<seq>.tmp` (the bytes, then a trailer of their length and CRC-32), fsyncs
+//! it, renames it and fsyncs the directory. Only then does the core emit a `Persist` with
+//! `compact: Some(seq)`, which this store applies as a compaction: the new log holds one
+//! record naming the snapshot (`"base": seq`) with the entries after `seq` (those committed
+//! while the file was written: few), and the files of older snapshots are deleted. The log
+//! meanwhile kept every entry, so a crash at any point loses nothing: before the rename the
+//! `.tmp` is removed on open; after it and before the compaction the file is not named by the
+//! log and is removed on open too (the log still holds the entries); after the compaction the
+//! log names it. A snapshot file that cannot be written is not fatal: the node logs it, the log
+//! keeps its entries, and the next periodic snapshot tries again. Opening reads the named
+//! snapshot file whole into [`Stored::snapshot`] (one copy of the state's text, not streamed).
 //!
 //! Crash recovery ([`Store::open`]): only the last record can be incomplete, because each
 //! `apply` returns (and the next one starts) only after its fdatasync, and a failed write stops
@@ -35,15 +51,17 @@
 //!
 //! Format version: the first record of a log is `{"version":N}` ([`FORMAT_VERSION`]), written
 //! when the log is created and again by every compaction. A log whose first record is a state
-//! record is version 1 (written before the version record existed) and is read as before. A
-//! log of a version newer than this build's is refused, naming both versions, rather than
-//! misread.
+//! record is version 1 (written before the version record existed) and is read as before; a
+//! version 2 log (periodic snapshots inside the log) is read as before too, and becomes
+//! version 3 at its first compaction. A log of a version newer than this build's is refused,
+//! naming both versions, rather than misread.
 //!
 //! Test-only fault seam: `CC_TEST_DISK_FAULT=write:N` or `fsync:N`, read once by
 //! [`Store::open`], makes the Nth record write (of which half is written first, as a torn
 //! write) or the Nth record sync since the open fail with an I/O error (the version record
 //! that `open` writes to a new log is not counted). Unset, it costs one branch per write; it
-//! exists so tests can make a node's disk fail without root or a shim.
+//! exists so tests can make a node's disk fail without root or a shim. Snapshot files are not
+//! counted: their failure is not fatal (above).
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -52,7 +70,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use clusterconsensus::{Entry, HardState, Persist, Snapshot, Stored};
+use clusterconsensus::{Entry, HardState, Persist, Snapshot, SnapshotSource, Stored};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -60,8 +78,13 @@ use tracing::warn;
 const HEADER: usize = 8;
 
 /// The log format this build writes and the newest it reads. 1: no version record; 2: the
-/// first record is `{"version":2}`.
-pub const FORMAT_VERSION: u32 = 2;
+/// first record is `{"version":2}`; 3: periodic snapshots in `<cluster>.snap-<seq>` files
+/// that a record names with `"base"`.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// A snapshot file's trailer: the length of the snapshot bytes (u64 LE) and their CRC-32 (u32
+/// LE).
+const TRAILER: usize = 12;
 
 /// The test-only fault seam's environment variable (see the module doc).
 pub const FAULT_ENV: &str = "CC_TEST_DISK_FAULT";
@@ -82,6 +105,10 @@ struct RecordRef<'a> {
     entries: &'a [Entry],
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot: Option<&'a Snapshot>,
+    /// The state at this seq is in the file `<cluster>.snap-<seq>`; no entry at or below it
+    /// is needed (format version 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<u64>,
 }
 
 /// The first record's body in a log of version 2 or later: `{"version":N}`. A state record
@@ -98,6 +125,8 @@ struct Record {
     entries: Vec<Entry>,
     #[serde(default)]
     snapshot: Option<Snapshot>,
+    #[serde(default)]
+    base: Option<u64>,
 }
 
 /// Where one cluster's state lives: a write-ahead log, or nowhere (`--memory`).
@@ -120,6 +149,10 @@ pub struct Wal {
     buf: Vec<u8>,
     /// What `open` read, handed out by the first `load` so startup parses the log once.
     recovered: Option<Stored>,
+    /// Each record that holds entries: its offset in the log and its last entry's seq. A
+    /// compaction at seq S reads back only the records after S (those written while the
+    /// snapshot was saved: few), so no copy of the log's entries is kept in memory.
+    index: Vec<(u64, u64)>,
     /// Set when a write or sync failed: the file's tail is then unknown, so nothing more may be
     /// written (and the node stops anyway, see `cluster::spawn_writer`).
     failed: bool,
@@ -221,7 +254,17 @@ impl Store {
         }
 
         let log = read_log(&path)?;
+        // Only the snapshot the log names is needed: others are left by a crash before their
+        // compaction (or during their write), or were superseded.
+        let base = log.base;
+        for (seq, tmp) in snapshot_files(&path)? {
+            if tmp || Some(seq) != base {
+                let f = snapshot_path(&path, seq, tmp);
+                std::fs::remove_file(&f).map_err(|e| err(&format!("remove {}", f.display()), e))?;
+            }
+        }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
@@ -262,6 +305,7 @@ impl Store {
                 end,
                 len,
                 buf: Vec::new(),
+                index: log.index,
                 recovered: Some(log.stored),
                 failed: false,
                 fault,
@@ -274,6 +318,15 @@ impl Store {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Store::Disk { path, .. } => Some(path),
+            Store::Memory => None,
+        }
+    }
+
+    /// Where this store's periodic snapshots are saved (`None` for memory storage: there is
+    /// nothing to compact).
+    pub fn snapshot_files(&self) -> Option<SnapshotFiles> {
+        match self {
+            Store::Disk { path, .. } => Some(SnapshotFiles { wal: path.clone() }),
             Store::Memory => None,
         }
     }
@@ -313,14 +366,60 @@ impl Store {
         // A later `load` reads the file, which then differs from what `open` read.
         wal.recovered = None;
         wal.buf.clear();
-        let written = if p.snapshot.is_some() {
+        let compact = p.compact.filter(|&seq| {
+            let file = snapshot_path(path, seq, false);
+            let there = file.exists();
+            if !there {
+                // Never happens (the core compacts only after the file was synced); keeping
+                // the entries is always safe.
+                warn!("{}: missing, the log is not compacted", file.display());
+            }
+            there
+        });
+        let written = if let Some(seq) = compact {
+            // The new log: its version record, then one record naming the snapshot, with the
+            // entries after it.
+            let mut entries = wal.entries_after(path, seq)?;
+            entries.extend(p.entries.iter().cloned());
+            encode_version(&mut wal.buf)?;
+            let head = wal.buf.len() as u64;
+            let record = RecordRef {
+                hard: &p.hard,
+                entries: &entries,
+                snapshot: None,
+                base: Some(seq),
+            };
+            frame(&mut wal.buf, |b| serde_json::to_writer(b, &record))?;
+            let written = wal.replace(path);
+            if written.is_ok() {
+                wal.index = entries.last().map(|e| (head, e.seq)).into_iter().collect();
+                remove_snapshots_below(path, seq);
+            }
+            written
+        } else if let Some(s) = &p.snapshot {
             // The compacted log is a new log: its version record, then this record.
             encode_version(&mut wal.buf)?;
+            let head = wal.buf.len() as u64;
             encode(&mut wal.buf, p)?;
-            wal.replace(path)
+            let written = wal.replace(path);
+            if written.is_ok() {
+                wal.index = p
+                    .entries
+                    .last()
+                    .map(|e| (head, e.seq))
+                    .into_iter()
+                    .collect();
+                remove_snapshots_below(path, s.seq.saturating_add(1));
+            }
+            written
         } else {
             encode(&mut wal.buf, p)?;
-            wal.append(path)
+            let at = wal.end;
+            let written = wal.append(path);
+            if let (Ok(()), Some(e)) = (&written, p.entries.last()) {
+                wal.index.push((at, e.seq));
+            }
+            written
         };
         if written.is_err() {
             wal.failed = true;
@@ -333,6 +432,30 @@ impl Store {
 }
 
 impl Wal {
+    /// The entries of the log after `seq`, read back from the records that hold them.
+    fn entries_after(&self, path: &Path, seq: u64) -> Result<Vec<Entry>, String> {
+        let Some(&(from, _)) = self.index.iter().find(|(_, last)| *last > seq) else {
+            return Ok(Vec::new());
+        };
+        let mut data = vec![0; (self.end - from) as usize];
+        self.file
+            .read_exact_at(&mut data, from)
+            .map_err(|e| err(&format!("read {}", path.display()), e))?;
+        let mut entries = Vec::new();
+        let mut at = 0;
+        while let Some((record, size)) = record_at(&data[at..]) {
+            entries.extend(record.entries.into_iter().filter(|e| e.seq > seq));
+            at += size;
+        }
+        if at != data.len() {
+            return Err(format!(
+                "{}: the record at byte {} does not read back",
+                path.display(),
+                from + at as u64
+            ));
+        }
+        Ok(entries)
+    }
     /// Writes the record in `buf` at the log's end, with fresh zeros after it if it does not fit.
     fn append(&mut self, path: &Path) -> Result<(), String> {
         let record = self.buf.len() as u64;
@@ -355,6 +478,7 @@ impl Wal {
         let tmp = &self.tmp;
         let ctx = |what: &str, e: std::io::Error| err(&format!("{what} {}", tmp.display()), e);
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(true)
@@ -426,6 +550,7 @@ fn encode(buf: &mut Vec<u8>, p: &Persist) -> Result<(), String> {
         hard: &p.hard,
         entries: &p.entries,
         snapshot: p.snapshot.as_ref(),
+        base: None,
     };
     frame(buf, |b| serde_json::to_writer(b, &record))
 }
@@ -483,6 +608,10 @@ fn version_of(data: &[u8]) -> (u32, usize) {
 /// What a log file holds.
 struct Log {
     stored: Stored,
+    /// Each record holding entries: its offset and its last entry's seq (see `Wal::index`).
+    index: Vec<(u64, u64)>,
+    /// The snapshot file it names, if any.
+    base: Option<u64>,
     /// The end of the last complete record.
     end: u64,
     /// The file's length.
@@ -507,13 +636,25 @@ fn read_log(path: &Path) -> Result<Log, String> {
         ));
     }
     let mut stored = Stored::default();
+    let mut base = None;
+    let mut index = Vec::new();
     while let Some((record, size)) = record_at(&data[at..]) {
+        if let Some(e) = record.entries.last() {
+            index.push((at as u64, e.seq));
+        }
         // Folded by the core's own rule, so what loads is what `Stored::apply` would hold.
-        stored.apply(&Persist::record(
-            record.hard,
-            record.entries,
-            record.snapshot,
-        ));
+        let mut p = Persist::record(record.hard, record.entries, record.snapshot);
+        if p.snapshot.is_some() {
+            base = None;
+        }
+        if let Some(seq) = record.base {
+            // Entries first, then the compaction: the record holds those after `seq`.
+            stored.save_snapshot(read_snapshot(path, seq)?);
+            stored.entries.retain(|e| e.seq > seq);
+            base = Some(seq);
+        }
+        p.compact = None;
+        stored.apply(&p);
         at += size;
     }
     let torn = data[at..].iter().any(|&b| b != 0);
@@ -529,10 +670,135 @@ fn read_log(path: &Path) -> Result<Log, String> {
     }
     Ok(Log {
         stored,
+        index,
+        base,
         end: at as u64,
         len: data.len() as u64,
         torn,
     })
+}
+
+/// Saves periodic snapshots beside one log (see the module doc); cheap to clone into the
+/// thread that writes one.
+#[derive(Clone, Debug)]
+pub struct SnapshotFiles {
+    wal: PathBuf,
+}
+
+impl SnapshotFiles {
+    /// Streams `source` into `<cluster>.snap-<seq>`: a `.tmp` file, the bytes and their
+    /// trailer, fsync, rename, fsync of the directory. Returns the bytes written. Blocks for
+    /// as long as the state takes to serialize: run it on a thread of its own. On failure the
+    /// `.tmp` is removed (or left for the next open) and nothing else changed.
+    pub fn save(&self, seq: u64, mut source: impl SnapshotSource) -> Result<u64, String> {
+        let tmp = snapshot_path(&self.wal, seq, true);
+        let ctx = |what: &str, e: std::io::Error| err(&format!("{what} {}", tmp.display()), e);
+        let written = (|| {
+            let file = File::create(&tmp).map_err(|e| ctx("create", e))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+            let mut crc = crc32fast::Hasher::new();
+            let mut len = 0u64;
+            let mut chunk = Vec::with_capacity(1 << 20);
+            loop {
+                chunk.clear();
+                let more = source.fill(&mut chunk, 1 << 20);
+                crc.update(&chunk);
+                len += chunk.len() as u64;
+                std::io::Write::write_all(&mut out, &chunk).map_err(|e| ctx("write", e))?;
+                if !more {
+                    break;
+                }
+            }
+            let mut trailer = [0u8; TRAILER];
+            trailer[..8].copy_from_slice(&len.to_le_bytes());
+            trailer[8..].copy_from_slice(&crc.finalize().to_le_bytes());
+            std::io::Write::write_all(&mut out, &trailer).map_err(|e| ctx("write", e))?;
+            std::io::Write::flush(&mut out).map_err(|e| ctx("write", e))?;
+            drop(out);
+            file.sync_all().map_err(|e| ctx("sync", e))?;
+            Ok(len)
+        })();
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let dst = snapshot_path(&self.wal, seq, false);
+        std::fs::rename(&tmp, &dst)
+            .map_err(|e| err(&format!("rename {} to {}", tmp.display(), dst.display()), e))?;
+        sync_dir(self.wal.parent().unwrap_or(Path::new(".")))?;
+        Ok(len)
+    }
+}
+
+/// `<cluster>.snap-<seq>` (`tmp`: with `.tmp` after it) beside the log `wal`.
+fn snapshot_path(wal: &Path, seq: u64, tmp: bool) -> PathBuf {
+    let tail = if tmp { ".tmp" } else { "" };
+    wal.with_extension(format!("snap-{seq}{tail}"))
+}
+
+/// The snapshot files beside the log `wal`: (seq, is a `.tmp`).
+fn snapshot_files(wal: &Path) -> Result<Vec<(u64, bool)>, String> {
+    let dir = wal.parent().unwrap_or(Path::new("."));
+    let prefix = format!(
+        "{}.snap-",
+        wal.file_stem().unwrap_or_default().to_string_lossy()
+    );
+    let mut found = Vec::new();
+    let list = std::fs::read_dir(dir).map_err(|e| err(&format!("list {}", dir.display()), e))?;
+    for f in list {
+        let f = f.map_err(|e| err(&format!("list {}", dir.display()), e))?;
+        let name = f.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let (digits, tmp) = match rest.strip_suffix(".tmp") {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        if let Ok(seq) = digits.parse::<u64>() {
+            found.push((seq, tmp));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Deletes the snapshot files below `seq` that a compaction superseded (a failure is only
+/// logged: the next open removes what is left).
+fn remove_snapshots_below(wal: &Path, seq: u64) {
+    let Ok(files) = snapshot_files(wal) else {
+        return;
+    };
+    for (s, tmp) in files {
+        if !tmp && s < seq {
+            let f = snapshot_path(wal, s, false);
+            if let Err(e) = std::fs::remove_file(&f) {
+                warn!("remove {}: {e}", f.display());
+            }
+        }
+    }
+}
+
+/// Reads the snapshot file at `seq` beside the log `wal`, checking its trailer.
+fn read_snapshot(wal: &Path, seq: u64) -> Result<Snapshot, String> {
+    let path = snapshot_path(wal, seq, false);
+    let mut data = std::fs::read(&path).map_err(|e| err(&format!("read {}", path.display()), e))?;
+    let bad = |why: &str| format!("{}: {why}; refusing to start", path.display());
+    if data.len() < TRAILER {
+        return Err(bad("shorter than its trailer"));
+    }
+    let at = data.len() - TRAILER;
+    let len = u64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(data[at + 8..].try_into().unwrap_or_default());
+    data.truncate(at);
+    if len != at as u64 || crc32fast::hash(&data) != crc {
+        return Err(bad("damaged (length or CRC-32 does not match)"));
+    }
+    let data = String::from_utf8(data).map_err(|_| bad("not UTF-8"))?;
+    Ok(Snapshot { seq, data })
 }
 
 /// Makes entries created, renamed or removed in `dir` durable.
@@ -899,8 +1165,8 @@ mod tests {
         four(&dir.0);
         let data = std::fs::read(dir.wal()).unwrap();
         let (body, size) = frame_at(&data).unwrap();
-        assert_eq!(body, br#"{"version":2}"#);
-        assert_eq!(version_of(&data), (2, size));
+        assert_eq!(body, br#"{"version":3}"#);
+        assert_eq!(version_of(&data), (3, size));
         assert_eq!(offsets(&dir.wal())[0], size as u64);
     }
 
@@ -908,13 +1174,13 @@ mod tests {
     fn future_version_is_refused_naming_both_versions() {
         let dir = TempDir::new("future");
         four(&dir.0);
-        set_version(&dir.wal(), 3);
+        set_version(&dir.wal(), 4);
         let data = std::fs::read(dir.wal()).unwrap();
         let e = Store::open(&dir.0, "c1").unwrap_err();
         assert_eq!(
             e,
             format!(
-                "{}: log format version 3, but this build reads versions 1 to 2; run the \
+                "{}: log format version 4, but this build reads versions 1 to 3; run the \
                  clusterconsensus that wrote it (or a newer one)",
                 dir.wal().display()
             )
@@ -923,7 +1189,7 @@ mod tests {
         set_version(&dir.wal(), 0);
         let e = Store::open(&dir.0, "c1").unwrap_err();
         assert!(
-            e.contains(": log format version 0, but this build reads versions 1 to 2"),
+            e.contains(": log format version 0, but this build reads versions 1 to 3"),
             "{e}"
         );
     }
@@ -962,7 +1228,262 @@ mod tests {
         model.apply(&p);
         drop(store);
         let data = std::fs::read(dir.wal()).unwrap();
-        assert_eq!(version_of(&data).0, 2);
+        assert_eq!(version_of(&data).0, 3);
+        assert_eq!(Store::open(&dir.0, "c1").unwrap().load().unwrap(), model);
+    }
+
+    /// A kv state of `n` keys at `seq`, and its snapshot text.
+    fn kv_state(n: u64) -> (clusterconsensus::kv::KvStore, String) {
+        use clusterconsensus::StateMachine;
+        let mut kv = clusterconsensus::kv::KvStore::new();
+        for i in 0..n {
+            let c = clusterconsensus::kv::KvChange::set(format!("k{i}"), "v").encode();
+            let _ = kv.apply(i + 1, &c);
+        }
+        let text = clusterconsensus::snapshot_to_string(kv.snapshot()).unwrap();
+        (kv, text)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_saved_snapshot_file_then_its_compaction_leave_a_small_log_naming_it() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapfile");
+        let mut model = four(&dir.0).pop().unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        let (kv, text) = kv_state(3000);
+        let files = store.snapshot_files().unwrap();
+        // Streamed in parts, with a trailer.
+        let bytes = files.save(3, kv.snapshot()).unwrap();
+        assert_eq!(bytes, text.len() as u64);
+        assert_eq!(
+            size(&dir.0.join("c1.snap-3")),
+            text.len() as u64 + TRAILER as u64
+        );
+        model.save_snapshot(Snapshot {
+            seq: 3,
+            data: text.clone(),
+        });
+        // Entry 5 arrives while the snapshot is written; the compaction keeps 4 and 5.
+        let p = persist(5, vec![entry(5)], None);
+        store.apply(&p).unwrap();
+        model.apply(&p);
+        let c = Persist::compaction(hard(6), vec![entry(6)], 3);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        assert_eq!(
+            model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5, 6]
+        );
+        assert_eq!(store.load().unwrap(), model);
+        assert_eq!(offsets(&dir.wal()).len(), 1);
+        assert!(size(&dir.wal()) < 1024, "the log holds no state");
+        // A later snapshot supersedes it: the older file is deleted at its compaction.
+        files.save(6, kv.snapshot()).unwrap();
+        model.save_snapshot(Snapshot {
+            seq: 6,
+            data: text.clone(),
+        });
+        let c = Persist::compaction(hard(6), vec![], 6);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        assert_eq!(names(&dir.0), ["c1.snap-6", "c1.wal"]);
+        drop(store);
+        let store = Store::open(&dir.0, "c1").unwrap();
+        assert_eq!(store.load().unwrap(), model);
+        assert!(model.entries.is_empty());
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_snapshot_save_loses_nothing() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapcrash");
+        let model = four(&dir.0).pop().unwrap();
+        let (kv, text) = kv_state(100);
+        // Crash during the write: a `.tmp` is left; reopening removes it, the log is whole.
+        std::fs::write(dir.0.join("c1.snap-4.tmp"), &text.as_bytes()[..50]).unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        assert_eq!(store.load().unwrap(), model);
+        assert_eq!(names(&dir.0), ["c1.wal"]);
+        // Crash after the rename, before the compaction: the file is not named by the log,
+        // so reopening removes it and the log still holds every entry.
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap();
+        assert_eq!(names(&dir.0), ["c1.snap-4", "c1.wal"]);
+        drop(store);
+        let store = Store::open(&dir.0, "c1").unwrap();
+        assert_eq!(store.load().unwrap(), model);
+        assert_eq!(names(&dir.0), ["c1.wal"]);
+        // A compaction whose file is missing keeps the entries (never emitted by the core).
+        let c = Persist::compaction(hard(5), vec![entry(5)], 4);
+        store.apply(&c).unwrap();
+        let mut want = model.clone();
+        want.apply(&Persist::record(hard(5), vec![entry(5)], None));
+        drop(store);
+        let store = Store::open(&dir.0, "c1").unwrap();
+        assert_eq!(store.load().unwrap(), want);
+        // After the compaction: restart holds the snapshot and the entries after it.
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap();
+        store
+            .apply(&Persist::compaction(hard(5), vec![], 4))
+            .unwrap();
+        drop(store);
+        let stored = Store::open(&dir.0, "c1").unwrap().load().unwrap();
+        assert_eq!(
+            stored.snapshot.as_ref().map(|s| (s.seq, &s.data)),
+            Some((4, &text))
+        );
+        assert_eq!(
+            stored.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [5]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_file_that_cannot_be_written_changes_nothing() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapfail");
+        let model = four(&dir.0).pop().unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        // A directory where the `.tmp` goes: the create fails (even for root).
+        std::fs::create_dir(dir.0.join("c1.snap-4.tmp")).unwrap();
+        let (kv, _) = kv_state(10);
+        let e = store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap_err();
+        assert!(e.starts_with("create "), "{e}");
+        std::fs::remove_dir(dir.0.join("c1.snap-4.tmp")).unwrap();
+        // The log is untouched and still takes writes; the next job succeeds.
+        assert_eq!(store.load().unwrap(), model);
+        assert_eq!(names(&dir.0), ["c1.wal"]);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_compaction_inside_a_record_keeps_the_entries_after_it() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapmid");
+        let mut model = four(&dir.0).pop().unwrap();
+        let store = Store::open(&dir.0, "c1").unwrap();
+        let p = persist(7, vec![entry(5), entry(6), entry(7)], None);
+        store.apply(&p).unwrap();
+        model.apply(&p);
+        let (kv, text) = kv_state(5);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(6, kv.snapshot())
+            .unwrap();
+        model.save_snapshot(Snapshot { seq: 6, data: text });
+        let c = Persist::compaction(hard(8), vec![entry(8)], 6);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        assert_eq!(
+            model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert_eq!(store.load().unwrap(), model);
+        // The next compaction reads back from the new log.
+        let q = persist(9, vec![entry(9)], None);
+        store.apply(&q).unwrap();
+        model.apply(&q);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(8, kv.snapshot())
+            .unwrap();
+        let text = clusterconsensus::snapshot_to_string(kv.snapshot()).unwrap();
+        model.save_snapshot(Snapshot { seq: 8, data: text });
+        let c = Persist::compaction(hard(9), vec![], 8);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        drop(store);
+        assert_eq!(Store::open(&dir.0, "c1").unwrap().load().unwrap(), model);
+        assert_eq!(model.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_refuses_to_open() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("snapdamage");
+        four(&dir.0);
+        let store = Store::open(&dir.0, "c1").unwrap();
+        let (kv, _) = kv_state(100);
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(4, kv.snapshot())
+            .unwrap();
+        store
+            .apply(&Persist::compaction(hard(4), vec![], 4))
+            .unwrap();
+        drop(store);
+        let f = dir.0.join("c1.snap-4");
+        let mut data = std::fs::read(&f).unwrap();
+        data[10] ^= 1;
+        std::fs::write(&f, data).unwrap();
+        let e = Store::open(&dir.0, "c1").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "{}: damaged (length or CRC-32 does not match); refusing to start",
+                f.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_version_2_log_with_its_snapshot_inside_is_read_and_upgraded() {
+        use clusterconsensus::StateMachine;
+        let dir = TempDir::new("v2");
+        let mut model = four(&dir.0).pop().unwrap();
+        // What version 2 wrote at a periodic snapshot: the snapshot inside the log.
+        let store = Store::open(&dir.0, "c1").unwrap();
+        let (kv, text) = kv_state(10);
+        let p = Persist::record(hard(5), vec![], Some(Snapshot { seq: 5, data: text }));
+        store.apply(&p).unwrap();
+        model.apply(&p);
+        drop(store);
+        set_version(&dir.wal(), 2);
+        let store = Store::open(&dir.0, "c1").unwrap();
+        assert_eq!(store.load().unwrap(), model);
+        let q = persist(6, vec![entry(6)], None);
+        store.apply(&q).unwrap();
+        model.apply(&q);
+        // Its first compaction makes it version 3, the snapshot in a file.
+        store
+            .snapshot_files()
+            .unwrap()
+            .save(6, kv.snapshot())
+            .unwrap();
+        let text = clusterconsensus::snapshot_to_string(kv.snapshot()).unwrap();
+        model.save_snapshot(Snapshot { seq: 6, data: text });
+        let c = Persist::compaction(hard(6), vec![], 6);
+        store.apply(&c).unwrap();
+        model.apply(&c);
+        drop(store);
+        assert_eq!(version_of(&std::fs::read(dir.wal()).unwrap()).0, 3);
         assert_eq!(Store::open(&dir.0, "c1").unwrap().load().unwrap(), model);
     }
 

@@ -159,8 +159,9 @@ async fn serve_returns_when_told_and_stops_listening() {
 #[tokio::test]
 async fn a_storage_failure_stops_the_node_and_comes_out_of_serve() {
     let dir = TempDir::new("server-fail");
-    // A snapshot at every commit; its write goes to `c1.wal.tmp`, which we make a directory
-    // after the log was opened, so that write fails (even for root).
+    // A snapshot at every commit; once its file is saved, the log's compaction goes to
+    // `c1.wal.tmp`, which we make a directory after the log was opened, so that write fails
+    // (even for root).
     let every = Timing {
         snapshot_every: 1,
         ..Timing::default()
@@ -199,4 +200,78 @@ async fn a_storage_failure_stops_the_node_and_comes_out_of_serve() {
     }
     let e = client.get(&format!("{url}/_clusterc/c1/status")).await;
     assert!(e.is_err(), "the node stopped listening: {e:?}");
+}
+
+/// The names of the snapshot files in `dir`.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("c1.snap-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn periodic_snapshots_go_to_a_file_beside_the_log_and_a_restart_reads_it() {
+    let dir = TempDir::new("server-snapfile");
+    let every = Timing {
+        snapshot_every: 3,
+        ..Timing::default()
+    };
+    let server = solo(Storage::Dir(dir.path().into()))
+        .timing(every.clone())
+        .bind()
+        .await
+        .unwrap();
+    let url = server.advertise().to_string();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = HttpClient::new(Duration::from_secs(2));
+    for i in 1..=7 {
+        assert_eq!(submit(&client, &url, "1").await, Some(vec![json!(i)]));
+    }
+    // The file is written off the cluster task: wait (bounded) for it and the compaction
+    // that deletes the older ones.
+    let mut files = Vec::new();
+    for _ in 0..400 {
+        files = snapshot_files(dir.path());
+        if files.len() == 1 && files[0] != "c1.snap-3" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    let seq: u64 = files[0]["c1.snap-".len()..].parse().unwrap();
+    assert!((6..=7).contains(&seq), "{files:?}");
+    // The log names the file and holds no state.
+    let log =
+        String::from_utf8_lossy(&std::fs::read(dir.path().join("c1.wal")).unwrap()).into_owned();
+    assert!(log.contains(&format!("\"base\":{seq}")), "{log:?}");
+
+    // The same member again, at its address.
+    let server = Server::builder(addr.to_string(), Storage::Dir(dir.path().into()))
+        .cluster(
+            "c1",
+            Counter::default(),
+            Startup::Bootstrap { peers: vec![] },
+        )
+        .timing(every)
+        .bind()
+        .await
+        .unwrap();
+    let url = server.advertise().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    assert_eq!(submit(&client, &url, "1").await, Some(vec![json!(8)]));
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
 }

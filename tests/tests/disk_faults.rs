@@ -309,7 +309,7 @@ fn log_of_a_future_format_version_is_refused() {
     let dir = TempDir::new("futurelog");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let body = br#"{"version":3}"#;
+    let body = br#"{"version":4}"#;
     let mut wal = Vec::new();
     wal.extend_from_slice(&(body.len() as u32).to_le_bytes());
     wal.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
@@ -331,8 +331,8 @@ fn log_of_a_future_format_version_is_refused() {
         err.lines().last(),
         Some(
             format!(
-                "error: cluster \"c1\": storage: {}: log format version 3, but this build reads \
-                 versions 1 to 2; run the clusterconsensus that wrote it (or a newer one)",
+                "error: cluster \"c1\": storage: {}: log format version 4, but this build reads \
+                 versions 1 to 3; run the clusterconsensus that wrote it (or a newer one)",
                 data.join("c1.wal").display()
             )
             .as_str()

@@ -29,7 +29,7 @@ use crate::config::{Config, Rng};
 use crate::error::{ConfigError, Error, RestoreError};
 use crate::output::{
     Entry, Event, HardState, MessageId, Output, Persist, PersistId, Reply, RequestId, Send,
-    Snapshot, Status, Stored,
+    Snapshot, SnapshotJob, Status, Stored,
 };
 use crate::wire::{AdminMember, Learner, Method, Payload, Request, Response, Staged};
 use crate::StateMachine;
@@ -154,7 +154,13 @@ pub struct Participant<S: StateMachine> {
     /// The highest commit a master's accept showed this node (see [`Participant::known_commit`]).
     heard_commit: u64,
     forward_failures: u32,
+    /// Commits since the last periodic snapshot job (or installed snapshot).
     commits_since_snapshot: u64,
+    /// A periodic snapshot is due: [`Participant::take_snapshot_job`] hands it out.
+    snapshot_due: bool,
+    /// The seq of the stored snapshot: the log holds no entry the host needs at or below it.
+    /// A saved snapshot at or below it is stale.
+    compacted: u64,
 
     // Output queue and durability barrier.
     /// Each output with whether it may go ahead of a Persist still in progress (it depends on
@@ -165,6 +171,8 @@ pub struct Participant<S: StateMachine> {
     dirty: bool,
     pending_entries: Vec<Entry>,
     pending_snapshot: Option<Snapshot>,
+    /// The next Persist compacts the log up to this seq ([`Participant::snapshot_saved`]).
+    pending_compact: Option<u64>,
     next_persist: u64,
     /// A Persist handed to the host and not yet reported durable.
     blocked_on: Option<PersistId>,
@@ -307,11 +315,14 @@ impl<S: StateMachine> Participant<S> {
             heard_commit: 0,
             forward_failures: 0,
             commits_since_snapshot: 0,
+            snapshot_due: false,
+            compacted: 0,
             outputs: VecDeque::new(),
             early: 0,
             dirty: false,
             pending_entries: Vec::new(),
             pending_snapshot: None,
+            pending_compact: None,
             next_persist: 1,
             blocked_on: None,
             durable_next: Vec::new(),
@@ -383,7 +394,10 @@ impl<S: StateMachine> Participant<S> {
                 at
             )));
         }
-        p.commits_since_snapshot = stored.entries.len() as u64;
+        // Entries at or below the snapshot (a crash before the log was compacted) were skipped.
+        let base = stored.snapshot.as_ref().map_or(0, |s| s.seq);
+        p.compacted = base;
+        p.commits_since_snapshot = stored.entries.iter().filter(|e| e.seq > base).count() as u64;
         p.max_seen = hard.promised;
         p.hard = hard;
         p.role = match p.hard.status {
@@ -675,6 +689,48 @@ impl<S: StateMachine> Participant<S> {
         self.flush();
     }
 
+    /// A periodic snapshot to save, once `Config::snapshot_every` commits went by since the
+    /// last: a frozen view of the state at the commit index (O(1) for an app on a persistent
+    /// map), for the host to write out off the hot path (see [`SnapshotJob`]). Poll it after
+    /// every input, like [`poll_output`](Self::poll_output); each due snapshot is handed out
+    /// once. A newer job supersedes an unfinished older one (the host may drop the older);
+    /// a job never saved loses nothing, the log just keeps its entries longer.
+    #[must_use = "save the snapshot and report it with snapshot_saved, or drop it"]
+    pub fn take_snapshot_job(&mut self) -> Option<SnapshotJob<S::Snapshot>> {
+        if !core::mem::take(&mut self.snapshot_due) || self.hard.commit <= self.compacted {
+            return None;
+        }
+        let seq = self.hard.commit;
+        if self.mutant(crate::Mutant::CompactBeforeSnapshotDurable) {
+            self.compact_to(seq);
+        }
+        Some(SnapshotJob {
+            seq,
+            source: self.app.snapshot(),
+        })
+    }
+
+    /// The host made the snapshot of the [`SnapshotJob`] at `seq` durable: the next
+    /// [`Persist`] (emitted now) carries `compact: Some(seq)`, letting the host drop the log's
+    /// entries up to `seq`. A stale `seq` (at or below a snapshot stored since) is ignored.
+    pub fn snapshot_saved(&mut self, now: u64, seq: u64) {
+        self.now = now;
+        // Compacting before the snapshot is durable would lose the entries to a crash: the
+        // host calls this only once its file is synced (CompactBeforeSnapshotDurable).
+        if seq <= self.hard.commit {
+            self.compact_to(seq);
+        }
+        self.flush();
+    }
+
+    fn compact_to(&mut self, seq: u64) {
+        if seq > self.compacted {
+            self.compacted = seq;
+            self.pending_compact = Some(seq);
+            self.dirty = true;
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Commands
     // -----------------------------------------------------------------------------------------
@@ -880,6 +936,7 @@ impl<S: StateMachine> Participant<S> {
             hard: self.hard.clone(),
             entries: core::mem::take(&mut self.pending_entries),
             snapshot: self.pending_snapshot.take(),
+            compact: self.pending_compact.take(),
         };
         self.outputs.push_back((Output::Persist(p), false));
     }
@@ -1094,19 +1151,16 @@ impl<S: StateMachine> Participant<S> {
             self.hard.staged = None;
         }
         self.dirty = true;
+        self.pending_entries.push(Entry {
+            seq,
+            payload: payload.clone(),
+        });
         self.commits_since_snapshot += 1;
         if self.commits_since_snapshot >= self.cfg.snapshot_every {
+            // The state is not serialized here, on the path every commit takes: the host takes
+            // a frozen view with `take_snapshot_job` and saves it off this path.
             self.commits_since_snapshot = 0;
-            self.pending_entries.clear();
-            self.pending_snapshot = Some(Snapshot {
-                seq,
-                data: self.snapshot_string(),
-            });
-        } else {
-            self.pending_entries.push(Entry {
-                seq,
-                payload: payload.clone(),
-            });
+            self.snapshot_due = true;
         }
         let membership = !matches!(payload, Payload::Changes(_));
         let removed = match &payload {

@@ -181,6 +181,11 @@ impl<S: StateMachine> Participant<S> {
         self.forget_recent();
         self.pending_entries.clear();
         self.pending_snapshot = Some(Snapshot { seq, data: text });
+        // An installed snapshot is the stored one: a compaction it contains, or a periodic job
+        // not yet saved, is stale.
+        self.pending_compact = None;
+        self.compacted = seq;
+        self.snapshot_due = false;
         self.commits_since_snapshot = 0;
         self.dirty = true;
         self.event(Event::SnapshotInstalled { seq });

@@ -69,6 +69,11 @@ pub struct Stats {
     /// middle of receiving one.
     pub crashes_sending_snapshot: u64,
     pub crashes_receiving_snapshot: u64,
+    /// Periodic snapshot jobs a host saved; crashes while one was being saved, and between
+    /// a saved snapshot and the compaction of the log (entries at or below it still stored).
+    pub snapshots_saved: u64,
+    pub crashes_saving_snapshot: u64,
+    pub crashes_before_compaction: u64,
 }
 
 /// FNV-1a: a stable digest of a snapshot.

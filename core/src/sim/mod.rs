@@ -222,6 +222,11 @@ enum Ev {
     Crash {
         node: usize,
     },
+    /// The host of `node` finished saving its snapshot job: the file is durable.
+    SnapshotSaved {
+        node: usize,
+        incarnation: u64,
+    },
 }
 
 struct Node<S: SimApp> {
@@ -232,6 +237,9 @@ struct Node<S: SimApp> {
     timer_generation: u64,
     timer_at: Option<u64>,
     persist: Option<Persist>,
+    /// The periodic snapshot job its host is saving (a newer one replaces it), lost in a crash
+    /// (a file not yet synced is gone after one).
+    job: Option<crate::SnapshotJob<S::Snapshot>>,
     /// Crash as soon as a write is in progress and everything released ahead of it is out;
     /// then, if set, crash the master this many ms later.
     crash_mid_write: Option<Option<u64>>,
@@ -336,6 +344,7 @@ impl<S: SimApp> Sim<S> {
                 timer_generation: 0,
                 timer_at: None,
                 persist: None,
+                job: None,
                 crash_mid_write: None,
                 paused: false,
                 deferred: Vec::new(),
@@ -418,9 +427,10 @@ impl<S: SimApp> Sim<S> {
         // A paused node sees nothing until it resumes, then everything in order.
         let target = match &ev {
             Ev::Arrive(id) => self.net.get(id).map(|m| m.to),
-            Ev::Timer { node, .. } | Ev::PersistDone { node, .. } | Ev::Fail { node, .. } => {
-                Some(*node)
-            }
+            Ev::Timer { node, .. }
+            | Ev::PersistDone { node, .. }
+            | Ev::Fail { node, .. }
+            | Ev::SnapshotSaved { node, .. } => Some(*node),
             Ev::Crash { .. } => None,
         };
         if let Some(n) = target.filter(|n| self.nodes[*n].paused) {
@@ -459,6 +469,12 @@ impl<S: SimApp> Sim<S> {
                 }
             }
             Ev::Crash { node } => self.crash(node),
+            Ev::SnapshotSaved { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.save_snapshot(node);
+                    self.drain(node);
+                }
+            }
         }
         self.check();
     }

@@ -50,9 +50,20 @@ impl<S: SimApp> Sim<S> {
             st.crashes_sending_snapshot += u64::from(p.snapshot_transfers().0 > 0);
             st.crashes_receiving_snapshot += u64::from(p.snapshot_transfers().1.is_some());
         }
+        let (job, stored) = (&self.nodes[i].job, &self.nodes[i].stored);
+        let st = &mut self.checker.stats;
+        st.crashes_saving_snapshot += u64::from(job.is_some());
+        st.crashes_before_compaction += u64::from(
+            stored
+                .snapshot
+                .as_ref()
+                .zip(stored.entries.first())
+                .is_some_and(|(s, e)| e.seq <= s.seq),
+        );
         let n = &mut self.nodes[i];
         n.p = None;
         n.persist = None;
+        n.job = None;
         n.crash_mid_write = None;
         n.paused = false;
         n.incarnation += 1;
@@ -201,9 +212,52 @@ impl<S: SimApp> Sim<S> {
         }
     }
 
+    /// Node `i`'s host finished writing its snapshot job's file and synced it: it stores the
+    /// snapshot beside the log and reports it (the participant then compacts the log).
+    pub(super) fn save_snapshot(&mut self, i: usize) {
+        let Some(job) = self.nodes[i].job.take() else {
+            return;
+        };
+        let data = crate::snapshot_to_string(job.source).unwrap_or_default();
+        self.log(|| format!("{i} snapshot saved at {}", job.seq));
+        self.checker.stats.snapshots_saved += 1;
+        self.nodes[i]
+            .stored
+            .save_snapshot(crate::Snapshot { seq: job.seq, data });
+        if let Some(p) = self.nodes[i].p.as_mut() {
+            p.snapshot_saved(self.now, job.seq);
+        }
+    }
+
+    /// Takes node `i`'s periodic snapshot job, if one is due: its host saves it some time
+    /// later (a crash before then loses the file, never an entry).
+    fn take_job(&mut self, i: usize) {
+        let Some(job) = self.nodes[i].p.as_mut().and_then(|p| p.take_snapshot_job()) else {
+            return;
+        };
+        self.log(|| format!("{i} snapshot job at {}", job.seq));
+        // A newer job supersedes one still being written.
+        self.nodes[i].job = Some(job);
+        if self.manual {
+            return self.save_snapshot(i);
+        }
+        let delay = self
+            .rng
+            .range(1, 4 * self.cfg.faults.persist_max_delay_ms + 3);
+        let incarnation = self.nodes[i].incarnation;
+        self.schedule(
+            self.now + delay,
+            Ev::SnapshotSaved {
+                node: i,
+                incarnation,
+            },
+        );
+    }
+
     /// Handles every output of node `i` until it has none. While a persist is in progress the
     /// core hands out only what does not depend on it.
     pub(super) fn drain(&mut self, i: usize) {
+        self.take_job(i);
         while let Some(out) = self.nodes[i].p.as_mut().and_then(|p| p.poll_output()) {
             match out {
                 Output::Persist(p) => {

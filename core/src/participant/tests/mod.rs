@@ -40,6 +40,7 @@ mod prepare;
 mod read;
 mod restore;
 mod results;
+mod snapjob;
 mod start;
 mod submit;
 mod transfer;
@@ -187,6 +188,7 @@ fn persist_full(
         hard,
         entries,
         snapshot,
+        compact: None,
     })
 }
 

@@ -105,6 +105,12 @@ fn restore_from_a_snapshot_and_entries() {
     let mut disk = Stored::default();
     let mut run = |a: &mut P, f: &dyn Fn(&mut P)| {
         f(a);
+        // A host that saves every snapshot job at once.
+        if let Some(job) = a.take_snapshot_job() {
+            let data = crate::snapshot_to_string(job.source).unwrap();
+            disk.save_snapshot(Snapshot { seq: job.seq, data });
+            a.snapshot_saved(0, job.seq);
+        }
         while let Some(o) = a.poll_output() {
             if let Output::Persist(p) = o {
                 disk.apply(&p);
