@@ -27,8 +27,15 @@ pub struct Config {
     pub max_batch: usize,
     /// Most changes a master queues; past it submits are refused with `ERR_STATE`.
     pub max_queued: usize,
-    /// Commits between snapshots: the host's log holds at most this many entries.
+    /// A periodic snapshot is due once the log since the last one holds this many entries (an
+    /// upper bound on the entries a host's log retains), or, earlier, once those entries'
+    /// changes add up to as many bytes as the state's last snapshot (at least
+    /// `snapshot_min_bytes`): a restart then reads at most about twice the state, and a
+    /// large state is written out about once per its own size of changes, not per fixed count.
     pub snapshot_every: u64,
+    /// The least bytes of changes between two snapshots of the size rule (see
+    /// `snapshot_every`), so that a small state is not written out every few commits.
+    pub snapshot_min_bytes: u64,
     /// The most a `start` carries of a snapshot, in bytes of its encoded (JSON-escaped) `snap`
     /// field: a larger snapshot travels as a chunked transfer (docs/PROTOCOL.md section 11).
     /// A host keeps it well below the largest body its peers accept.
@@ -104,7 +111,8 @@ impl Config {
             election_max_ms: 2000,
             max_batch: 4096,
             max_queued: 100_000,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
+            snapshot_min_bytes: 8 << 20,
             snapshot_chunk: 1 << 20,
             catchup_bytes: 8 << 20,
             catchup_batch: 1 << 20,

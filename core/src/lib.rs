@@ -37,13 +37,14 @@
 //!             Output::Event(_event) => {}
 //!         }
 //!     }
-//!     // Every `snapshot_every` commits: a frozen view of the state to save off the hot path
-//!     // (on another thread), then `snapshot_saved` lets the log be compacted. Dropping it
-//!     // loses nothing.
+//!     // When the log since the last snapshot is long enough (`Config::snapshot_every`): a
+//!     // frozen view of the state to save off the hot path (on another thread), then
+//!     // `snapshot_saved` with its size lets the log be compacted. Dropping it loses nothing.
 //!     if let Some(job) = node.take_snapshot_job() {
 //!         let text = clusterconsensus::snapshot_to_string(job.source).unwrap(); // write + fsync
+//!         let bytes = text.len() as u64;
 //!         disk.save_snapshot(clusterconsensus::Snapshot { seq: job.seq, data: text });
-//!         node.snapshot_saved(now, job.seq); // then drain again: a Persist compacts the log
+//!         node.snapshot_saved(now, job.seq, bytes); // then drain again: a Persist compacts the log
 //!     }
 //! };
 //!

@@ -119,8 +119,10 @@ pub struct TimingArgs {
     /// counts as failed (ERR_CALL).
     #[arg(long, default_value_t = 1000)]
     pub request_timeout_ms: u64,
-    /// Commits between snapshots: the on-disk log holds at most this many entries.
-    #[arg(long, default_value_t = 10_000)]
+    /// The most entries the on-disk log holds: a snapshot is due after this many commits, or
+    /// earlier once the log since the last one holds as many bytes of changes as the state
+    /// (at least 8 MiB).
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
 }
 

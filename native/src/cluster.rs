@@ -414,7 +414,7 @@ impl<S: App> Task<S> {
                             ms = took.as_millis() as u64,
                             "snapshot saved"
                         );
-                        self.node.snapshot_saved(now, seq);
+                        self.node.snapshot_saved(now, seq, bytes);
                     }
                     // Not fatal: the log still holds every entry; the next job tries again.
                     Err(e) => warn!(

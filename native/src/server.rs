@@ -69,7 +69,9 @@ pub struct Timing {
     pub election_max_ms: u64,
     /// Time limit of one call to a peer (connect, send, answer); past it the call failed.
     pub request_timeout_ms: u64,
-    /// Commits between snapshots: the log on disk holds at most this many entries.
+    /// The most entries the log on disk holds: a snapshot is due after this many commits, or
+    /// earlier once the log since the last one holds as many bytes of changes as the state
+    /// (at least 8 MiB; `Config::snapshot_every`).
     pub snapshot_every: u64,
 }
 
@@ -80,7 +82,7 @@ impl Default for Timing {
             election_min_ms: 1000,
             election_max_ms: 1600,
             request_timeout_ms: 1000,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
         }
     }
 }

@@ -154,8 +154,13 @@ pub struct Participant<S: StateMachine> {
     /// The highest commit a master's accept showed this node (see [`Participant::known_commit`]).
     heard_commit: u64,
     forward_failures: u32,
-    /// Commits since the last periodic snapshot job (or installed snapshot).
+    /// Commits since the last periodic snapshot job (or installed snapshot), and the bytes of
+    /// their changes.
     commits_since_snapshot: u64,
+    log_bytes_since_snapshot: u64,
+    /// The size of the state's last snapshot (saved, installed or restored): a snapshot is due
+    /// once the log since it holds as many bytes of changes (`Config::snapshot_every`).
+    state_bytes: u64,
     /// A periodic snapshot is due: [`Participant::take_snapshot_job`] hands it out.
     snapshot_due: bool,
     /// The seq of the stored snapshot: the log holds no entry the host needs at or below it.
@@ -315,6 +320,8 @@ impl<S: StateMachine> Participant<S> {
             heard_commit: 0,
             forward_failures: 0,
             commits_since_snapshot: 0,
+            log_bytes_since_snapshot: 0,
+            state_bytes: 0,
             snapshot_due: false,
             compacted: 0,
             outputs: VecDeque::new(),
@@ -397,7 +404,10 @@ impl<S: StateMachine> Participant<S> {
         // Entries at or below the snapshot (a crash before the log was compacted) were skipped.
         let base = stored.snapshot.as_ref().map_or(0, |s| s.seq);
         p.compacted = base;
-        p.commits_since_snapshot = stored.entries.iter().filter(|e| e.seq > base).count() as u64;
+        let since = stored.entries.iter().filter(|e| e.seq > base);
+        p.commits_since_snapshot = since.clone().count() as u64;
+        p.log_bytes_since_snapshot = since.map(|e| entry_size(&e.payload) as u64).sum();
+        p.state_bytes = stored.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         p.max_seen = hard.promised;
         p.hard = hard;
         p.role = match p.hard.status {
@@ -710,13 +720,17 @@ impl<S: StateMachine> Participant<S> {
         })
     }
 
-    /// The host made the snapshot of the [`SnapshotJob`] at `seq` durable: the next
-    /// [`Persist`] (emitted now) carries `compact: Some(seq)`, letting the host drop the log's
-    /// entries up to `seq`. A stale `seq` (at or below a snapshot stored since) is ignored.
-    pub fn snapshot_saved(&mut self, now: u64, seq: u64) {
+    /// The host made the snapshot of the [`SnapshotJob`] at `seq` durable, `bytes` long: the
+    /// next [`Persist`] (emitted now) carries `compact: Some(seq)`, letting the host drop the
+    /// log's entries up to `seq`. A stale `seq` (at or below a snapshot stored since) is
+    /// ignored. The size sets when the next snapshot is due (`Config::snapshot_every`).
+    pub fn snapshot_saved(&mut self, now: u64, seq: u64, bytes: u64) {
         self.now = now;
         // Compacting before the snapshot is durable would lose the entries to a crash: the
         // host calls this only once its file is synced (CompactBeforeSnapshotDurable).
+        if seq <= self.hard.commit && seq > self.compacted {
+            self.state_bytes = bytes;
+        }
         if seq <= self.hard.commit {
             self.compact_to(seq);
         }
@@ -1156,10 +1170,14 @@ impl<S: StateMachine> Participant<S> {
             payload: payload.clone(),
         });
         self.commits_since_snapshot += 1;
-        if self.commits_since_snapshot >= self.cfg.snapshot_every {
+        self.log_bytes_since_snapshot += entry_size(&payload) as u64;
+        let size_due =
+            self.log_bytes_since_snapshot >= self.cfg.snapshot_min_bytes.max(self.state_bytes);
+        if self.commits_since_snapshot >= self.cfg.snapshot_every || size_due {
             // The state is not serialized here, on the path every commit takes: the host takes
             // a frozen view with `take_snapshot_job` and saves it off this path.
             self.commits_since_snapshot = 0;
+            self.log_bytes_since_snapshot = 0;
             self.snapshot_due = true;
         }
         let membership = !matches!(payload, Payload::Changes(_));
@@ -1204,10 +1222,7 @@ impl<S: StateMachine> Participant<S> {
         if self.recent.back().is_some_and(|e| e.seq + 1 != seq) {
             self.forget_recent();
         }
-        let size = |p: &Payload| match p {
-            Payload::Changes(c) => c.iter().map(|x| x.len() + 8).sum(),
-            _ => 64,
-        };
+        let size = entry_size;
         self.recent_bytes += size(payload);
         self.recent.push_back(Entry {
             seq,
@@ -1273,9 +1288,9 @@ impl<S: StateMachine> Participant<S> {
     }
 }
 
-/// What an entry counts for against `Config::catchup_batch`: its changes with a little for
-/// their encoding, or 64 bytes for a membership change (as `remember` counts it against
-/// `Config::catchup_bytes`).
+/// What an entry counts for against `Config::catchup_batch`, `Config::catchup_bytes` and the
+/// size rule of `Config::snapshot_every`: its changes with a little for their encoding, or 64
+/// bytes for a membership change.
 fn entry_size(p: &Payload) -> usize {
     match p {
         Payload::Changes(c) => c.iter().map(|x| x.len() + 8).sum(),

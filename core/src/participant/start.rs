@@ -180,6 +180,7 @@ impl<S: StateMachine> Participant<S> {
         self.hard.staged = None;
         self.forget_recent();
         self.pending_entries.clear();
+        self.state_bytes = text.len() as u64;
         self.pending_snapshot = Some(Snapshot { seq, data: text });
         // An installed snapshot is the stored one: a compaction it contains, or a periodic job
         // not yet saved, is stale.
@@ -187,6 +188,7 @@ impl<S: StateMachine> Participant<S> {
         self.compacted = seq;
         self.snapshot_due = false;
         self.commits_since_snapshot = 0;
+        self.log_bytes_since_snapshot = 0;
         self.dirty = true;
         self.event(Event::SnapshotInstalled { seq });
     }

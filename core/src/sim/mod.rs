@@ -115,6 +115,8 @@ pub struct SimConfig {
     /// A request without an answer fails (at its sender) after this long.
     pub rpc_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// [`Config::snapshot_min_bytes`]: the floor of the size rule for periodic snapshots.
+    pub snapshot_min_bytes: u64,
     /// The most a `start` carries of a snapshot ([`Config::snapshot_chunk`]): small, so that
     /// transfers go in several chunks that faults can drop, duplicate, reorder and cut.
     pub snapshot_chunk: usize,
@@ -129,6 +131,11 @@ pub struct SimConfig {
     pub mutant: Option<crate::Mutant>,
 }
 
+/// The core's default: in a simulation's small states, the count rule alone decides.
+fn default_snapshot_min_bytes() -> u64 {
+    Config::new("", "").snapshot_min_bytes
+}
+
 impl SimConfig {
     pub fn new(nodes: usize, seed: u64) -> SimConfig {
         SimConfig {
@@ -141,6 +148,7 @@ impl SimConfig {
             election_max_ms: 1000,
             rpc_timeout_ms: 300,
             snapshot_every: 20,
+            snapshot_min_bytes: default_snapshot_min_bytes(),
             snapshot_chunk: 96,
             catchup_bytes: 1000,
             catchup_batch: 200,
@@ -360,6 +368,7 @@ impl<S: SimApp> Sim<S> {
         c.election_min_ms = self.cfg.election_min_ms;
         c.election_max_ms = self.cfg.election_max_ms;
         c.snapshot_every = self.cfg.snapshot_every;
+        c.snapshot_min_bytes = self.cfg.snapshot_min_bytes;
         c.snapshot_chunk = self.cfg.snapshot_chunk;
         c.catchup_bytes = self.cfg.catchup_bytes;
         c.catchup_batch = self.cfg.catchup_batch;

@@ -219,13 +219,14 @@ impl<S: SimApp> Sim<S> {
             return;
         };
         let data = crate::snapshot_to_string(job.source).unwrap_or_default();
+        let bytes = data.len() as u64;
         self.log(|| format!("{i} snapshot saved at {}", job.seq));
         self.checker.stats.snapshots_saved += 1;
         self.nodes[i]
             .stored
             .save_snapshot(crate::Snapshot { seq: job.seq, data });
         if let Some(p) = self.nodes[i].p.as_mut() {
-            p.snapshot_saved(self.now, job.seq);
+            p.snapshot_saved(self.now, job.seq, bytes);
         }
     }
 

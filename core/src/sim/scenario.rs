@@ -71,6 +71,9 @@ pub struct ScenarioConfig {
     /// [`SimConfig::catchup_batch`]: 0 (one entry per accept) in a quarter of the scenarios,
     /// else a few entries per catch-up batch.
     pub catchup_batch: usize,
+    /// [`SimConfig::snapshot_min_bytes`]: in a third of the scenarios a few hundred bytes, so
+    /// that the size rule (a log as large as the state) decides when snapshots are due.
+    pub snapshot_min_bytes: u64,
     /// A deliberate bug every node carries (feature `mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -108,6 +111,11 @@ impl ScenarioConfig {
             catchup_batch: match r.range(0, 4) {
                 0 => 0,
                 _ => r.range(1, 400) as usize,
+            },
+            // Drawn last, so the schedules of the seeds before the size rule draw the same.
+            snapshot_min_bytes: match r.range(0, 3) {
+                0 => r.range(20, 600),
+                _ => SimConfig::new(1, 0).snapshot_min_bytes,
             },
             #[cfg(feature = "mutants")]
             mutant: None,
@@ -187,6 +195,7 @@ pub fn run_app<S: SimApp>(cfg: &ScenarioConfig, trace: bool) -> ScenarioResult {
     sc.snapshot_every = cfg.snapshot_every;
     sc.catchup_bytes = cfg.catchup_bytes;
     sc.catchup_batch = cfg.catchup_batch;
+    sc.snapshot_min_bytes = cfg.snapshot_min_bytes;
     #[cfg(feature = "mutants")]
     {
         sc.mutant = cfg.mutant;

@@ -109,7 +109,7 @@ fn restore_from_a_snapshot_and_entries() {
         if let Some(job) = a.take_snapshot_job() {
             let data = crate::snapshot_to_string(job.source).unwrap();
             disk.save_snapshot(Snapshot { seq: job.seq, data });
-            a.snapshot_saved(0, job.seq);
+            a.snapshot_saved(0, job.seq, 0);
         }
         while let Some(o) = a.poll_output() {
             if let Output::Persist(p) = o {

@@ -35,8 +35,12 @@ fn persist_all(a: &mut P, disk: &mut Stored) -> Vec<Persist> {
 }
 
 fn write(a: &mut P, disk: &mut Stored, i: u64) -> Vec<Persist> {
+    write_at(a, disk, i, 0)
+}
+
+fn write_at(a: &mut P, disk: &mut Stored, i: u64, now: u64) -> Vec<Persist> {
     a.submit(
-        0,
+        now,
         RequestId(100 + i),
         vec![set(&alloc::format!("k{i}"), "v")],
     );
@@ -89,7 +93,7 @@ fn the_log_is_compacted_only_after_snapshot_saved() {
     assert_eq!(seqs(&disk.entries), [1, 2, 3]);
     let data = crate::snapshot_to_string(job.source).unwrap();
     disk.save_snapshot(Snapshot { seq: 2, data });
-    a.snapshot_saved(5, 2);
+    a.snapshot_saved(5, 2, 0);
     let hard = a.hard_state().clone();
     let out = persist_all(&mut a, &mut disk);
     let got: Vec<_> = out
@@ -102,8 +106,8 @@ fn the_log_is_compacted_only_after_snapshot_saved() {
     let r = Participant::restore(cfg(A), KvStore::new(), disk, 10).unwrap();
     assert_eq!((r.commit(), r.state()), (3, a.state()));
     // Reported twice, or stale: nothing more to write.
-    a.snapshot_saved(6, 2);
-    a.snapshot_saved(6, 1);
+    a.snapshot_saved(6, 2, 0);
+    a.snapshot_saved(6, 1, 0);
     assert_eq!(drain(&mut a, 6), []);
 }
 
@@ -120,13 +124,13 @@ fn a_newer_job_supersedes_and_an_older_save_after_it_is_ignored() {
     assert_eq!((old.seq, new.seq), (2, 4));
     let data = crate::snapshot_to_string(new.source).unwrap();
     disk.save_snapshot(Snapshot { seq: 4, data });
-    a.snapshot_saved(0, 4);
+    a.snapshot_saved(0, 4, 0);
     let p = persist_all(&mut a, &mut disk);
     assert_eq!(p.iter().map(|p| p.compact).collect::<Vec<_>>(), [Some(4)]);
     // The older job finishing late changes nothing (its snapshot is not newer either).
     let data = crate::snapshot_to_string(old.source).unwrap();
     disk.save_snapshot(Snapshot { seq: 2, data });
-    a.snapshot_saved(0, 2);
+    a.snapshot_saved(0, 2, 0);
     assert!(persist_all(&mut a, &mut disk).is_empty());
     assert_eq!(disk.snapshot.as_ref().map(|s| s.seq), Some(4));
     assert!(disk.entries.is_empty());
@@ -163,7 +167,7 @@ fn restore_skips_entries_at_or_below_the_snapshot() {
     // The restored node counts only the entries after its snapshot toward the next job, and
     // compacts no further than it stored.
     assert!(r.take_snapshot_job().is_none());
-    r.snapshot_saved(11, 3);
+    r.snapshot_saved(11, 3, 0);
     assert!(persist_all(&mut r, &mut disk).is_empty());
 }
 
@@ -188,7 +192,105 @@ fn an_installed_snapshot_makes_an_unsaved_job_stale() {
     assert_eq!(p.iter().map(|p| p.compact).collect::<Vec<_>>(), [None]);
     assert_eq!(disk.snapshot.as_ref().map(|s| s.seq), Some(5));
     // A save at or below the installed snapshot is stale.
-    b.snapshot_saved(2, 5);
-    b.snapshot_saved(2, 3);
+    b.snapshot_saved(2, 5, 0);
+    b.snapshot_saved(2, 3, 0);
     assert!(persist_all(&mut b, &mut disk).is_empty());
+}
+
+/// Writes from `from` on until a snapshot job is due; the job's seq and the bytes the rule
+/// counted for the writes (each change plus 8).
+fn write_until_due(a: &mut P, disk: &mut Stored, from: u64) -> (u64, u64, u64) {
+    write_until_due_at(a, disk, from, 0)
+}
+
+fn write_until_due_at(a: &mut P, disk: &mut Stored, from: u64, now: u64) -> (u64, u64, u64) {
+    let mut bytes = 0;
+    for i in from..from + 1000 {
+        write_at(a, disk, i, now);
+        bytes += (set(&alloc::format!("k{i}"), "v").len() + 8) as u64;
+        if let Some(job) = a.take_snapshot_job() {
+            return (job.seq, i, bytes);
+        }
+    }
+    panic!("no snapshot job in 1000 writes");
+}
+
+#[test]
+fn a_job_is_due_once_the_log_holds_as_many_bytes_as_the_state_at_least_snapshot_min_bytes() {
+    let mut disk = Stored::default();
+    let mut a = Participant::new(
+        Config {
+            snapshot_every: 10_000,
+            snapshot_min_bytes: 100,
+            ..cfg(A)
+        },
+        KvStore::new(),
+    )
+    .unwrap();
+    a.bootstrap(0).unwrap();
+    persist_all(&mut a, &mut disk);
+    // No snapshot size known yet: the floor decides.
+    let (seq, last, _) = write_until_due(&mut a, &mut disk, 1);
+    assert_eq!(a.commit(), seq);
+    a.snapshot_saved(0, seq, 1000);
+    persist_all(&mut a, &mut disk);
+    // A state of 1000 bytes: due with the write that brings the log to 1000 bytes, not before.
+    let (seq2, last2, bytes) = write_until_due(&mut a, &mut disk, last + 1);
+    let one_less = bytes - (set(&alloc::format!("k{last2}"), "v").len() + 8) as u64;
+    assert!(bytes >= 1000 && one_less < 1000, "{one_less} .. {bytes}");
+    assert_eq!(seq2, a.commit());
+    // A smaller state: the floor again (100 bytes: three writes of about 40).
+    a.snapshot_saved(0, seq2, 50);
+    persist_all(&mut a, &mut disk);
+    let (_, last3, bytes) = write_until_due(&mut a, &mut disk, last2 + 1);
+    assert_eq!((last3 - last2, bytes >= 100), (3, true), "{bytes}");
+    // A stale save (below the stored snapshot) does not change the size either.
+    a.snapshot_saved(0, seq, 1_000_000);
+    persist_all(&mut a, &mut disk);
+    let (_, last4, _) = write_until_due(&mut a, &mut disk, last3 + 1);
+    assert_eq!(last4 - last3, 3);
+}
+
+#[test]
+fn a_restart_counts_the_bytes_of_the_log_after_the_stored_snapshot() {
+    let mut disk = Stored::default();
+    let c = Config {
+        snapshot_every: 10_000,
+        snapshot_min_bytes: 100,
+        ..cfg(A)
+    };
+    let mut a = Participant::new(c.clone(), KvStore::new()).unwrap();
+    a.bootstrap(0).unwrap();
+    persist_all(&mut a, &mut disk);
+    let (seq, last, _) = write_until_due(&mut a, &mut disk, 1);
+    // The host saves the state's text; on a restart its length is the state's size.
+    let text = crate::snapshot_to_string(a.state().snapshot()).unwrap();
+    let threshold = (text.len() as u64).max(100);
+    disk.save_snapshot(Snapshot {
+        seq,
+        data: text.clone(),
+    });
+    a.snapshot_saved(0, seq, text.len() as u64);
+    persist_all(&mut a, &mut disk);
+    // Two writes after the snapshot, then a restart: it counts them.
+    let w = |i: u64| (set(&alloc::format!("k{i}"), "v").len() + 8) as u64;
+    write(&mut a, &mut disk, last + 1);
+    write(&mut a, &mut disk, last + 2);
+    let before = w(last + 1) + w(last + 2);
+    assert!(before < threshold && a.take_snapshot_job().is_none());
+    let mut r = Participant::restore(c, KvStore::new(), disk.clone(), 10).unwrap();
+    let mut now = 10;
+    while !r.is_serving_master() {
+        now += 500;
+        assert!(now < 100_000, "the restarted node never serves");
+        r.handle_timeout(now);
+        persist_all(&mut r, &mut disk);
+    }
+    let (due, at, bytes) = write_until_due_at(&mut r, &mut disk, last + 3, now);
+    assert_eq!(due, r.commit());
+    let total = before + bytes;
+    assert!(
+        total >= threshold && total - w(at) < threshold,
+        "{total} bytes, threshold {threshold}"
+    );
 }
