@@ -587,7 +587,7 @@ mod tests {
     fn entry(seq: u64) -> Entry {
         Entry {
             seq,
-            payload: Payload::Changes(vec![format!("c{seq}")]),
+            payload: Payload::Changes(vec![format!("c{seq}")].into()),
         }
     }
 
@@ -776,7 +776,7 @@ mod tests {
     #[test]
     fn records_cross_preallocated_space() {
         let dir = TempDir::new("prealloc");
-        let big = Payload::Changes(vec!["x".repeat(10_000)]);
+        let big = Payload::Changes(vec!["x".repeat(10_000)].into());
         let mut model = Stored::default();
         let mut sizes = Vec::new();
         {
@@ -1127,7 +1127,7 @@ mod tests {
             p.hard.commit = i;
             p.entries = vec![Entry {
                 seq: i,
-                payload: Payload::Changes(vec![change.clone()]),
+                payload: Payload::Changes(vec![change.clone()].into()),
             }];
             let t = std::time::Instant::now();
             store.apply(&p).unwrap();

@@ -530,7 +530,7 @@ impl<S: StateMachine> Participant<S> {
                     Method::Accept,
                     r.instance,
                     r.seq,
-                    Payload::Changes(r.chg),
+                    Payload::Changes(r.chg.into()),
                     master,
                 )
             }
