@@ -247,23 +247,39 @@ impl KvStore {
         prev
     }
 
-    fn apply_change(&mut self, c: KvChange) -> Value {
+    /// Applies `c`; with `answer` false the result is `Value::Null` and never built (a
+    /// `serde_json` map per change, which a follower would only drop).
+    fn apply_change(&mut self, c: KvChange, answer: bool) -> Value {
+        let answered = |v: Value| if answer { v } else { Value::Null };
         match c.op {
-            KvOp::Set => json!({"prev": self.set(c.key, c.value.unwrap_or_default())}),
-            KvOp::Del => json!({"prev": self.remove(&c.key)}),
+            KvOp::Set => {
+                let prev = self.set(c.key, c.value.unwrap_or_default());
+                answered(json!({ "prev": prev }))
+            }
+            KvOp::Del => {
+                let prev = self.remove(&c.key);
+                answered(json!({ "prev": prev }))
+            }
             KvOp::Cas => {
                 let expect = c.expect.unwrap_or(None);
                 if self.get(&c.key) != expect.as_deref() {
+                    if !answer {
+                        return Value::Null;
+                    }
                     return json!({"ok": false, "value": self.get(&c.key)});
                 }
                 match c.value {
                     Some(v) if !c.del => {
+                        if !answer {
+                            self.set(c.key, v);
+                            return Value::Null;
+                        }
                         self.set(c.key, v.clone());
                         json!({"ok": true, "value": v})
                     }
                     _ => {
                         self.remove(&c.key);
-                        json!({"ok": true, "value": null})
+                        answered(json!({"ok": true, "value": null}))
                     }
                 }
             }
@@ -284,7 +300,7 @@ impl StateMachine for KvStore {
             return Value::Null;
         };
         let Some((client, req)) = c.client.take().zip(c.req) else {
-            return self.apply_change(c);
+            return self.apply_change(c, true);
         };
         match self.clients.get(&client) {
             // A retry of the request already applied: its first result.
@@ -293,13 +309,26 @@ impl StateMachine for KvStore {
             Some(r) if r.req > req => return Value::Null,
             _ => {}
         }
-        let result = self.apply_change(c);
+        let result = self.apply_change(c, true);
         let record = ClientRecord {
             req,
             result: result.clone(),
         };
         self.clients.insert(client, record);
         result
+    }
+
+    fn apply_unanswered(&mut self, seq: u64, change: &str) {
+        match KvChange::parse(change) {
+            // An exactly-once change keeps its result for retries: built as `apply` builds it.
+            Ok(c) if c.client.is_some() && c.req.is_some() => {
+                self.apply(seq, change);
+            }
+            Ok(c) => {
+                self.apply_change(c, false);
+            }
+            Err(_) => {}
+        }
     }
 
     fn snapshot(&self) -> KvSnapshot {
@@ -586,6 +615,51 @@ mod tests {
         // The wire form: `"expect": null` is "only if absent", a missing expect is refused.
         let raw = r#"{"op":"cas","key":"k","expect":null,"value":"v"}"#;
         assert_eq!(kv.apply(9, raw), json!({"ok": true, "value": "v"}));
+    }
+
+    #[test]
+    fn apply_unanswered_leaves_the_state_apply_leaves() {
+        let changes = [
+            KvChange::set("a", "1"),
+            KvChange::set("a", "22"),
+            KvChange::set("b", "x"),
+            KvChange::del("a"),
+            KvChange::del("zz"),
+            KvChange::cas("k", Some("x"), "1"),
+            KvChange::cas("k", None, "1"),
+            KvChange::cas("k", Some("1"), "2"),
+            KvChange::cas_del("b", Some("y")),
+            KvChange::cas_del("b", Some("x")),
+            KvChange::set("c", "3").with_client("cl", 1),
+            KvChange::set("c", "4").with_client("cl", 1),
+            KvChange::cas("c", Some("3"), "5").with_client("cl", 2),
+        ];
+        let (mut answered, mut quiet) = (KvStore::new(), KvStore::new());
+        for (i, c) in changes.iter().enumerate() {
+            answered.apply(i as u64 + 1, &c.encode());
+            quiet.apply_unanswered(i as u64 + 1, &c.encode());
+        }
+        quiet.apply_unanswered(99, "not json");
+        let all = |kv: &KvStore| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(&quiet), all(&answered));
+        assert_eq!(
+            all(&quiet),
+            [
+                ("c".to_string(), "5".to_string()),
+                ("k".to_string(), "2".to_string())
+            ]
+        );
+        assert_eq!(
+            (quiet.len(), quiet.bytes()),
+            (answered.len(), answered.bytes())
+        );
+        // A retry answered from a follower's table gets the result the master gave.
+        assert_eq!(quiet.client("cl"), answered.client("cl"));
+        assert_eq!(quiet.client("cl").map(|r| r.req), Some(2));
     }
 
     #[test]

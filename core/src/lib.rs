@@ -103,4 +103,4 @@ pub use state_machine::{
     restore_from, snapshot_to_string, SnapshotSink, SnapshotSource, StateMachine, WholeRestore,
     WholeSnapshot,
 };
-pub use wire::{Member, Method, Payload, Request, Response, Staged};
+pub use wire::{Changes, Member, Method, Payload, Request, Response, Staged};

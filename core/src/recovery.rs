@@ -126,7 +126,7 @@ mod tests {
         let entries = (1..=2)
             .map(|seq| crate::Entry {
                 seq,
-                payload: Payload::Changes(vec![set(&alloc::format!("k{seq}"), "v")]),
+                payload: Payload::Changes(vec![set(&alloc::format!("k{seq}"), "v")].into()),
             })
             .collect();
         Stored {
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn force_keeps_commit_and_staged_changes_and_makes_self_the_only_member() {
-        let staged = Payload::Changes(vec![set("k3", "v")]);
+        let staged = Payload::Changes(vec![set("k3", "v")].into());
         let mut stored = follower(Some(staged.clone()));
         let before = stored.clone();
         let p = stored.force_new_cluster().unwrap();

@@ -63,6 +63,15 @@ pub trait StateMachine: Sized {
     /// apply; anything else must leave the state unchanged.
     fn apply(&mut self, seq: u64, change: &str) -> Value;
 
+    /// Applies one committed change, as [`apply`](Self::apply), where nobody reads its result:
+    /// a follower's commit, a log replayed at start. The default calls `apply` and drops the
+    /// result. An app may skip building the result here (a follower commits every change, so
+    /// that is work on every node), but MUST leave its state exactly as `apply` would, including
+    /// whatever it keeps to answer retries: any node may answer for it later.
+    fn apply_unanswered(&mut self, seq: u64, change: &str) {
+        let _ = self.apply(seq, change);
+    }
+
     /// A frozen view of the current state. The participant takes it at a commit and the host
     /// serializes it, maybe on another thread while later changes apply, so it must not see
     /// them: take it in O(1) (a persistent map, a copy-on-write clone) for a large state.

@@ -7,6 +7,7 @@
 //! then encoding a conformance example gives an equal JSON value.
 
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -118,7 +119,7 @@ pub struct CommittedEntry {
 struct CommittedWire {
     seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    chg: Option<Vec<String>>,
+    chg: Option<Changes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     add: Option<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -428,12 +429,74 @@ impl FailResult {
 // Staged slot and payloads
 // ---------------------------------------------------------------------------------------------
 
+/// A batch of application changes, shared rather than copied: one committed batch is held at
+/// once by the entry to persist, the catch-up window (`Config::catchup_bytes`), the
+/// `Committed` event and, on a master, the in-flight slot. Copying the strings for each of them
+/// cost an allocation and a copy per change per holder on the commit path, on the cluster's
+/// task, where it limited throughput; a clone is now a reference count. On the wire it is the
+/// plain JSON array of strings (`"chg":[...]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes(Arc<Vec<String>>);
+
+impl Changes {
+    /// The changes as an owned vector: moved out when this is the only holder, copied
+    /// otherwise.
+    pub fn into_vec(self) -> Vec<String> {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl core::ops::Deref for Changes {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<Vec<String>> for Changes {
+    fn from(v: Vec<String>) -> Changes {
+        Changes(Arc::new(v))
+    }
+}
+
+impl FromIterator<String> for Changes {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Changes {
+        Changes::from(iter.into_iter().collect::<Vec<String>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a Changes {
+    type Item = &'a String;
+    type IntoIter = core::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl PartialEq<Vec<String>> for Changes {
+    fn eq(&self, other: &Vec<String>) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl Serialize for Changes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Changes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Changes, D::Error> {
+        Vec::<String>::deserialize(d).map(Changes::from)
+    }
+}
+
 /// What a slot carries: a batch of changes, or one membership change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Payload {
     /// Application changes, applied in order.
-    Changes(Vec<String>),
+    Changes(Changes),
     /// Make this member a voter (add it, or promote the learner).
     Add(String),
     /// Add this member as a learner.
@@ -455,7 +518,7 @@ impl Payload {
             Payload::Changes(chg) => Request::Accept(Accept {
                 instance,
                 seq,
-                chg: chg.clone(),
+                chg: chg.to_vec(),
                 master,
                 entries: Vec::new(),
             }),
@@ -504,7 +567,7 @@ struct StagedWire {
     instance: u64,
     seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    chg: Option<Vec<String>>,
+    chg: Option<Changes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     add: Option<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

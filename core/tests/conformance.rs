@@ -177,7 +177,7 @@ fn response_examples_decode_to_the_expected_values() {
             assert_eq!(p.seq, Some(44));
             let s = p.staged.unwrap();
             assert_eq!((s.instance, s.seq), (22, 45));
-            assert_eq!(s.payload, Payload::Changes(vec!["chg9".into()]));
+            assert_eq!(s.payload, Payload::Changes(vec!["chg9".into()].into()));
         }
         other => panic!("{other:?}"),
     }

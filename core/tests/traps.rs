@@ -130,13 +130,16 @@ fn trap_a_empty_accept_clears_no_staged_slot() {
         .staged()
         .cloned()
         .expect("2 keeps X staged");
-    assert_eq!(staged.payload, Payload::Changes(vec![x.clone()]));
+    assert_eq!(staged.payload, Payload::Changes(vec![x.clone()].into()));
     drop_all(&mut s, None, None, None);
     s.crash(1);
     // Node 3 campaigns with 2 and 4: 2 reports X.
     assert!(campaign_with(&mut s, 3, &[2, 4]));
     quiesce(&mut s);
-    assert_eq!(s.checker.chosen.get(&seq), Some(&Payload::Changes(vec![x])));
+    assert_eq!(
+        s.checker.chosen.get(&seq),
+        Some(&Payload::Changes(vec![x].into()))
+    );
     assert_eq!(s.node(3).unwrap().state().get("k"), Some("X"));
     assert_safe(&s);
 }
@@ -176,7 +179,10 @@ fn trap_b_empty_recovery_accept_uses_up_no_seq() {
     quiesce(&mut s);
     s.fire_timeout(4); // a heartbeat lets the followers commit
     quiesce(&mut s);
-    assert_eq!(s.checker.chosen.get(&seq), Some(&Payload::Changes(vec![x])));
+    assert_eq!(
+        s.checker.chosen.get(&seq),
+        Some(&Payload::Changes(vec![x].into()))
+    );
     for v in [0, 2, 3, 4] {
         assert_eq!(s.node(v).unwrap().state().get("k"), Some("X"), "node {v}");
     }
@@ -410,7 +416,10 @@ fn trap_k_in_flight_accept_is_resent_unchanged() {
     quiesce(&mut s);
     s.fire_timeout(0);
     quiesce(&mut s);
-    assert_eq!(s.checker.chosen.get(&seq), Some(&Payload::Changes(vec![x])));
+    assert_eq!(
+        s.checker.chosen.get(&seq),
+        Some(&Payload::Changes(vec![x].into()))
+    );
     assert_eq!(s.node(1).unwrap().state().get("k"), Some("Y"));
     assert_safe(&s);
 }

@@ -181,7 +181,7 @@ mod tests {
         m.on_event(&Event::BecameMaster { instance: 1 });
         m.on_event(&Event::Committed {
             seq: 1,
-            payload: Payload::Changes(vec!["a".into(), "b".into()]),
+            payload: Payload::Changes(vec!["a".into(), "b".into()].into()),
         });
         m.on_event(&Event::Committed {
             seq: 2,

@@ -853,7 +853,7 @@ mod tests {
     fn entry(seq: u64) -> Entry {
         Entry {
             seq,
-            payload: Payload::Changes(vec![format!("c{seq}")]),
+            payload: Payload::Changes(vec![format!("c{seq}")].into()),
         }
     }
 
@@ -1042,7 +1042,7 @@ mod tests {
     #[test]
     fn records_cross_preallocated_space() {
         let dir = TempDir::new("prealloc");
-        let big = Payload::Changes(vec!["x".repeat(10_000)]);
+        let big = Payload::Changes(vec!["x".repeat(10_000)].into());
         let mut model = Stored::default();
         let mut sizes = Vec::new();
         {
@@ -1648,7 +1648,7 @@ mod tests {
             p.hard.commit = i;
             p.entries = vec![Entry {
                 seq: i,
-                payload: Payload::Changes(vec![change.clone()]),
+                payload: Payload::Changes(vec![change.clone()].into()),
             }];
             let t = std::time::Instant::now();
             store.apply(&p).unwrap();

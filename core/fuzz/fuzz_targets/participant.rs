@@ -311,7 +311,7 @@ impl Host {
                     staged: Some(Staged {
                         instance: u64::from(instance),
                         seq: u64::from(seq),
-                        payload: Payload::Changes(vec![change(ch)]),
+                        payload: Payload::Changes(vec![change(ch)].into()),
                     }),
                 }),
                 _ => Response::Fail(FailResult::ok()),
@@ -345,7 +345,7 @@ fn initial(start: &Start0) -> Participant<KvStore> {
                 staged: staged.then(|| Staged {
                     instance: u64::from(*promised),
                     seq: commit + 1,
-                    payload: Payload::Changes(vec![change(1)]),
+                    payload: Payload::Changes(vec![change(1)].into()),
                 }),
                 members,
                 learners: vec![],

@@ -210,7 +210,7 @@ impl<S: StateMachine> Participant<S> {
             .filter(|s| s.seq == next)
             .max_by_key(|s| s.instance)
             .map(|s| s.payload)
-            .unwrap_or(Payload::Changes(Vec::new()));
+            .unwrap_or(Payload::Changes(Default::default()));
         self.role = Role::Master;
         self.master = Some(self.hard.self_addr.clone());
         self.election_deadline = None;

@@ -370,7 +370,7 @@ impl<S: StateMachine> Participant<S> {
                 waiters.push((id, chg.len()));
                 batch.extend(chg);
             }
-            return self.propose(now, Payload::Changes(batch), waiters);
+            return self.propose(now, Payload::Changes(batch.into()), waiters);
         }
     }
 
@@ -850,7 +850,7 @@ impl<S: StateMachine> Participant<S> {
             _ => {
                 let seq = self.hard.commit + 1;
                 (
-                    Payload::Changes(Vec::new()).to_request(instance, seq, &me),
+                    Payload::Changes(Default::default()).to_request(instance, seq, &me),
                     None,
                 )
             }

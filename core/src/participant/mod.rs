@@ -388,7 +388,7 @@ impl<S: StateMachine> Participant<S> {
             }
             if let Payload::Changes(chg) = &e.payload {
                 for c in chg {
-                    let _ = p.app.apply(e.seq, c);
+                    p.app.apply_unanswered(e.seq, c);
                 }
             }
             p.remember(e.seq, &e.payload);
@@ -555,7 +555,7 @@ impl<S: StateMachine> Participant<S> {
                     id,
                     Method::Accept,
                     (r.instance, r.seq),
-                    Payload::Changes(r.chg),
+                    Payload::Changes(r.chg.into()),
                     master,
                     r.entries,
                 )
@@ -1130,8 +1130,15 @@ impl<S: StateMachine> Participant<S> {
         debug_assert_eq!(seq, self.hard.commit + 1);
         let mut results = Vec::new();
         match &payload {
-            Payload::Changes(chg) => {
+            // Only a master that chose the batch answers its submits; elsewhere the app may
+            // skip building results nobody reads.
+            Payload::Changes(chg) if chosen_here => {
                 results = chg.iter().map(|c| self.app.apply(seq, c)).collect();
+            }
+            Payload::Changes(chg) => {
+                for c in chg.iter() {
+                    self.app.apply_unanswered(seq, c);
+                }
             }
             Payload::Add(a) => {
                 self.hard.learners.retain(|l| l.addr != *a);

@@ -161,7 +161,7 @@ fn accept_rule4_the_same_accept_again_persists_nothing() {
     let Payload::Changes(x) = st.payload.clone() else {
         unreachable!()
     };
-    let outs = request(&mut b, 10, 7, accept(1, 3, x, Some(A)));
+    let outs = request(&mut b, 10, 7, accept(1, 3, x.to_vec(), Some(A)));
     assert_eq!(outs, vec![reply(7, accepted())]);
     assert_eq!(b.staged(), Some(&st));
 }

@@ -10,7 +10,7 @@ fn batch(instance: u64, seq: u64, entries: &[(u64, &str)]) -> Request {
         .iter()
         .map(|(s, c)| CommittedEntry {
             seq: *s,
-            payload: Payload::Changes(vec![String::from(*c)]),
+            payload: Payload::Changes(vec![String::from(*c)].into()),
         })
         .collect();
     Request::Accept(Accept {

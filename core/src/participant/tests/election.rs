@@ -131,7 +131,7 @@ fn election_recovery_takes_its_own_staged_slot_when_no_vote_has_a_higher_one() {
     let Payload::Changes(x) = st.payload.clone() else {
         unreachable!()
     };
-    let first = accept(2, 3, x, Some(B));
+    let first = accept(2, 3, x.to_vec(), Some(B));
     let hard = hard_with(&b, |h| h.staged = Some(staged(2, 3, st.payload.clone())));
     assert_eq!(
         outs,

@@ -310,7 +310,7 @@ fn staged(instance: u64, seq: u64, payload: Payload) -> Staged {
 }
 
 fn changes(chg: &[&str]) -> Payload {
-    Payload::Changes(strings(chg))
+    Payload::Changes(strings(chg).into())
 }
 
 // Responses -------------------------------------------------------------------------------------
@@ -540,7 +540,7 @@ fn follower3_staged() -> (P, Staged) {
     let x = set("x", "1");
     let outs = request(&mut b, 0, 1, accept(1, 3, vec![x.clone()], Some(A)));
     assert_eq!(outs.last(), Some(&reply(1, accepted())));
-    (b, staged(1, 3, Payload::Changes(vec![x])))
+    (b, staged(1, 3, Payload::Changes(vec![x].into())))
 }
 
 // ---------------------------------------------------------------------------------------------
