@@ -191,13 +191,21 @@ pub struct Snapshot {
 /// Everything a host has stored for one participant; give it to
 /// [`Participant::restore`](crate::Participant::restore) after a restart.
 ///
-/// `entries` may start at or below the snapshot's seq (a crash between saving a snapshot and
-/// compacting the log leaves them so): `restore` skips those.
+/// `entries` may start at or below the snapshot's seq (a host that names a saved snapshot in
+/// its log before it drops the entries it covers leaves them so after a crash): `restore`
+/// skips those.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub hard: Option<HardState>,
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
+    /// Periodic snapshots saved ([`Stored::save_snapshot`]) that no `compact` has made the
+    /// stored snapshot yet: `restore` ignores them, as a host ignores (and deletes) a snapshot
+    /// file its log does not name. Such a snapshot may be of a commit the stored hard state
+    /// does not have yet (its `Persist` was still being written), so restoring from it could
+    /// pair a newer state with an older member list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saved: Vec<Snapshot>,
 }
 
 impl Stored {
@@ -208,8 +216,19 @@ impl Stored {
         if let Some(s) = &p.snapshot {
             self.snapshot = Some(s.clone());
             self.entries.clear();
+            self.saved.retain(|x| x.seq > s.seq);
         }
         if let Some(n) = p.compact {
+            // The compaction names the snapshot saved at `n`: now it is the stored one.
+            if let Some(i) = self.saved.iter().position(|s| s.seq == n) {
+                let s = self.saved.remove(i);
+                self.saved.retain(|x| x.seq > n);
+                if self.snapshot.as_ref().is_none_or(|old| old.seq < n) {
+                    self.snapshot = Some(s);
+                }
+            }
+            // As a host does, trusting the participant: it asks for a compaction only after
+            // `snapshot_saved` (a participant that did otherwise would lose the entries here).
             self.entries.retain(|e| e.seq > n);
         }
         self.entries.extend(p.entries.iter().cloned());
@@ -217,11 +236,14 @@ impl Stored {
     }
 
     /// The host saved `snapshot` durably for a [`SnapshotJob`](crate::SnapshotJob): it becomes
-    /// the stored snapshot if it is newer than the stored one. The entries stay (until the
-    /// `compact` that follows): a crash before it restores the snapshot and skips them.
+    /// the stored snapshot with the `Persist` whose `compact` names its seq, which the
+    /// participant emits after [`snapshot_saved`](crate::Participant::snapshot_saved) and after
+    /// every `Persist` before it (so the stored hard state then holds its commit). Until then a
+    /// crash restores without it, from the entries that are all still there.
     pub fn save_snapshot(&mut self, snapshot: Snapshot) {
         if self.snapshot.as_ref().is_none_or(|s| s.seq < snapshot.seq) {
-            self.snapshot = Some(snapshot);
+            self.saved.retain(|s| s.seq != snapshot.seq);
+            self.saved.push(snapshot);
         }
     }
 }

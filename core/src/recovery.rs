@@ -133,6 +133,7 @@ mod tests {
             hard: Some(hard),
             snapshot: None,
             entries,
+            saved: Vec::new(),
         }
     }
 

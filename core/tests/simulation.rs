@@ -74,6 +74,17 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// Seeds above the fixed range that once failed, run in every sweep. From the 100,000-seed
+/// release sweep of 2026-12-08: 17474 (a learner removed while it lagged missed the one notice
+/// of its removal and, never campaigning, never learned of it: the master now re-sends it),
+/// and nine seeds where a periodic snapshot saved before the Persist of its own commit was
+/// durable was restored beside an older hard state ("commit is N but entries end at N+1":
+/// the in-memory store took a saved snapshot as stored before the compaction that names it,
+/// which a host's log never does; `Stored::saved`).
+const FOUND: [u64; 10] = [
+    17474, 18938, 19688, 23876, 27444, 28882, 37238, 40496, 40784, 41138,
+];
+
 #[test]
 fn sweep() {
     let seeds = env_u64("SIM_SEEDS").unwrap_or(2000);
@@ -89,7 +100,11 @@ fn sweep() {
         // Far above the fixed seeds, and not overlapping them when it wraps.
         (t % (u64::MAX / 2)).max(1 << 32)
     });
-    let all: Vec<u64> = (0..seeds).chain(base..base + fresh).collect();
+    let found: Vec<u64> = FOUND.iter().copied().filter(|s| *s >= seeds).collect();
+    let all: Vec<u64> = (0..seeds)
+        .chain(found.iter().copied())
+        .chain(base..base + fresh)
+        .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
     let results: Vec<Run> = std::thread::scope(|s| {
@@ -134,9 +149,10 @@ fn sweep() {
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,
-        "simulation: {} seeds ({seeds} fixed, {fresh} fresh from SIM_FRESH_BASE={base}), {steps} \
-         steps, {violations} violations ({:.1} s)",
+        "simulation: {} seeds ({seeds} fixed, {} found earlier, {fresh} fresh from \
+         SIM_FRESH_BASE={base}), {steps} steps, {violations} violations ({:.1} s)",
         results.len(),
+        found.len(),
         started.elapsed().as_secs_f64()
     );
     let lin: Vec<LinCheck> = results.iter().filter_map(|r| r.lin).collect();
@@ -190,7 +206,7 @@ fn sweep() {
          ({cut_saving} crashes while saving one, {cut_compacting} before the log was \
          compacted), {faults} nemesis actions"
     );
-    assert_eq!(results.len() as u64, seeds + fresh);
+    assert_eq!(results.len(), all.len());
     // The sweep must exercise what it claims to (a vacuous run proves nothing).
     if seeds >= 100 {
         assert!(elections > seeds / 2 && snapshots > 0 && membership > 0 && crashes > 0);

@@ -276,6 +276,7 @@ impl Host {
                     err: None,
                     instance: None,
                     seq: None,
+                    entries: false,
                 }),
                 Request::ReadIndex(_) => Response::Fail(FailResult {
                     seq: Some(u64::from(commit)),
@@ -358,6 +359,7 @@ fn initial(start: &Start0) -> Participant<KvStore> {
                     data: "{}".into(),
                 }),
                 entries: vec![],
+                saved: vec![],
             };
             match Participant::restore(cfg.clone(), KvStore::new(), stored, 0) {
                 Ok(p) => p,
@@ -407,6 +409,7 @@ fuzz_target!(|input: (Start0, Vec<Action>)| {
                 seq: u64::from(seq),
                 chg: changes(c),
                 master: m(master),
+                entries: Vec::new(),
             })),
             Action::AddMember {
                 instance,

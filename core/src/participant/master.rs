@@ -37,7 +37,16 @@ pub(super) struct Leadership {
     pub reads: Vec<super::read::PendingRead>,
     /// A leader transfer in progress: nothing new is proposed (see [`super::transfer`]).
     pub transfer: Option<super::transfer::Handing>,
+    /// Nodes removed in this instance that have not yet shown that they know it, with the
+    /// notices sent so far and whether one is in flight: re-sent every heartbeat (at most
+    /// [`MAX_REMOVAL_NOTICES`]), since a learner that missed the one notice never campaigns
+    /// and so would never learn of its removal.
+    pub removed: BTreeMap<String, (u32, bool)>,
 }
+
+/// The most notices a master sends a removed node that does not answer (a node that is gone
+/// for good costs one failed call per heartbeat until then).
+pub(super) const MAX_REMOVAL_NOTICES: u32 = 600;
 
 pub(super) struct AdminOp {
     /// The admin call to answer (`None`: the master's own promotion of a learner).
@@ -116,6 +125,7 @@ impl<S: StateMachine> Participant<S> {
             read_round: 0,
             reads: Vec::new(),
             transfer: None,
+            removed: BTreeMap::new(),
         });
         // A bootstrapped master grows its cluster once it serves (the queue waits for that).
         for addr in core::mem::take(&mut self.joiners) {
@@ -264,6 +274,7 @@ impl<S: StateMachine> Participant<S> {
             Payload::Rm(a) if a != me => {
                 if let Some(l) = self.leader.as_mut() {
                     l.peers.remove(&a);
+                    l.removed.insert(a.clone(), (1, true));
                 }
                 // One more empty accept so the removed node learns of it.
                 self.notify_commit(a);
@@ -872,6 +883,22 @@ impl<S: StateMachine> Participant<S> {
             .collect();
         for t in targets {
             self.send_current(t);
+        }
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let again: Vec<String> = l
+            .removed
+            .iter_mut()
+            .filter(|(_, (sent, inflight))| !*inflight && *sent < MAX_REMOVAL_NOTICES)
+            .map(|(a, (sent, inflight))| {
+                *sent += 1;
+                *inflight = true;
+                a.clone()
+            })
+            .collect();
+        for a in again {
+            self.notify_commit(a);
         }
     }
 

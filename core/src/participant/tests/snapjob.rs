@@ -151,7 +151,8 @@ fn a_job_never_saved_loses_nothing() {
 
 #[test]
 fn restore_skips_entries_at_or_below_the_snapshot() {
-    // A crash after the snapshot file was saved and before the log was compacted.
+    // A host whose log names a saved snapshot before it drops the entries it covers, and a
+    // crash between the two.
     let mut disk = Stored::default();
     let mut a = solo(3, &mut disk);
     for i in 1..=3 {
@@ -160,7 +161,7 @@ fn restore_skips_entries_at_or_below_the_snapshot() {
     let job = a.take_snapshot_job().unwrap();
     write(&mut a, &mut disk, 4);
     let data = crate::snapshot_to_string(job.source).unwrap();
-    disk.save_snapshot(Snapshot { seq: 3, data });
+    disk.snapshot = Some(Snapshot { seq: 3, data });
     assert_eq!(seqs(&disk.entries), [1, 2, 3, 4]);
     let mut r = Participant::restore(cfg(A), KvStore::new(), disk.clone(), 10).unwrap();
     assert_eq!((r.commit(), r.state()), (4, a.state()));
@@ -169,6 +170,42 @@ fn restore_skips_entries_at_or_below_the_snapshot() {
     assert!(r.take_snapshot_job().is_none());
     r.snapshot_saved(11, 3, 0);
     assert!(persist_all(&mut r, &mut disk).is_empty());
+}
+
+#[test]
+fn a_saved_snapshot_counts_only_once_its_compaction_is_stored() {
+    // On a follower the commit moves in memory before its Persist is durable, so a job may be
+    // of a commit the stored hard state does not have yet. Until the compaction that names it
+    // is stored, a restart ignores the saved snapshot (its member list and commit would be
+    // newer than the stored hard state's).
+    let mut disk = Stored::default();
+    let mut a = solo(3, &mut disk);
+    for i in 1..=2 {
+        write(&mut a, &mut disk, i);
+    }
+    let mut before = disk.clone(); // the disk without commit 3's Persist
+    write(&mut a, &mut disk, 3);
+    let job = a.take_snapshot_job().expect("due at commit 3");
+    let data = crate::snapshot_to_string(job.source).unwrap();
+    before.save_snapshot(Snapshot {
+        seq: 3,
+        data: data.clone(),
+    });
+    assert_eq!((before.snapshot.as_ref(), before.saved.len()), (None, 1));
+    let r = Participant::restore(cfg(A), KvStore::new(), before, 10).unwrap();
+    assert_eq!(r.commit(), 2);
+    // Saved after commit 3's Persist, then compacted: now it is the stored snapshot.
+    disk.save_snapshot(Snapshot { seq: 3, data });
+    a.snapshot_saved(0, 3, 10);
+    let compacting = persist_all(&mut a, &mut disk);
+    assert_eq!(
+        compacting.iter().map(|p| p.compact).collect::<Vec<_>>(),
+        [Some(3)]
+    );
+    assert_eq!(disk.snapshot.as_ref().map(|s| s.seq), Some(3));
+    assert!(disk.saved.is_empty() && disk.entries.is_empty());
+    let r = Participant::restore(cfg(A), KvStore::new(), disk, 10).unwrap();
+    assert_eq!((r.commit(), r.state()), (3, a.state()));
 }
 
 #[test]
