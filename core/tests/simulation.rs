@@ -75,14 +75,15 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Seeds above the fixed range that once failed, run in every sweep. From the 100,000-seed
-/// release sweep of 2026-12-08: 17474 (a learner removed while it lagged missed the one notice
-/// of its removal and, never campaigning, never learned of it: the master now re-sends it),
+/// release sweep of 2026-12-08: 17474 and 90287 (a learner removed while it lagged, or was
+/// down, missed the one notice of its removal and, never campaigning, never learned of it; in
+/// 90287 the master that removed it lost mastership too: now whoever is master re-sends it),
 /// and nine seeds where a periodic snapshot saved before the Persist of its own commit was
 /// durable was restored beside an older hard state ("commit is N but entries end at N+1":
 /// the in-memory store took a saved snapshot as stored before the compaction that names it,
 /// which a host's log never does; `Stored::saved`).
-const FOUND: [u64; 10] = [
-    17474, 18938, 19688, 23876, 27444, 28882, 37238, 40496, 40784, 41138,
+const FOUND: [u64; 11] = [
+    17474, 18938, 19688, 23876, 27444, 28882, 37238, 40496, 40784, 41138, 90287,
 ];
 
 #[test]

@@ -37,11 +37,6 @@ pub(super) struct Leadership {
     pub reads: Vec<super::read::PendingRead>,
     /// A leader transfer in progress: nothing new is proposed (see [`super::transfer`]).
     pub transfer: Option<super::transfer::Handing>,
-    /// Nodes removed in this instance that have not yet shown that they know it, with the
-    /// notices sent so far and whether one is in flight: re-sent every heartbeat (at most
-    /// [`MAX_REMOVAL_NOTICES`]), since a learner that missed the one notice never campaigns
-    /// and so would never learn of its removal.
-    pub removed: BTreeMap<String, (u32, bool)>,
 }
 
 /// The most notices a master sends a removed node that does not answer (a node that is gone
@@ -125,7 +120,6 @@ impl<S: StateMachine> Participant<S> {
             read_round: 0,
             reads: Vec::new(),
             transfer: None,
-            removed: BTreeMap::new(),
         });
         // A bootstrapped master grows its cluster once it serves (the queue waits for that).
         for addr in core::mem::take(&mut self.joiners) {
@@ -274,8 +268,8 @@ impl<S: StateMachine> Participant<S> {
             Payload::Rm(a) if a != me => {
                 if let Some(l) = self.leader.as_mut() {
                     l.peers.remove(&a);
-                    l.removed.insert(a.clone(), (1, true));
                 }
+                self.removal_notices.insert(a.clone(), (1, true));
                 // One more empty accept so the removed node learns of it.
                 self.notify_commit(a);
             }
@@ -884,11 +878,8 @@ impl<S: StateMachine> Participant<S> {
         for t in targets {
             self.send_current(t);
         }
-        let Some(l) = self.leader.as_mut() else {
-            return;
-        };
-        let again: Vec<String> = l
-            .removed
+        let again: Vec<String> = self
+            .removal_notices
             .iter_mut()
             .filter(|(_, (sent, inflight))| !*inflight && *sent < MAX_REMOVAL_NOTICES)
             .map(|(a, (sent, inflight))| {

@@ -68,20 +68,17 @@ impl<S: StateMachine> Participant<S> {
         res: Result<Response, Error>,
     ) {
         let gap = matches!(&res, Ok(r) if r.err().is_some_and(|e| e.code == ErrorCode::Gap));
-        let removed = self.leader.as_mut().map(|l| &mut l.removed);
-        if let Some(removed) = removed {
-            match &res {
-                // Accepted the commit after its removal, installed our state, or refused for
-                // another reason (it knows better): it needs no more notices.
-                Ok(_) if !gap => {
-                    removed.remove(&from);
-                }
-                // A gap gets our state (below, again a notice in flight); a failed call is
-                // tried again at the next heartbeat.
-                _ => {
-                    if let Some((_, inflight)) = removed.get_mut(&from) {
-                        *inflight = gap;
-                    }
+        match &res {
+            // Accepted the commit after its removal, installed our state, or refused for
+            // another reason (it knows better): it needs no more notices.
+            Ok(_) if !gap => {
+                self.removal_notices.remove(&from);
+            }
+            // A gap gets our state (below, again a notice in flight); a failed call is tried
+            // again at the next heartbeat.
+            _ => {
+                if let Some((_, inflight)) = self.removal_notices.get_mut(&from) {
+                    *inflight = gap;
                 }
             }
         }

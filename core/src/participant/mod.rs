@@ -158,6 +158,12 @@ pub struct Participant<S: StateMachine> {
     /// their changes.
     commits_since_snapshot: u64,
     log_bytes_since_snapshot: u64,
+    /// Nodes whose removal this node committed and that have not yet shown that they know
+    /// it, with the notices sent and whether one is in flight. Whoever is master re-sends the
+    /// notice every heartbeat (at most `MAX_REMOVAL_NOTICES`): a learner that missed it never
+    /// campaigns, so it would never learn of its removal otherwise, also when the master that
+    /// removed it is gone. Kept in memory only.
+    removal_notices: BTreeMap<String, (u32, bool)>,
     /// The size of the state's last snapshot (saved, installed or restored): a snapshot is due
     /// once the log since it holds as many bytes of changes (`Config::snapshot_every`).
     state_bytes: u64,
@@ -322,6 +328,7 @@ impl<S: StateMachine> Participant<S> {
             commits_since_snapshot: 0,
             log_bytes_since_snapshot: 0,
             state_bytes: 0,
+            removal_notices: BTreeMap::new(),
             snapshot_due: false,
             compacted: 0,
             outputs: VecDeque::new(),
@@ -1141,6 +1148,7 @@ impl<S: StateMachine> Participant<S> {
                 }
             }
             Payload::Add(a) => {
+                self.removal_notices.remove(a);
                 self.hard.learners.retain(|l| l.addr != *a);
                 if !self.is_member(a) {
                     self.hard.members.push(a.clone());
@@ -1149,6 +1157,7 @@ impl<S: StateMachine> Participant<S> {
                 self.hard.members_version = seq;
             }
             Payload::Learner(l) => {
+                self.removal_notices.remove(&l.addr);
                 if !self.is_member(&l.addr) && !self.is_learner(&l.addr) {
                     self.hard.learners.push(l.clone());
                     self.hard.learners.sort();
@@ -1159,6 +1168,9 @@ impl<S: StateMachine> Participant<S> {
                 self.hard.members.retain(|m| m != a);
                 self.hard.learners.retain(|l| l.addr != *a);
                 self.hard.members_version = seq;
+                if *a != self.hard.self_addr {
+                    self.removal_notices.insert(a.clone(), (0, false));
+                }
             }
         }
         if self.role == Role::Learner && self.is_member(&self.hard.self_addr) {
