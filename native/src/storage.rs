@@ -649,7 +649,12 @@ fn read_log(path: &Path) -> Result<Log, String> {
         }
         if let Some(seq) = record.base {
             // Entries first, then the compaction: the record holds those after `seq`.
-            stored.save_snapshot(read_snapshot(path, seq)?);
+            // The log names this snapshot: it is the stored one (not merely a saved one, which
+            // `Stored::save_snapshot` would keep apart until a compaction).
+            let snap = read_snapshot(path, seq)?;
+            if stored.snapshot.as_ref().is_none_or(|s| s.seq < snap.seq) {
+                stored.snapshot = Some(snap);
+            }
             stored.entries.retain(|e| e.seq > seq);
             base = Some(seq);
         }

@@ -405,14 +405,17 @@ fn a_consumer_that_stops_reading_is_cut_off_while_memory_stays_bounded() {
     assert_eq!(stuck.status, 200);
     let rss_before = rss(pid);
 
-    // 64 MiB of changes (one 32 KiB value, one key: the state stays small) while the watcher
-    // reads nothing: far more than the socket buffers and the 1 MiB window hold.
+    // 96 MiB of changes (one 32 KiB value, one key: the state stays small) while the watcher
+    // reads nothing: far more than the socket buffers and the 1 MiB window hold. The node
+    // keeps the newest 8 MiB of changes anyway (to catch followers up, Config::catchup_bytes)
+    // and compacts its log every 8 MiB of changes, so its own share is about 16 MiB whatever a
+    // watcher does; a stuck watcher's buffer would be the whole 96.
     let value = "x".repeat(32 << 10);
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (node, value) = (node.clone(), value.clone());
             std::thread::spawn(move || {
-                for i in 0..512 {
+                for i in 0..768 {
                     submit_ok(&node, ID, &[set("big", &format!("{w}.{i}.{value}"))]).unwrap();
                 }
             })
@@ -421,7 +424,7 @@ fn a_consumer_that_stops_reading_is_cut_off_while_memory_stays_bounded() {
     for w in writers {
         w.join().unwrap();
     }
-    let written = 4 * 512 * (32u64 << 10);
+    let written = 4 * 768 * (32u64 << 10);
     let grew = rss(pid).saturating_sub(rss_before);
     eprintln!(
         "watch-stuck: wrote {} MiB, node RSS {} -> {} MiB",
