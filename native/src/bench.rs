@@ -359,6 +359,31 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
+impl ClientResult {
+    /// Adds what another client saw (the first error seen stays).
+    fn merge(&mut self, r: ClientResult) {
+        self.ok += r.ok;
+        self.errors += r.errors;
+        self.lat_us.extend(r.lat_us);
+        if self.first_error.is_none() {
+            self.first_error = r.first_error;
+        }
+    }
+
+    /// Sorts the latencies, then hands out the q-quantile of them in ms (0 for none).
+    fn percentiles(&mut self) -> impl Fn(f64) -> f64 + '_ {
+        self.lat_us.sort_unstable();
+        let lat = &self.lat_us;
+        move |q: f64| {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat[i] as f64 / 1000.0
+        }
+    }
+}
+
 /// One measured run.
 struct Row {
     system: String,
@@ -449,12 +474,7 @@ async fn measure(
     let mut all = ClientResult::default();
     for h in handles {
         if let Ok(r) = h.await {
-            all.ok += r.ok;
-            all.errors += r.errors;
-            all.lat_us.extend(r.lat_us);
-            if all.first_error.is_none() {
-                all.first_error = r.first_error;
-            }
+            all.merge(r);
         }
     }
     let nodes = pids
@@ -462,24 +482,18 @@ async fn measure(
         .zip(before)
         .map(|(&p, b)| (cpu_seconds(p) - b, peak_rss_mib(p), rss_mib(p)))
         .collect();
-    all.lat_us.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if all.lat_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((q * all.lat_us.len() as f64).ceil() as usize).clamp(1, all.lat_us.len()) - 1;
-        all.lat_us[i] as f64 / 1000.0
-    };
+    let (ok, errors, first_error) = (all.ok, all.errors, all.first_error.take());
+    let pct = all.percentiles();
     Row {
         system: system.to_string(),
         c,
-        committed: all.ok,
-        per_sec: all.ok as f64 / args.duration.as_secs_f64(),
+        committed: ok,
+        per_sec: ok as f64 / args.duration.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         p999_ms: pct(0.999),
-        errors: all.errors,
-        first_error: all.first_error,
+        errors,
+        first_error,
         nodes,
     }
 }

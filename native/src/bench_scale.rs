@@ -107,32 +107,21 @@ async fn window(target: &Target, url: &str, keys: u64, dur: Duration) -> ClientR
     let mut all = ClientResult::default();
     for h in handles {
         if let Ok(r) = h.await {
-            all.ok += r.ok;
-            all.errors += r.errors;
-            all.lat_us.extend(r.lat_us);
-            if all.first_error.is_none() {
-                all.first_error = r.first_error;
-            }
+            all.merge(r);
         }
     }
     all
 }
 
 fn summarize(mut r: ClientResult, secs: f64) -> Load {
-    r.lat_us.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if r.lat_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((q * r.lat_us.len() as f64).ceil() as usize).clamp(1, r.lat_us.len()) - 1;
-        r.lat_us[i] as f64 / 1000.0
-    };
+    let (ok, errors) = (r.ok, r.errors);
+    let pct = r.percentiles();
     Load {
-        per_sec: r.ok as f64 / secs.max(1e-9),
+        per_sec: ok as f64 / secs.max(1e-9),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
-        ok: r.ok,
-        errors: r.errors,
+        ok,
+        errors,
     }
 }
 
@@ -325,11 +314,7 @@ pub(super) async fn run_scale(
     };
     let mut during = ClientResult::default();
     while !joined.is_finished() {
-        let r = window(&ours_t, &master, keys, Duration::from_millis(500)).await;
-        during.ok += r.ok;
-        during.errors += r.errors;
-        during.lat_us.extend(r.lat_us);
-        during.first_error = during.first_error.or(r.first_error);
+        during.merge(window(&ours_t, &master, keys, Duration::from_millis(500)).await);
     }
     let join_s = joined.await.ok().flatten();
     let during_s = t.elapsed().as_secs_f64();
