@@ -398,7 +398,7 @@ impl<S: StateMachine> Participant<S> {
                     p.app.apply_unanswered(e.seq, c);
                 }
             }
-            p.remember(e.seq, &e.payload);
+            p.remember(e.seq, &e.payload, entry_size(&e.payload));
             at = e.seq;
         }
         if at != hard.commit {
@@ -1178,7 +1178,8 @@ impl<S: StateMachine> Participant<S> {
             self.role = Role::Participant;
             self.reset_election_timer(now);
         }
-        self.remember(seq, &payload);
+        let bytes = entry_size(&payload);
+        self.remember(seq, &payload, bytes);
         self.hard.commit = seq;
         if self.hard.staged.as_ref().is_some_and(|s| s.seq <= seq) {
             self.hard.staged = None;
@@ -1189,7 +1190,7 @@ impl<S: StateMachine> Participant<S> {
             payload: payload.clone(),
         });
         self.commits_since_snapshot += 1;
-        self.log_bytes_since_snapshot += entry_size(&payload) as u64;
+        self.log_bytes_since_snapshot += bytes as u64;
         let size_due =
             self.log_bytes_since_snapshot >= self.cfg.snapshot_min_bytes.max(self.state_bytes);
         if self.commits_since_snapshot >= self.cfg.snapshot_every || size_due {
@@ -1235,21 +1236,20 @@ impl<S: StateMachine> Participant<S> {
         results
     }
 
-    /// Keeps the entry just committed at `seq` in [`recent`](Self::recent), dropping the oldest
-    /// past its bounds.
-    fn remember(&mut self, seq: u64, payload: &Payload) {
+    /// Keeps the entry just committed at `seq` (`bytes` as [`entry_size`] counts it) in
+    /// [`recent`](Self::recent), dropping the oldest past its bounds.
+    fn remember(&mut self, seq: u64, payload: &Payload, bytes: usize) {
         if self.recent.back().is_some_and(|e| e.seq + 1 != seq) {
             self.forget_recent();
         }
-        let size = entry_size;
-        self.recent_bytes += size(payload);
+        self.recent_bytes += bytes;
         self.recent.push_back(Entry {
             seq,
             payload: payload.clone(),
         });
         while self.recent_bytes > self.cfg.catchup_bytes {
             match self.recent.pop_front() {
-                Some(e) => self.recent_bytes -= size(&e.payload),
+                Some(e) => self.recent_bytes -= entry_size(&e.payload),
                 None => break,
             }
         }
