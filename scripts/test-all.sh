@@ -18,6 +18,9 @@ bash -n scripts/demo.sh
 # Every suite runs even when an earlier one failed (all failures show in one run); the exit
 # status is non-zero if any did, and the closing line counts every one of them.
 status=0
+# The suites' logs go to ./target, which cargo does not create when CARGO_TARGET_DIR points
+# elsewhere.
+mkdir -p target
 scripts/test-web.sh 2>&1 | tee target/test-web.log || status=1
 scripts/fuzz.sh 30 2>&1 | tee target/fuzz.log || status=1
 deploy/check.sh 2>&1 | tee target/deploy-check.log || status=1
